@@ -1,0 +1,1164 @@
+/**
+ * The agent: the domain service behind the HTTP API. It owns the store, the
+ * journal and the index, and keeps them consistent:
+ *
+ * - every state change is a journal record, applied to the index once
+ *   written; the ones a client waits for are fsynced first;
+ * - file bytes and directories are durable before the record that makes
+ *   them visible is written;
+ * - one metadata lock serializes index changes (commit, delete, pin,
+ *   eviction); the bulk of the work (streaming, hashing, fsyncing files)
+ *   happens outside it.
+ *
+ * @module
+ */
+
+import { LRUCache } from "lru-cache";
+import { createHash } from "node:crypto";
+import {
+  type CacheEntry,
+  encodeStateRecord,
+  SnapshotIndex,
+  type Source,
+  type StateRecord,
+} from "../cache/mod.ts";
+import type { ServeConfig } from "../config/mod.ts";
+import { formatSize } from "../config/mod.ts";
+import { errorMessage, SnapmeshError } from "../errors.ts";
+import type { FileHandle, FileSystem } from "../fs/mod.ts";
+import { Journal, type RecoveryReport } from "../journal/mod.ts";
+import type { Logger } from "../log/mod.ts";
+import {
+  assertName,
+  chunkCount,
+  chunkLength,
+  findFile,
+  logicalSize,
+  type Manifest,
+  MANIFEST_SCHEMA,
+  manifestDigest,
+  type ManifestFile,
+  type ManifestWithDigest,
+  MAX_FILES,
+  sameContent,
+  storedBytes,
+  validateHot,
+  validateLabels,
+  ZERO_CHUNK,
+} from "../manifest/mod.ts";
+import type { Metrics } from "../metrics/mod.ts";
+import {
+  type ChunkedFile,
+  type DraftFile,
+  fileRangeStream,
+  isAllZero,
+  SnapshotStore,
+  writeChunked,
+} from "../store/mod.ts";
+import { KeyedMutex, Mutex } from "../util/mutex.ts";
+
+/** Dependencies of {@linkcode Agent.open}. */
+export interface AgentOptions {
+  config: ServeConfig;
+  fs: FileSystem;
+  log: Logger;
+  metrics: Metrics;
+  version: string;
+  /** Milliseconds since the epoch. @default Date.now */
+  now?: () => number;
+  /** Delay before access times are journaled. @default 100 */
+  touchFlushMs?: number;
+}
+
+/** Answer of a staged upload. */
+export interface StageResult {
+  file: string;
+  size: number;
+  sha256: string;
+}
+
+/** Body of a commit. */
+export interface CommitRequest {
+  labels?: unknown;
+  hot?: unknown;
+}
+
+/** Answer of a commit; `created` is false when the same content was already committed. */
+export interface CommitResult {
+  manifest: ManifestWithDigest;
+  created: boolean;
+}
+
+/** One row of `GET /v1/snapshots`. */
+export interface SnapshotSummary {
+  name: string;
+  digest: string;
+  /** Sum of file sizes. */
+  size: number;
+  /** Bytes on disk (zero chunks are holes). */
+  storedBytes: number;
+  files: string[];
+  pinned: boolean;
+  lastAccess: string;
+  createdAt: string;
+  state: "ready";
+}
+
+/** An open file of a local snapshot, ready to stream. */
+export interface OpenedFile {
+  name: string;
+  file: string;
+  size: number;
+  sha256: string;
+  source: Source;
+  /** Streams bytes `start..end` (inclusive) and closes the file afterwards. */
+  stream(start: number, end: number): ReadableStream<Uint8Array>;
+  /** Closes the file without streaming. */
+  close(): void;
+}
+
+/** Answer of a pull. */
+export interface PullResult {
+  name: string;
+  digest: string;
+  source: Source;
+  bytes: Record<Source, number>;
+  ms: number;
+  paths: Record<string, string>;
+}
+
+/** Result of verifying one file. */
+export interface FileVerification {
+  file: string;
+  ok: boolean;
+  size: number;
+  badChunks: number[];
+  problem?: string;
+}
+
+/** Answer of a verify. */
+export interface VerifyResult {
+  name: string;
+  digest: string;
+  ok: boolean;
+  files: FileVerification[];
+}
+
+const MANIFEST_CACHE_ENTRIES = 256;
+
+/** The snapmesh agent of one data directory. */
+export class Agent {
+  readonly config: ServeConfig;
+  readonly version: string;
+  readonly startedAt: number;
+  readonly #fs: FileSystem;
+  readonly #log: Logger;
+  readonly #metrics: Metrics;
+  readonly #store: SnapshotStore;
+  readonly #index: SnapshotIndex;
+  readonly #journal: Journal;
+  readonly #now: () => number;
+  readonly #touchFlushMs: number;
+  readonly #meta = new Mutex();
+  readonly #drafts = new KeyedMutex();
+  /** Files being uploaded, by snapshot name. */
+  readonly #uploads = new Map<string, Map<string, number>>();
+  /** Committed bytes of staged files, by snapshot name. */
+  readonly #draftBytes = new Map<string, number>();
+  readonly #manifests = new LRUCache<string, ManifestWithDigest>({ max: MANIFEST_CACHE_ENTRIES });
+  /** Bytes held outside the index: drafts and uploads in progress. */
+  #reserved = 0;
+  #touched = new Set<string>();
+  #touchTimer: ReturnType<typeof setTimeout> | null = null;
+  #closed = false;
+  readonly recovery: RecoveryReport & { removedTemp: number; removedDirs: number };
+  readonly counters = { hits: 0, misses: 0, evictions: 0 };
+
+  private constructor(
+    options: AgentOptions,
+    store: SnapshotStore,
+    index: SnapshotIndex,
+    journal: Journal,
+    recovery: RecoveryReport & { removedTemp: number; removedDirs: number },
+  ) {
+    this.config = options.config;
+    this.version = options.version;
+    this.#fs = options.fs;
+    this.#log = options.log;
+    this.#metrics = options.metrics;
+    this.#now = options.now ?? Date.now;
+    this.#touchFlushMs = options.touchFlushMs ?? 100;
+    this.#store = store;
+    this.#index = index;
+    this.#journal = journal;
+    this.recovery = recovery;
+    this.startedAt = this.#now();
+  }
+
+  /**
+   * Opens the data directory: replays the journal, reconciles the files with
+   * it (removing what was never acknowledged), and returns a ready agent.
+   * The caller holds the data-directory lock.
+   */
+  static async open(options: AgentOptions): Promise<Agent> {
+    const started = performance.now();
+    const { config, fs, log } = options;
+    const store = new SnapshotStore(fs, config.dataDir);
+    const { removedTemp } = await store.init();
+    if (config.rebuildIndex) await moveJournalAside(store, log);
+    const index = new SnapshotIndex(log);
+    const { journal, recovery } = await Journal.open(index, {
+      fs,
+      dir: store.journalDir,
+      log,
+    });
+    const agent = new Agent(options, store, index, journal, {
+      ...recovery,
+      removedTemp,
+      removedDirs: 0,
+    });
+    try {
+      if (config.rebuildIndex) await agent.#rebuildIndex();
+      agent.recovery.removedDirs = await agent.#reconcile();
+    } catch (err) {
+      await journal.close();
+      throw err;
+    }
+    index.goLive();
+    agent.recovery.ms = Math.round(performance.now() - started);
+    options.metrics.recoverySeconds.set(agent.recovery.ms / 1000);
+    options.metrics.bindGauges({
+      cacheBytes: () => index.totalBytes,
+      cacheCapacityBytes: () => config.cacheSize,
+      cacheEntries: () => index.count,
+      cacheReservedBytes: () => agent.#reserved,
+      pinnedEntries: () => index.entries().filter((e) => e.pinned).length,
+      draftBytes: () => [...agent.#draftBytes.values()].reduce((a, b) => a + b, 0),
+      journalBytes: () => journal.size,
+      ready: () => !agent.#closed,
+    });
+    log.info("recovered", {
+      snapshots: index.count,
+      replayed: recovery.replayed,
+      checkpointSeq: recovery.checkpointSeq,
+      truncatedBytes: recovery.truncatedBytes,
+      removedTemp,
+      removedDirs: agent.recovery.removedDirs,
+      ms: agent.recovery.ms,
+    });
+    await agent.#enforceBudget().catch((err) => {
+      log.warn("cache is over budget and nothing more can be evicted", { error: err });
+    });
+    return agent;
+  }
+
+  /** Flushes access times, checkpoints the journal and closes it. */
+  async close(): Promise<void> {
+    if (this.#closed) return;
+    this.#closed = true;
+    if (this.#touchTimer !== null) clearTimeout(this.#touchTimer);
+    this.#flushTouches();
+    await this.#meta.run(() => this.#journal.close({ checkpoint: true }));
+  }
+
+  // --- uploads and commits ----------------------------------------------------
+
+  /**
+   * Streams `body` into the draft of `name` as `file`, replacing a staged
+   * file of the same name. Nothing is left behind if it fails.
+   */
+  async stageFile(
+    name: string,
+    file: string,
+    body: AsyncIterable<Uint8Array> | null,
+    options: { contentLength?: number | null } = {},
+  ): Promise<StageResult> {
+    assertName("snapshot", name);
+    assertName("file", file);
+    this.#assertOpen();
+    const length = options.contentLength ?? null;
+    if (length !== null && length > this.config.maxFileSize) throw this.#tooLarge(length);
+    return await this.#stage(name, file, body ?? emptySource(), length);
+  }
+
+  /** Ingests a local file under `--import-root` without piping it through HTTP. */
+  async importFile(name: string, file: string, path: unknown): Promise<StageResult> {
+    assertName("snapshot", name);
+    assertName("file", file);
+    this.#assertOpen();
+    const root = this.config.importRoot;
+    if (root === null) {
+      throw new SnapmeshError(
+        "path_not_allowed",
+        "Import by path is disabled on this node: start it with --import-root DIR",
+      );
+    }
+    if (typeof path !== "string" || !path.startsWith("/") || path.includes("\0")) {
+      throw new SnapmeshError("invalid_body", 'Body must be {"path": "/absolute/path"}');
+    }
+    let real: string;
+    let realRoot: string;
+    try {
+      realRoot = await this.#fs.realPath(root);
+      real = await this.#fs.realPath(path);
+    } catch (err) {
+      if (err instanceof Deno.errors.NotFound) {
+        throw new SnapmeshError("invalid_body", `Cannot import ${path}: no such file`);
+      }
+      throw err;
+    }
+    // Symlinks are resolved first, so a link inside the root cannot point out of it.
+    if (!real.startsWith(realRoot.endsWith("/") ? realRoot : `${realRoot}/`)) {
+      throw new SnapmeshError(
+        "path_not_allowed",
+        `Cannot import ${path}: only files under the import root ${root} may be imported`,
+      );
+    }
+    const stat = await this.#fs.stat(real);
+    if (!stat.isFile) {
+      throw new SnapmeshError("invalid_body", `Cannot import ${path}: not a regular file`);
+    }
+    if (stat.size > this.config.maxFileSize) throw this.#tooLarge(stat.size);
+    const handle = await this.#fs.open(real);
+    try {
+      return await this.#stage(name, file, readAll(handle), stat.size);
+    } finally {
+      handle.close();
+    }
+  }
+
+  async #stage(
+    name: string,
+    file: string,
+    source: AsyncIterable<Uint8Array>,
+    expectedSize: number | null,
+  ): Promise<StageResult> {
+    const committed = this.#index.get(name);
+    if (committed) return await this.#stageAgainstCommitted(committed, file, source, expectedSize);
+
+    const uploads = this.#uploads.get(name) ?? new Map<string, number>();
+    this.#uploads.set(name, uploads);
+    uploads.set(file, (uploads.get(file) ?? 0) + 1);
+    let reserved = 0;
+    let blob: { id: string; path: string; handle: FileHandle } | null = null;
+    try {
+      blob = await this.#store.createBlob(name);
+      const written = await writeChunked(source, blob.handle, {
+        chunkSize: this.config.chunkSize,
+        maxSize: this.config.maxFileSize,
+        beforeWrite: async (bytes) => {
+          await this.#reserve(bytes, new Set());
+          reserved += bytes;
+        },
+      });
+      if (expectedSize !== null && written.size !== expectedSize) {
+        throw new SnapmeshError(
+          "invalid_body",
+          `Body ended after ${written.size} of ${expectedSize} bytes`,
+        );
+      }
+      await blob.handle.sync();
+      blob.handle.close();
+      const draft: DraftFile = { ...written, file, blob: blob.id };
+      await this.#drafts.run(name, async () => {
+        const previous = await this.#store.writeDraftFile(name, draft);
+        this.#draftBytes.set(name, (this.#draftBytes.get(name) ?? 0) + written.storedBytes);
+        if (previous?.blob) {
+          await this.#store.removeBlob(name, previous.blob);
+          this.#draftBytes.set(name, this.#draftBytes.get(name)! - previous.storedBytes);
+          this.#release(previous.storedBytes);
+        }
+      });
+      blob = null;
+      reserved = 0;
+      this.#metrics.ingestedBytes.inc({ source: "local" }, written.storedBytes);
+      return { file, size: written.size, sha256: written.sha256 };
+    } finally {
+      if (blob) {
+        blob.handle.close();
+        await this.#store.removeBlob(name, blob.id).catch(() => {});
+      }
+      if (reserved > 0) this.#release(reserved);
+      const left = (uploads.get(file) ?? 1) - 1;
+      if (left > 0) uploads.set(file, left);
+      else uploads.delete(file);
+      if (uploads.size === 0) this.#uploads.delete(name);
+    }
+  }
+
+  /**
+   * Staging a file of an already committed snapshot: accepted only when the
+   * bytes are identical (so a retried `put` succeeds); nothing is written.
+   */
+  async #stageAgainstCommitted(
+    entry: CacheEntry,
+    file: string,
+    source: AsyncIterable<Uint8Array>,
+    expectedSize: number | null,
+  ): Promise<StageResult> {
+    const manifest = await this.#manifestOf(entry);
+    const existing = findFile(manifest, file);
+    const conflict = (why: string) =>
+      new SnapmeshError(
+        "snapshot_exists",
+        `Snapshot "${entry.name}" is already committed with other content: ${why}`,
+        { digest: entry.digest },
+      );
+    if (!existing) throw conflict(`it has no file "${file}"`);
+    if (expectedSize !== null && expectedSize !== existing.size) {
+      throw conflict(`"${file}" has ${existing.size} bytes, not ${expectedSize}`);
+    }
+    const hashed = await writeChunked(source, null, {
+      chunkSize: manifest.chunkSize,
+      maxSize: this.config.maxFileSize,
+    });
+    if (hashed.sha256 !== existing.sha256) throw conflict(`"${file}" differs`);
+    await this.#drafts.run(entry.name, async () => {
+      await this.#store.writeDraftFile(entry.name, { ...hashed, file, blob: null });
+    });
+    return { file, size: hashed.size, sha256: hashed.sha256 };
+  }
+
+  /** Drops the uncommitted draft of `name`. */
+  async dropDraft(name: string): Promise<{ name: string; files: string[] }> {
+    assertName("snapshot", name);
+    this.#assertOpen();
+    return await this.#drafts.run(name, async () => {
+      const busy = this.#uploads.get(name);
+      if (busy && busy.size > 0) throw this.#uploadBusy(name, busy);
+      const files = await this.#store.readDraft(name);
+      if (files.length === 0) {
+        throw new SnapmeshError("draft_not_found", `Snapshot "${name}" has no draft`);
+      }
+      await this.#store.dropDraft(name);
+      this.#release(this.#draftBytes.get(name) ?? 0);
+      this.#draftBytes.delete(name);
+      return { name, files: files.map((f) => f.file) };
+    });
+  }
+
+  /**
+   * Commits the draft of `name`: builds the manifest, publishes the snapshot
+   * atomically and durably, and journals it. Same content again answers the
+   * existing manifest with `created: false`.
+   */
+  async commit(name: string, request: CommitRequest = {}): Promise<CommitResult> {
+    assertName("snapshot", name);
+    this.#assertOpen();
+    try {
+      const result = await this.#drafts.run(name, () => this.#commitLocked(name, request));
+      this.#metrics.commits.inc({ result: result.created ? "created" : "unchanged" });
+      await this.#enforceBudget().catch((err) => {
+        this.#log.warn("cache over budget after commit", { error: err });
+      });
+      return result;
+    } catch (err) {
+      this.#metrics.commits.inc({ result: "failed" });
+      throw err;
+    }
+  }
+
+  async #commitLocked(name: string, request: CommitRequest): Promise<CommitResult> {
+    const busy = this.#uploads.get(name);
+    if (busy && busy.size > 0) throw this.#uploadBusy(name, busy);
+    const drafts = await this.#store.readDraft(name);
+    if (drafts.length === 0) {
+      throw new SnapmeshError(
+        "draft_not_found",
+        `Snapshot "${name}" has no staged files to commit: PUT them first`,
+      );
+    }
+    if (drafts.length > MAX_FILES) {
+      throw new SnapmeshError("invalid_body", `A snapshot holds at most ${MAX_FILES} files`);
+    }
+    const labels = request.labels === undefined ? {} : validateLabels(request.labels);
+    const hot = parseHotRequest(request.hot, drafts);
+
+    const existing = this.#index.get(name);
+    if (existing) return await this.#commitExisting(existing, drafts);
+    const stale = drafts.find((d) => d.blob === null);
+    if (stale) {
+      throw new SnapmeshError(
+        "snapshot_exists",
+        `Snapshot "${name}" changed since "${stale.file}" was staged; stage it again`,
+      );
+    }
+
+    const chunkSize = this.config.chunkSize;
+    const files: ManifestFile[] = [];
+    const sources = new Map<string, string>();
+    for (const draft of drafts) {
+      const path = this.#store.blobPath(name, draft.blob!);
+      const chunked = draft.chunkSize === chunkSize ? draft : await this.#rechunk(path, chunkSize);
+      const entry: ManifestFile = {
+        name: draft.file,
+        size: chunked.size,
+        sha256: chunked.sha256,
+        chunks: chunked.chunks,
+      };
+      const order = hot.get(draft.file);
+      if (order) entry.hot = validateHot(draft.file, order, chunked.chunks.length);
+      files.push(entry);
+      sources.set(draft.file, path);
+    }
+    const manifest: Manifest = {
+      schema: MANIFEST_SCHEMA,
+      name,
+      createdAt: new Date(this.#now()).toISOString(),
+      chunkSize,
+      labels,
+      files,
+    };
+    const digest = manifestDigest(manifest);
+    const prepared = await this.#store.preparePublish(manifest, sources);
+    const bytes = files.reduce((n, f) => n + storedBytes(f, chunkSize), 0) +
+      prepared.manifestBytes.length;
+
+    await this.#meta.run(async () => {
+      try {
+        await this.#store.install(prepared);
+      } catch (err) {
+        await this.#store.discard(prepared).catch(() => {});
+        throw err;
+      }
+      try {
+        await this.#record({
+          t: "add",
+          name,
+          digest,
+          bytes,
+          size: logicalSize(manifest),
+          files: files.length,
+          source: "local",
+          at: this.#now(),
+        });
+      } catch (err) {
+        // Not acknowledged: take the directory back out (recovery would too).
+        await this.#store.removeSnapshot(name).catch(() => {});
+        throw err;
+      }
+      this.#release(this.#draftBytes.get(name) ?? 0);
+      this.#draftBytes.delete(name);
+    });
+    const withDigest = { ...manifest, digest };
+    this.#manifests.set(digest, withDigest);
+    // The snapshot holds its own links to the bytes; the draft can go. A
+    // crash before this line leaves a draft that recovery recognizes and drops.
+    await this.#store.dropDraft(name).catch((err) => {
+      this.#log.warn("could not remove a committed draft", { name, error: err });
+    });
+    this.#log.info("committed", { name, digest, files: files.length, bytes });
+    return { manifest: withDigest, created: true };
+  }
+
+  async #commitExisting(entry: CacheEntry, drafts: DraftFile[]): Promise<CommitResult> {
+    const manifest = await this.#manifestOf(entry);
+    const staged = { files: drafts.map((d) => ({ name: d.file, size: d.size, sha256: d.sha256 })) };
+    if (!sameContent(staged, manifest)) {
+      throw new SnapmeshError(
+        "snapshot_exists",
+        `Snapshot "${entry.name}" is already committed with other content (digest ${entry.digest})`,
+        { digest: entry.digest },
+      );
+    }
+    await this.#store.dropDraft(entry.name);
+    this.#release(this.#draftBytes.get(entry.name) ?? 0);
+    this.#draftBytes.delete(entry.name);
+    return { manifest, created: false };
+  }
+
+  async #rechunk(path: string, chunkSize: number): Promise<ChunkedFile> {
+    const handle = await this.#fs.open(path);
+    try {
+      return await writeChunked(readAll(handle), null, {
+        chunkSize,
+        maxSize: Number.MAX_SAFE_INTEGER,
+      });
+    } finally {
+      handle.close();
+    }
+  }
+
+  // --- reads ----------------------------------------------------------------
+
+  /** Local snapshots, by name. */
+  list(): SnapshotSummary[] {
+    return this.#index.entries()
+      .sort((a, b) => (a.name < b.name ? -1 : 1))
+      .map((e) => this.#summary(e));
+  }
+
+  #summary(e: CacheEntry): SnapshotSummary {
+    const manifest = this.#manifests.get(e.digest);
+    return {
+      name: e.name,
+      digest: e.digest,
+      size: e.size,
+      storedBytes: e.bytes,
+      files: manifest ? manifest.files.map((f) => f.name) : [],
+      pinned: e.pinned,
+      lastAccess: new Date(e.lastAccess).toISOString(),
+      createdAt: manifest?.createdAt ?? new Date(e.addedAt).toISOString(),
+      state: "ready",
+    };
+  }
+
+  /** Local snapshots with their file lists (reads manifests not yet cached). */
+  async listDetailed(): Promise<SnapshotSummary[]> {
+    const entries = this.#index.entries().sort((a, b) => (a.name < b.name ? -1 : 1));
+    const out: SnapshotSummary[] = [];
+    for (const entry of entries) {
+      try {
+        await this.#manifestOf(entry);
+      } catch {
+        // Evicted meanwhile: list what the index knew.
+      }
+      out.push(this.#summary(entry));
+    }
+    return out;
+  }
+
+  /** The manifest of a local snapshot. */
+  async manifest(name: string): Promise<ManifestWithDigest> {
+    assertName("snapshot", name);
+    this.#assertOpen();
+    const entry = this.#index.get(name);
+    if (!entry) {
+      this.#miss();
+      throw notFound(name);
+    }
+    this.#hit();
+    return await this.#manifestOf(entry);
+  }
+
+  /** Opens a file of a local snapshot for streaming; counts as a use. */
+  async openFile(name: string, file: string): Promise<OpenedFile> {
+    assertName("snapshot", name);
+    assertName("file", file);
+    this.#assertOpen();
+    const entry = this.#index.get(name);
+    if (!entry) {
+      this.#miss();
+      throw notFound(name);
+    }
+    const manifest = await this.#manifestOf(entry);
+    const info = findFile(manifest, file);
+    if (!info) {
+      throw new SnapmeshError("file_not_found", `Snapshot "${name}" has no file "${file}"`);
+    }
+    let handle: FileHandle;
+    try {
+      handle = await this.#store.openFile(name, file);
+    } catch (err) {
+      if (err instanceof Deno.errors.NotFound) throw notFound(name); // evicted meanwhile
+      throw err;
+    }
+    this.#hit();
+    this.#touch(name);
+    const metrics = this.#metrics;
+    let used = false;
+    return {
+      name,
+      file,
+      size: info.size,
+      sha256: info.sha256,
+      source: "local",
+      stream(start, end) {
+        used = true;
+        return fileRangeStream(handle, start, end, {
+          onClose: (sent) => metrics.servedBytes.inc(sent),
+        });
+      },
+      close() {
+        if (!used) handle.close();
+      },
+    };
+  }
+
+  /** Makes a snapshot local (it already is, or it is not found). */
+  async pull(name: string): Promise<PullResult> {
+    assertName("snapshot", name);
+    this.#assertOpen();
+    const started = performance.now();
+    const entry = this.#index.get(name);
+    if (!entry) {
+      this.#miss();
+      throw notFound(name);
+    }
+    const manifest = await this.#manifestOf(entry);
+    this.#hit();
+    this.#touch(name);
+    const paths: Record<string, string> = {};
+    for (const f of manifest.files) paths[f.name] = this.#store.filePath(name, f.name);
+    return {
+      name,
+      digest: entry.digest,
+      source: "local",
+      bytes: {
+        local: manifest.files.reduce((n, f) => n + storedBytes(f, manifest.chunkSize), 0),
+        peer: 0,
+        origin: 0,
+      },
+      ms: Math.round(performance.now() - started),
+      paths,
+    };
+  }
+
+  /** Rehashes the local files of `name` against its manifest. */
+  async verify(name: string): Promise<VerifyResult> {
+    assertName("snapshot", name);
+    this.#assertOpen();
+    const entry = this.#index.get(name);
+    if (!entry) throw notFound(name);
+    const manifest = await this.#store.readManifest(name, entry.digest);
+    const files: FileVerification[] = [];
+    for (const file of manifest.files) {
+      files.push(await this.#verifyFile(name, manifest, file));
+    }
+    const ok = files.every((f) => f.ok);
+    if (!ok) {
+      this.#metrics.verifyFailures.inc({ source: "local" });
+      this.#log.error("verify: local snapshot does not match its manifest", {
+        name,
+        digest: entry.digest,
+        files: files.filter((f) => !f.ok).map((f) => f.file),
+      });
+    }
+    return { name, digest: entry.digest, ok, files };
+  }
+
+  async #verifyFile(
+    name: string,
+    manifest: Manifest,
+    file: ManifestFile,
+  ): Promise<FileVerification> {
+    const result: FileVerification = { file: file.name, ok: true, size: file.size, badChunks: [] };
+    let handle: FileHandle;
+    try {
+      handle = await this.#store.openFile(name, file.name);
+    } catch (err) {
+      return { ...result, ok: false, problem: errorMessage(err) };
+    }
+    try {
+      const actual = await handle.size();
+      if (actual !== file.size) {
+        return { ...result, ok: false, problem: `size is ${actual}, expected ${file.size}` };
+      }
+      const whole = createHash("sha256");
+      const buffer = new Uint8Array(manifest.chunkSize);
+      for (let i = 0; i < file.chunks.length; i++) {
+        const length = chunkLength(file.size, manifest.chunkSize, i);
+        const view = buffer.subarray(0, length);
+        const n = await handle.readAt(view, i * manifest.chunkSize);
+        whole.update(view.subarray(0, n));
+        const expected = file.chunks[i];
+        const good = n === length &&
+          (expected === ZERO_CHUNK
+            ? isAllZero(view)
+            : createHash("sha256").update(view).digest("hex") === expected);
+        if (!good) result.badChunks.push(i);
+      }
+      if (whole.digest("hex") !== file.sha256) result.ok = false;
+      if (result.badChunks.length > 0) result.ok = false;
+      if (!result.ok) {
+        result.problem = result.badChunks.length > 0
+          ? `${result.badChunks.length} chunk(s) differ from the manifest`
+          : "whole-file sha256 differs from the manifest";
+      }
+      return result;
+    } finally {
+      handle.close();
+    }
+  }
+
+  // --- eviction, deletion, pins --------------------------------------------
+
+  /** Deletes a local snapshot (`force` also deletes a pinned one). */
+  async remove(
+    name: string,
+    options: { force?: boolean } = {},
+  ): Promise<{ name: string; digest: string }> {
+    assertName("snapshot", name);
+    this.#assertOpen();
+    return await this.#meta.run(async () => {
+      const entry = this.#index.get(name);
+      if (!entry) throw notFound(name);
+      if (entry.pinned && !options.force) {
+        throw new SnapmeshError(
+          "snapshot_pinned",
+          `Snapshot "${name}" is pinned: unpin it first, or delete with ?force=true`,
+        );
+      }
+      await this.#removeLocked(entry, "delete");
+      return { name, digest: entry.digest };
+    });
+  }
+
+  /** Pins or unpins a local snapshot; pinned snapshots are never evicted. */
+  async setPinned(name: string, pinned: boolean): Promise<{ name: string; pinned: boolean }> {
+    assertName("snapshot", name);
+    this.#assertOpen();
+    return await this.#meta.run(async () => {
+      const entry = this.#index.get(name);
+      if (!entry) throw notFound(name);
+      if (entry.pinned !== pinned) await this.#record({ t: pinned ? "pin" : "unpin", name });
+      return { name, pinned };
+    });
+  }
+
+  /** Must run under the metadata lock. */
+  async #removeLocked(entry: CacheEntry, reason: "delete" | "evict"): Promise<void> {
+    await this.#record({ t: "remove", name: entry.name, digest: entry.digest, reason });
+    this.#manifests.delete(entry.digest);
+    this.counters.evictions++;
+    this.#metrics.evictions.inc({ reason: reason === "evict" ? "lru" : "delete" });
+    this.#log.info(reason === "evict" ? "evicted" : "deleted", {
+      name: entry.name,
+      digest: entry.digest,
+      bytes: entry.bytes,
+    });
+    try {
+      await this.#store.removeSnapshot(entry.name);
+    } catch (err) {
+      // The journal already says it is gone; recovery finishes the job.
+      this.#log.error("could not remove snapshot files", { name: entry.name, error: err });
+    }
+  }
+
+  /** Bytes in use: cached snapshots, drafts and uploads in progress. */
+  get usedBytes(): number {
+    return this.#index.totalBytes + this.#reserved;
+  }
+
+  get reservedBytes(): number {
+    return this.#reserved;
+  }
+
+  /**
+   * Reserves `bytes` of the budget, evicting least recently used unpinned
+   * snapshots (never those in `keep`) when needed.
+   *
+   * @throws {SnapmeshError} `insufficient_storage` when not enough can be evicted
+   */
+  async #reserve(bytes: number, keep: ReadonlySet<string>): Promise<void> {
+    if (this.usedBytes + bytes <= this.config.cacheSize) {
+      this.#reserved += bytes;
+      return;
+    }
+    await this.#meta.run(async () => {
+      while (this.usedBytes + bytes > this.config.cacheSize) {
+        const deficit = this.usedBytes + bytes - this.config.cacheSize;
+        const victims = this.#index.planEviction(deficit, keep);
+        if (victims === null) throw this.#insufficient(bytes);
+        for (const victim of victims) await this.#removeLocked(victim, "evict");
+      }
+      this.#reserved += bytes;
+    });
+  }
+
+  #release(bytes: number): void {
+    this.#reserved = Math.max(0, this.#reserved - bytes);
+  }
+
+  /** Evicts until the cache fits its budget again (after a commit or a restart). */
+  async #enforceBudget(): Promise<void> {
+    if (this.usedBytes <= this.config.cacheSize) return;
+    await this.#meta.run(async () => {
+      while (this.usedBytes > this.config.cacheSize) {
+        const victims = this.#index.planEviction(
+          this.usedBytes - this.config.cacheSize,
+          new Set(),
+        );
+        if (victims === null) throw this.#insufficient(0);
+        for (const victim of victims) await this.#removeLocked(victim, "evict");
+      }
+    });
+  }
+
+  #insufficient(bytes: number): SnapmeshError {
+    const pinned = this.#index.entries().filter((e) => e.pinned).reduce((n, e) => n + e.bytes, 0);
+    return new SnapmeshError(
+      "insufficient_storage",
+      `Cannot make room for ${formatSize(bytes)} in the cache ` +
+        `(${formatSize(this.usedBytes)} of ${formatSize(this.config.cacheSize)} used, ` +
+        `${formatSize(pinned)} pinned, ${formatSize(this.#reserved)} in drafts and transfers): ` +
+        `everything left is pinned or in use`,
+      { capacityBytes: this.config.cacheSize, usedBytes: this.usedBytes },
+    );
+  }
+
+  // --- status ---------------------------------------------------------------
+
+  /** Cache figures for `/v1/status`. */
+  cacheStatus(): Record<string, number> {
+    return {
+      bytes: this.#index.totalBytes,
+      capacityBytes: this.config.cacheSize,
+      reservedBytes: this.#reserved,
+      entries: this.#index.count,
+      pinned: this.#index.entries().filter((e) => e.pinned).length,
+      hits: this.counters.hits,
+      misses: this.counters.misses,
+      evictions: this.counters.evictions,
+    };
+  }
+
+  /** Journal figures for `/v1/status`. */
+  journalStatus(): Record<string, unknown> {
+    return {
+      seq: this.#journal.lastSeq,
+      bytes: this.#journal.size,
+      checkpoints: this.#journal.stats.checkpoints,
+      healthy: this.#journal.broken === null,
+      recoveryMs: this.recovery.ms,
+      truncatedBytes: this.recovery.truncatedBytes,
+    };
+  }
+
+  /** Absolute local path of a committed file. */
+  filePath(name: string, file: string): string {
+    return this.#store.filePath(name, file);
+  }
+
+  // --- internals ------------------------------------------------------------
+
+  async #record(record: StateRecord, sync = true): Promise<void> {
+    const { type, payload } = encodeStateRecord(record);
+    try {
+      await this.#journal.append(type, payload, { sync });
+    } catch (err) {
+      throw new SnapmeshError("journal_failed", `Journal write failed: ${errorMessage(err)}`);
+    }
+    this.#metrics.journalRecords.inc();
+    this.#metrics.journalCheckpoints.inc(
+      this.#journal.stats.checkpoints - (this.#lastCheckpoints ?? 0),
+    );
+    this.#lastCheckpoints = this.#journal.stats.checkpoints;
+  }
+  #lastCheckpoints = 0;
+
+  async #manifestOf(entry: CacheEntry): Promise<ManifestWithDigest> {
+    const cached = this.#manifests.get(entry.digest);
+    if (cached) return cached;
+    let manifest: ManifestWithDigest;
+    try {
+      manifest = await this.#store.readManifest(entry.name, entry.digest);
+    } catch (err) {
+      if (err instanceof Deno.errors.NotFound) throw notFound(entry.name);
+      throw err;
+    }
+    this.#manifests.set(entry.digest, manifest);
+    return manifest;
+  }
+
+  #touch(name: string): void {
+    this.#index.touch(name, this.#now());
+    this.#touched.delete(name);
+    this.#touched.add(name);
+    if (this.#touchTimer === null) {
+      this.#touchTimer = setTimeout(() => {
+        this.#touchTimer = null;
+        this.#flushTouches();
+      }, this.#touchFlushMs);
+    }
+  }
+
+  /** Journals access order without fsync (batched, per DESIGN.md §5). */
+  #flushTouches(): void {
+    if (this.#touched.size === 0) return;
+    const names = [...this.#touched];
+    this.#touched.clear();
+    this.#record({ t: "touch", names, at: this.#now() }, false).catch((err) => {
+      this.#log.warn("could not journal access times", { error: err });
+    });
+  }
+
+  #hit(): void {
+    this.counters.hits++;
+    this.#metrics.cacheHits.inc();
+  }
+
+  #miss(): void {
+    this.counters.misses++;
+    this.#metrics.cacheMisses.inc();
+  }
+
+  #assertOpen(): void {
+    if (this.#closed) throw new SnapmeshError("shutting_down", "The agent is shutting down");
+  }
+
+  #tooLarge(size: number): SnapmeshError {
+    return new SnapmeshError(
+      "too_large",
+      `File of ${size} bytes is larger than the ${this.config.maxFileSize}-byte limit ` +
+        `(--max-file-size)`,
+      { limit: this.config.maxFileSize },
+    );
+  }
+
+  #uploadBusy(name: string, busy: Map<string, number>): SnapmeshError {
+    const file = [...busy.keys()][0];
+    return new SnapmeshError(
+      "upload_in_progress",
+      `Cannot commit snapshot "${name}": file "${file}" is still being written`,
+    );
+  }
+
+  /**
+   * Makes the files agree with the replayed index: snapshot directories the
+   * journal never acknowledged are removed, acknowledged ones are checked,
+   * draft leftovers are repaired. Returns the number of directories removed.
+   */
+  async #reconcile(): Promise<number> {
+    let removed = 0;
+    for (const name of await this.#store.listSnapshotDirs()) {
+      if (this.#index.has(name)) continue;
+      this.#log.info("recovery: removing a snapshot directory that was never acknowledged", {
+        name,
+      });
+      await this.#store.removeSnapshot(name);
+      removed++;
+    }
+    for (const entry of this.#index.entries()) {
+      const problem = await this.#checkOnDisk(entry);
+      if (problem === null) continue;
+      this.#log.error("recovery: an acknowledged snapshot is damaged on disk; dropping it", {
+        name: entry.name,
+        digest: entry.digest,
+        problem,
+      });
+      await this.#meta.run(() =>
+        this.#record({
+          t: "remove",
+          name: entry.name,
+          digest: entry.digest,
+          reason: "missing",
+        })
+      );
+      await this.#store.removeSnapshot(entry.name);
+    }
+    for (const name of await this.#store.listDrafts()) {
+      const files = await this.#store.repairDraft(name);
+      if (files.length === 0) continue;
+      const committed = this.#index.get(name);
+      if (committed && await this.#isLeftoverOfCommit(committed, files)) {
+        await this.#store.dropDraft(name);
+        continue;
+      }
+      const bytes = files.reduce((n, f) => n + (f.blob ? f.storedBytes : 0), 0);
+      this.#draftBytes.set(name, bytes);
+      this.#reserved += bytes;
+    }
+    return removed;
+  }
+
+  async #isLeftoverOfCommit(entry: CacheEntry, files: DraftFile[]): Promise<boolean> {
+    const manifest = await this.#manifestOf(entry);
+    return sameContent(
+      { files: files.map((f) => ({ name: f.file, size: f.size, sha256: f.sha256 })) },
+      manifest,
+    );
+  }
+
+  /** Cheap check of an acknowledged snapshot: manifest digest and file sizes. */
+  async #checkOnDisk(entry: CacheEntry): Promise<string | null> {
+    let manifest: ManifestWithDigest;
+    try {
+      manifest = await this.#store.readManifest(entry.name, entry.digest);
+    } catch (err) {
+      return `manifest: ${errorMessage(err)}`;
+    }
+    for (const file of manifest.files) {
+      const stat = await this.#fs.statOrNull(this.#store.filePath(entry.name, file.name));
+      if (stat === null) return `file "${file.name}" is missing`;
+      if (stat.size !== file.size) {
+        return `file "${file.name}" has ${stat.size} bytes, expected ${file.size}`;
+      }
+    }
+    this.#manifests.set(entry.digest, manifest);
+    return null;
+  }
+
+  /**
+   * `--rebuild-index`: every snapshot directory is verified in full; the
+   * good ones are journaled again, the others moved out of the cache.
+   */
+  async #rebuildIndex(): Promise<void> {
+    this.#log.warn("rebuild-index: rebuilding the index from a verified scan of the files");
+    for (const name of await this.#store.listSnapshotDirs()) {
+      try {
+        const manifest = await this.#store.readManifest(name);
+        if (manifest.name !== name) throw new Error(`manifest names "${manifest.name}"`);
+        for (const file of manifest.files) {
+          const check = await this.#verifyFile(name, manifest, file);
+          if (!check.ok) throw new Error(`file "${file.name}": ${check.problem}`);
+        }
+        const stat = await this.#fs.stat(`${this.#store.snapshotDir(name)}/manifest.json`);
+        await this.#record({
+          t: "add",
+          name,
+          digest: manifest.digest,
+          bytes: manifest.files.reduce((n, f) => n + storedBytes(f, manifest.chunkSize), 0) +
+            stat.size,
+          size: logicalSize(manifest),
+          files: manifest.files.length,
+          source: "local",
+          at: stat.mtimeMs ?? this.#now(),
+        });
+        this.#log.warn("rebuild-index: kept a verified snapshot", {
+          name,
+          digest: manifest.digest,
+        });
+      } catch (err) {
+        this.#log.error("rebuild-index: dropping a snapshot that does not verify", {
+          name,
+          error: err,
+        });
+        await this.#store.removeSnapshot(name);
+      }
+    }
+  }
+}
+
+async function moveJournalAside(store: SnapshotStore, log: Logger): Promise<void> {
+  const fs = store.fs;
+  if (await fs.statOrNull(store.journalDir) === null) return;
+  const aside = `${store.journalDir}.broken-${new Date().toISOString().replace(/[:.]/g, "-")}`;
+  await fs.rename(store.journalDir, aside);
+  await fs.mkdir(store.journalDir);
+  await fs.syncDir(store.root);
+  log.warn("rebuild-index: moved the old journal aside", { path: aside });
+}
+
+function parseHotRequest(value: unknown, drafts: DraftFile[]): Map<string, unknown> {
+  const out = new Map<string, unknown>();
+  if (value === undefined) return out;
+  if (typeof value !== "object" || value === null || Array.isArray(value)) {
+    throw new SnapmeshError("invalid_body", 'hot must be an object: {"<file>": [chunk indexes]}');
+  }
+  for (const [file, order] of Object.entries(value)) {
+    const draft = drafts.find((d) => d.file === file);
+    if (!draft) throw new SnapmeshError("invalid_body", `hot names "${file}", which is not staged`);
+    validateHot(file, order, chunkCount(draft.size, draft.chunkSize));
+    out.set(file, order);
+  }
+  return out;
+}
+
+function notFound(name: string): SnapmeshError {
+  return new SnapmeshError("snapshot_not_found", `Snapshot "${name}" is not on this node`);
+}
+
+async function* emptySource(): AsyncIterable<Uint8Array> {}
+
+/** Reads a whole file in 1 MiB pieces. */
+async function* readAll(handle: FileHandle): AsyncIterable<Uint8Array> {
+  let offset = 0;
+  while (true) {
+    const buffer = new Uint8Array(1024 * 1024);
+    const n = await handle.readAt(buffer, offset);
+    if (n === 0) return;
+    offset += n;
+    yield n === buffer.length ? buffer : buffer.subarray(0, n);
+  }
+}

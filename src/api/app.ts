@@ -1,0 +1,281 @@
+/**
+ * The HTTP API (DESIGN.md §3). Routes parse and validate, call the agent,
+ * and map results; errors are mapped in `onError` only.
+ *
+ * @module
+ */
+
+import { type Context, Hono } from "hono";
+import type { Agent } from "../agent/mod.ts";
+import { SnapmeshError } from "../errors.ts";
+import { assertName } from "../manifest/mod.ts";
+import type { Logger } from "../log/mod.ts";
+import type { Metrics } from "../metrics/mod.ts";
+import { parseRange } from "../store/mod.ts";
+import { bearerToken } from "./auth.ts";
+import { HttpError } from "./errors.ts";
+
+/** Dependencies of {@linkcode createApp}. */
+export interface AppDeps {
+  /** Resolves with the agent once recovery finished. */
+  agent: Promise<Agent>;
+  /** True once `agent` has resolved. */
+  isReady(): boolean;
+  token: string | null;
+  metrics: Metrics;
+  log: Logger;
+  nodeId: string;
+  version: string;
+  /** How long `/v1` requests wait for recovery before 503. @default 30000 */
+  readyTimeoutMs?: number;
+}
+
+type Env = { Variables: { agent: Agent; requestId: string } };
+
+const MAX_JSON_BODY = 1024 * 1024;
+const REQUEST_ID = /^[A-Za-z0-9._-]{1,64}$/;
+
+/** Builds the Hono app. Touches no `Deno.*` API. */
+export function createApp(deps: AppDeps): Hono<Env> {
+  const app = new Hono<Env>();
+  const { metrics, log } = deps;
+
+  app.use(async function observe(c, next) {
+    const started = performance.now();
+    const inbound = c.req.header("x-request-id");
+    const requestId = inbound && REQUEST_ID.test(inbound) ? inbound : crypto.randomUUID();
+    c.set("requestId", requestId);
+    await next();
+    c.res.headers.set("X-Request-Id", requestId);
+    const route = c.req.routePath && c.res.status !== 404 ? c.req.routePath : "unmatched";
+    const seconds = (performance.now() - started) / 1000;
+    metrics.httpRequests.inc({ method: c.req.method, route, status: String(c.res.status) });
+    metrics.httpDuration.observe({ method: c.req.method, route }, seconds);
+    const quiet = (c.req.method === "GET" || c.req.method === "HEAD") && c.res.status < 400;
+    (quiet ? log.debug : log.info)("http", {
+      requestId,
+      method: c.req.method,
+      path: c.req.path,
+      status: c.res.status,
+      ms: Math.round(seconds * 1000),
+    });
+  });
+
+  app.onError((err, c) => {
+    const httpError = HttpError.from(err);
+    if (httpError.status >= 500 && httpError.code !== "insufficient_storage") {
+      log.error("request failed", {
+        requestId: c.get("requestId"),
+        method: c.req.method,
+        path: c.req.path,
+        code: httpError.code,
+        error: err,
+        stack: err instanceof Error && !(err instanceof SnapmeshError) ? err.stack : undefined,
+      });
+    }
+    return httpError.toResponse();
+  });
+
+  app.notFound(() => new HttpError("not_found", "No such route").toResponse());
+
+  app.get("/healthz", (c) => c.json({ status: "ok" }));
+  app.get("/readyz", (c) => {
+    if (!deps.isReady()) throw new SnapmeshError("not_ready", "Recovery has not finished");
+    return c.json({ status: "ready" });
+  });
+  app.get(
+    "/metrics",
+    async () =>
+      new Response(await metrics.render(), { headers: { "Content-Type": metrics.contentType } }),
+  );
+
+  const v1 = new Hono<Env>();
+  v1.use(bearerToken({ token: deps.token }));
+  v1.use(async function waitForRecovery(c, next) {
+    c.set("agent", await readyAgent(deps));
+    await next();
+  });
+
+  v1.put("/snapshots/:name/files/:file", async (c) => {
+    const { name, file } = c.req.param();
+    const result = await c.get("agent").stageFile(name, file, c.req.raw.body, {
+      contentLength: contentLength(c),
+    });
+    return c.json(result, 201);
+  });
+
+  v1.post("/snapshots/:name/files/:file/import", async (c) => {
+    const { name, file } = c.req.param();
+    const body = await jsonBody(c);
+    const result = await c.get("agent").importFile(name, file, body.path);
+    return c.json(result, 201);
+  });
+
+  v1.post("/snapshots/:name/commit", async (c) => {
+    const body = await jsonBody(c);
+    const { manifest, created } = await c.get("agent").commit(c.req.param("name"), {
+      labels: body.labels,
+      hot: body.hot,
+    });
+    return c.json(manifest, created ? 201 : 200);
+  });
+
+  v1.delete("/snapshots/:name/draft", async (c) => {
+    return c.json(await c.get("agent").dropDraft(c.req.param("name")));
+  });
+
+  v1.get("/snapshots", async (c) => c.json(await c.get("agent").listDetailed()));
+
+  v1.get(
+    "/snapshots/:name",
+    async (c) => c.json(await c.get("agent").manifest(c.req.param("name"))),
+  );
+
+  v1.get("/snapshots/:name/files/:file", async (c) => {
+    const { name, file } = c.req.param();
+    const opened = await c.get("agent").openFile(name, file);
+    try {
+      const etag = `"${opened.sha256}"`;
+      const headers: Record<string, string> = {
+        "Accept-Ranges": "bytes",
+        "Content-Type": "application/octet-stream",
+        "ETag": etag,
+        "X-Snapmesh-Source": opened.source,
+      };
+      if (matchesEtag(c.req.header("if-none-match"), etag)) {
+        opened.close();
+        return new Response(null, { status: 304, headers });
+      }
+      const ifRange = c.req.header("if-range");
+      const rangeHeader = ifRange === undefined || ifRange === etag ? c.req.header("range") : null;
+      const range = parseRange(rangeHeader, opened.size);
+      const start = range?.start ?? 0;
+      const end = range?.end ?? opened.size - 1;
+      headers["Content-Length"] = String(end - start + 1);
+      if (range) headers["Content-Range"] = `bytes ${start}-${end}/${opened.size}`;
+      const status = range ? 206 : 200;
+      if (c.req.method === "HEAD" || end < start) {
+        opened.close();
+        return new Response(null, { status, headers });
+      }
+      return new Response(opened.stream(start, end), { status, headers });
+    } catch (err) {
+      opened.close();
+      throw err;
+    }
+  });
+
+  v1.post("/snapshots/:name/pull", async (c) => {
+    return c.json(await c.get("agent").pull(c.req.param("name")));
+  });
+
+  v1.post("/snapshots/:name/verify", async (c) => {
+    return c.json(await c.get("agent").verify(c.req.param("name")));
+  });
+
+  v1.delete("/snapshots/:name", async (c) => {
+    const force = c.req.query("force") === "true";
+    const result = await c.get("agent").remove(c.req.param("name"), { force });
+    return c.json({ ...result, removed: true });
+  });
+
+  v1.put("/snapshots/:name/pin", async (c) => {
+    return c.json(await c.get("agent").setPinned(c.req.param("name"), true));
+  });
+
+  v1.delete("/snapshots/:name/pin", async (c) => {
+    return c.json(await c.get("agent").setPinned(c.req.param("name"), false));
+  });
+
+  v1.get("/status", (c) => {
+    const agent = c.get("agent");
+    return c.json({
+      nodeId: deps.nodeId,
+      version: deps.version,
+      uptime: Math.round((Date.now() - agent.startedAt) / 1000),
+      ready: deps.isReady(),
+      dataDir: agent.config.dataDir,
+      cache: agent.cacheStatus(),
+      peers: [],
+      origin: null,
+      pulls: [],
+      journal: agent.journalStatus(),
+    });
+  });
+
+  // Any other path under /v1/snapshots: names are still checked first, so a
+  // path trick gets invalid_name whatever the method.
+  v1.all("/snapshots/*", (c) => {
+    const segments = c.req.path.split("/").slice(3).map(decodeSegment);
+    assertName("snapshot", segments[0] ?? "");
+    if (segments[1] === "files" && segments[2] !== undefined) assertName("file", segments[2]);
+    throw new HttpError("not_found", `No route for ${c.req.method} ${c.req.path}`);
+  });
+
+  app.route("/v1", v1);
+  return app;
+}
+
+async function readyAgent(deps: AppDeps): Promise<Agent> {
+  if (deps.isReady()) return await deps.agent;
+  const timeout = deps.readyTimeoutMs ?? 30_000;
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  const expired = new Promise<never>((_, reject) => {
+    timer = setTimeout(
+      () => reject(new SnapmeshError("not_ready", "The agent is still recovering; retry soon")),
+      timeout,
+    );
+  });
+  try {
+    return await Promise.race([deps.agent, expired]);
+  } finally {
+    clearTimeout(timer);
+  }
+}
+
+function contentLength(c: Context): number | null {
+  const header = c.req.header("content-length");
+  if (header === undefined) return null;
+  if (!/^\d{1,16}$/.test(header)) {
+    throw new SnapmeshError("invalid_body", `Invalid Content-Length ${JSON.stringify(header)}`);
+  }
+  return Number(header);
+}
+
+async function jsonBody(c: Context): Promise<Record<string, unknown>> {
+  const length = contentLength(c);
+  if (length !== null && length > MAX_JSON_BODY) {
+    throw new SnapmeshError("invalid_body", `JSON body is larger than ${MAX_JSON_BODY} bytes`);
+  }
+  const text = await c.req.text();
+  if (text.length > MAX_JSON_BODY) {
+    throw new SnapmeshError("invalid_body", `JSON body is larger than ${MAX_JSON_BODY} bytes`);
+  }
+  if (text.trim() === "") return {};
+  let value: unknown;
+  try {
+    value = JSON.parse(text);
+  } catch (err) {
+    throw new SnapmeshError("invalid_body", `Body is not valid JSON: ${(err as Error).message}`);
+  }
+  if (typeof value !== "object" || value === null || Array.isArray(value)) {
+    throw new SnapmeshError("invalid_body", "Body must be a JSON object");
+  }
+  return value as Record<string, unknown>;
+}
+
+function decodeSegment(segment: string): string {
+  try {
+    return decodeURIComponent(segment);
+  } catch {
+    return segment; // malformed escapes fail the name check as they are
+  }
+}
+
+function matchesEtag(header: string | undefined, etag: string): boolean {
+  if (header === undefined) return false;
+  return header.split(",").some((tag) => {
+    const t = tag.trim().replace(/^W\//, "");
+    return t === "*" || t === etag;
+  });
+}

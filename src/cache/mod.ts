@@ -1,0 +1,8 @@
+/**
+ * Index of cached snapshots: LRU order, pins, push queue, eviction planning.
+ *
+ * @module
+ */
+
+export * from "./index.ts";
+export * from "./records.ts";

@@ -1,0 +1,456 @@
+/**
+ * Client subcommands: put, get, pull, ls, rm, pin, unpin, status, peers, verify.
+ *
+ * @module
+ */
+
+import { createHash } from "node:crypto";
+import { formatSize } from "../config/mod.ts";
+import { isValidName } from "../manifest/mod.ts";
+import {
+  flagOption,
+  listOption,
+  type OptionSpec,
+  parseCommandArgs,
+  type ParsedArgs,
+  stringOption,
+  UsageError,
+} from "./args.ts";
+import { NodeClient, segment } from "./client.ts";
+import { countingStream, progressBar, progressEnabled } from "./progress.ts";
+
+/** Where a command writes. */
+export interface CommandIo {
+  out(text: string): void;
+  err(text: string): void;
+  env: Record<string, string | undefined>;
+}
+
+interface ClientCommand {
+  usage: string;
+  summary: string;
+  options: Record<string, OptionSpec>;
+  run(args: ParsedArgs, client: NodeClient, io: CommandIo): Promise<number>;
+}
+
+const COMMON: Record<string, OptionSpec> = {
+  node: { type: "string" },
+  token: { type: "string" },
+  json: { type: "boolean" },
+};
+
+const COMMON_HELP = `Common options:
+  --node URL     node to talk to (env SNAPMESH_NODE, default http://127.0.0.1:7070)
+  --token T      bearer token (env SNAPMESH_TOKEN)
+  --json         print machine-readable JSON
+  -h, --help     show this help`;
+
+function one(args: ParsedArgs, what: string, usage: string): string {
+  if (args.positionals.length !== 1) throw new UsageError(`expected ${what}\nusage: ${usage}`);
+  return args.positionals[0]!;
+}
+
+function json(io: CommandIo, value: unknown): void {
+  io.out(JSON.stringify(value, null, 2));
+}
+
+function basename(path: string): string {
+  return path.replace(/\/+$/, "").split("/").pop() ?? path;
+}
+
+function table(rows: string[][]): string {
+  const widths = rows[0]!.map((_, i) => Math.max(...rows.map((r) => (r[i] ?? "").length)));
+  return rows.map((r) => r.map((cell, i) => cell.padEnd(widths[i]!)).join("  ").trimEnd()).join(
+    "\n",
+  );
+}
+
+const put: ClientCommand = {
+  usage: "snapmesh put NAME FILE... [--as FILE_NAME=PATH]... [--label KEY=VALUE]... " +
+    "[--hot FILE_NAME=I,J,...]... [--import]",
+  summary: "stage files under their base names and commit them as snapshot NAME",
+  options: {
+    as: { type: "string", multiple: true },
+    label: { type: "string", multiple: true },
+    hot: { type: "string", multiple: true },
+    import: { type: "boolean" },
+  },
+  async run(args, client, io) {
+    const [name, ...paths] = args.positionals;
+    if (name === undefined) throw new UsageError(`expected NAME\nusage: ${this.usage}`);
+    if (!isValidName(name)) throw new UsageError(`invalid snapshot name ${JSON.stringify(name)}`);
+    const files = new Map<string, string>();
+    for (const path of paths) files.set(basename(path), path);
+    for (const spec of listOption(args, "as")) {
+      const eq = spec.indexOf("=");
+      if (eq <= 0) throw new UsageError(`--as expects FILE_NAME=PATH, got ${JSON.stringify(spec)}`);
+      files.set(spec.slice(0, eq), spec.slice(eq + 1));
+    }
+    if (files.size === 0) throw new UsageError(`expected at least one FILE\nusage: ${this.usage}`);
+    for (const file of files.keys()) {
+      if (!isValidName(file)) {
+        throw new UsageError(`invalid file name ${JSON.stringify(file)}; rename it with --as`);
+      }
+    }
+    const labels: Record<string, string> = {};
+    for (const spec of listOption(args, "label")) {
+      const eq = spec.indexOf("=");
+      if (eq <= 0) throw new UsageError(`--label expects KEY=VALUE, got ${JSON.stringify(spec)}`);
+      labels[spec.slice(0, eq)] = spec.slice(eq + 1);
+    }
+    const hot: Record<string, number[]> = {};
+    for (const spec of listOption(args, "hot")) {
+      const match = /^([^=]+)=(\d+(?:,\d+)*)$/.exec(spec);
+      if (!match) {
+        throw new UsageError(`--hot expects FILE_NAME=I,J,..., got ${JSON.stringify(spec)}`);
+      }
+      hot[match[1]!] = match[2]!.split(",").map(Number);
+    }
+    const showProgress = progressEnabled(flagOption(args, "json"));
+    const staged = [];
+    for (const [file, path] of files) {
+      const base = `/v1/snapshots/${segment(name)}/files/${segment(file)}`;
+      if (flagOption(args, "import")) {
+        const absolute = path.startsWith("/") ? path : `${Deno.cwd()}/${path}`;
+        staged.push(await client.json("POST", `${base}/import`, { path: absolute }));
+        continue;
+      }
+      let stat: Deno.FileInfo;
+      try {
+        stat = await Deno.stat(path);
+      } catch (err) {
+        throw new Error(`Cannot read ${path}: ${(err as Error).message}`);
+      }
+      if (!stat.isFile) throw new Error(`Cannot upload ${path}: not a regular file`);
+      const source = await Deno.open(path);
+      const bar = progressBar(`put ${file}`, stat.size, showProgress);
+      try {
+        const response = await client.request("PUT", base, {
+          body: countingStream(source.readable, (n) => bar.update(n)),
+          headers: {
+            "Content-Length": String(stat.size),
+            "Content-Type": "application/octet-stream",
+          },
+        });
+        staged.push(await response.json());
+      } finally {
+        bar.finish();
+      }
+    }
+    const body: Record<string, unknown> = {};
+    if (Object.keys(labels).length > 0) body.labels = labels;
+    if (Object.keys(hot).length > 0) body.hot = hot;
+    const manifest = await client.json<{ digest: string; name: string }>(
+      "POST",
+      `/v1/snapshots/${segment(name)}/commit`,
+      body,
+    );
+    if (flagOption(args, "json")) json(io, { staged, manifest });
+    else io.out(`committed ${manifest.name} ${manifest.digest}`);
+    return 0;
+  },
+};
+
+const get: ClientCommand = {
+  usage: "snapmesh get NAME FILE [-o OUT]",
+  summary: "download one file of a snapshot (verified against its sha256); -o - writes stdout",
+  options: { output: { type: "string", short: "o" } },
+  async run(args, client, io) {
+    if (args.positionals.length !== 2) {
+      throw new UsageError(`expected NAME FILE\nusage: ${this.usage}`);
+    }
+    const [name, file] = args.positionals as [string, string];
+    const out = stringOption(args, "output") ?? file;
+    const response = await client.request(
+      "GET",
+      `/v1/snapshots/${segment(name)}/files/${segment(file)}`,
+    );
+    const expected = (response.headers.get("etag") ?? "").replaceAll('"', "");
+    const size = Number(response.headers.get("content-length") ?? NaN);
+    const hash = createHash("sha256");
+    const toStdout = out === "-";
+    const bar = progressBar(
+      `get ${file}`,
+      Number.isFinite(size) ? size : null,
+      !toStdout && progressEnabled(flagOption(args, "json")),
+    );
+    const temp = toStdout ? null : `${out}.snapmesh-partial`;
+    const sink = toStdout
+      ? Deno.stdout
+      : await Deno.open(temp!, { write: true, create: true, truncate: true });
+    let total = 0;
+    try {
+      for await (const chunk of response.body!) {
+        hash.update(chunk);
+        let at = 0;
+        while (at < chunk.length) at += await sink.write(chunk.subarray(at));
+        total += chunk.length;
+        bar.update(total);
+      }
+    } catch (err) {
+      if (temp) await Deno.remove(temp).catch(() => {});
+      throw err;
+    } finally {
+      bar.finish();
+      if (!toStdout) sink.close();
+    }
+    const actual = hash.digest("hex");
+    if (expected && actual !== expected) {
+      if (temp) await Deno.remove(temp).catch(() => {});
+      throw new Error(`Downloaded bytes of ${name}/${file} hash to ${actual}, not ${expected}`);
+    }
+    if (temp) await Deno.rename(temp, out);
+    const source = response.headers.get("x-snapmesh-source");
+    if (flagOption(args, "json")) {
+      json(io, { name, file, path: out, size: total, sha256: actual, source });
+    } else if (!toStdout) io.err(`wrote ${out} (${formatSize(total)}, from ${source ?? "node"})`);
+    return 0;
+  },
+};
+
+const pull: ClientCommand = {
+  usage: "snapmesh pull NAME [--hot] [--no-wait]",
+  summary: "make a snapshot local on the node and print its file paths",
+  options: { hot: { type: "boolean" }, "no-wait": { type: "boolean" } },
+  async run(args, client, io) {
+    const name = one(args, "NAME", this.usage);
+    const query = new URLSearchParams();
+    if (flagOption(args, "hot")) query.set("hot", "true");
+    if (flagOption(args, "no-wait")) query.set("wait", "false");
+    const qs = query.size > 0 ? `?${query}` : "";
+    const result = await client.json<{
+      digest?: string;
+      source?: string;
+      ms?: number;
+      paths?: Record<string, string>;
+      bytes?: Record<string, number>;
+    }>("POST", `/v1/snapshots/${segment(name)}/pull${qs}`);
+    if (flagOption(args, "json")) {
+      json(io, result);
+      return 0;
+    }
+    for (const [file, path] of Object.entries(result.paths ?? {})) io.out(`${file}\t${path}`);
+    if (result.bytes) {
+      const b = result.bytes;
+      io.err(
+        `pulled ${name} from ${result.source} in ${result.ms} ms ` +
+          `(local ${formatSize(b.local ?? 0)}, peer ${formatSize(b.peer ?? 0)}, origin ${
+            formatSize(b.origin ?? 0)
+          })`,
+      );
+    }
+    return 0;
+  },
+};
+
+interface Summary {
+  name: string;
+  digest: string;
+  size: number;
+  storedBytes: number;
+  pinned: boolean;
+  lastAccess: string;
+}
+
+const ls: ClientCommand = {
+  usage: "snapmesh ls",
+  summary: "list the snapshots cached on the node",
+  options: {},
+  async run(args, client, io) {
+    if (args.positionals.length > 0) {
+      throw new UsageError(`unexpected arguments\nusage: ${this.usage}`);
+    }
+    const list = await client.json<Summary[]>("GET", "/v1/snapshots");
+    if (flagOption(args, "json")) {
+      json(io, list);
+      return 0;
+    }
+    const rows = [["NAME", "DIGEST", "SIZE", "ON DISK", "PINNED", "LAST ACCESS"]];
+    for (const s of list) {
+      rows.push([
+        s.name,
+        s.digest.slice(0, 12),
+        formatSize(s.size),
+        formatSize(s.storedBytes),
+        s.pinned ? "yes" : "",
+        s.lastAccess,
+      ]);
+    }
+    io.out(table(rows));
+    return 0;
+  },
+};
+
+const rm: ClientCommand = {
+  usage: "snapmesh rm NAME [--origin] [--force]",
+  summary:
+    "evict a snapshot from the node (--origin: from the origin too; --force: even if pinned)",
+  options: { origin: { type: "boolean" }, force: { type: "boolean" } },
+  async run(args, client, io) {
+    const name = one(args, "NAME", this.usage);
+    const query = new URLSearchParams();
+    if (flagOption(args, "origin")) query.set("origin", "true");
+    if (flagOption(args, "force")) query.set("force", "true");
+    const qs = query.size > 0 ? `?${query}` : "";
+    const result = await client.json("DELETE", `/v1/snapshots/${segment(name)}${qs}`);
+    if (flagOption(args, "json")) json(io, result);
+    else io.out(`removed ${name}`);
+    return 0;
+  },
+};
+
+function pinCommand(pinned: boolean): ClientCommand {
+  return {
+    usage: `snapmesh ${pinned ? "pin" : "unpin"} NAME`,
+    summary: pinned ? "protect a snapshot from eviction" : "let a snapshot be evicted again",
+    options: {},
+    async run(args, client, io) {
+      const name = one(args, "NAME", this.usage);
+      const result = await client.json(
+        pinned ? "PUT" : "DELETE",
+        `/v1/snapshots/${segment(name)}/pin`,
+      );
+      if (flagOption(args, "json")) json(io, result);
+      else io.out(`${pinned ? "pinned" : "unpinned"} ${name}`);
+      return 0;
+    },
+  };
+}
+
+interface Status {
+  nodeId: string;
+  version: string;
+  uptime: number;
+  cache: Record<string, number>;
+  peers: { id: string; url: string; healthy: boolean; lastSeenMs: number | null }[];
+  origin: { endpoint: string; bucket: string; healthy: boolean } | null;
+  pulls: unknown[];
+}
+
+const status: ClientCommand = {
+  usage: "snapmesh status",
+  summary: "show the node's identity, cache, peers, origin and active pulls",
+  options: {},
+  async run(args, client, io) {
+    if (args.positionals.length > 0) {
+      throw new UsageError(`unexpected arguments\nusage: ${this.usage}`);
+    }
+    const s = await client.json<Status>("GET", "/v1/status");
+    if (flagOption(args, "json")) {
+      json(io, s);
+      return 0;
+    }
+    const c = s.cache;
+    const healthy = s.peers.filter((p) => p.healthy).length;
+    io.out(
+      [
+        `node     ${s.nodeId} (snapmesh ${s.version}, up ${s.uptime}s)`,
+        `cache    ${formatSize(c.bytes ?? 0)} of ${formatSize(c.capacityBytes ?? 0)} in ` +
+        `${c.entries} snapshots (${c.pinned ?? 0} pinned); ` +
+        `hits ${c.hits} misses ${c.misses} evictions ${c.evictions}`,
+        `peers    ${healthy}/${s.peers.length} healthy`,
+        `origin   ${
+          s.origin
+            ? `${s.origin.endpoint} bucket ${s.origin.bucket} (${
+              s.origin.healthy ? "healthy" : "unhealthy"
+            })`
+            : "none"
+        }`,
+        `pulls    ${s.pulls.length} active`,
+      ].join("\n"),
+    );
+    return 0;
+  },
+};
+
+const peers: ClientCommand = {
+  usage: "snapmesh peers",
+  summary: "list the node's peers with their health and last contact",
+  options: {},
+  async run(args, client, io) {
+    if (args.positionals.length > 0) {
+      throw new UsageError(`unexpected arguments\nusage: ${this.usage}`);
+    }
+    const s = await client.json<Status>("GET", "/v1/status");
+    if (flagOption(args, "json")) {
+      json(io, s.peers);
+      return 0;
+    }
+    if (s.peers.length === 0) {
+      io.out("no peers configured");
+      return 0;
+    }
+    const rows = [["ID", "URL", "STATE", "LAST SEEN"]];
+    for (const p of s.peers) {
+      rows.push([
+        p.id,
+        p.url,
+        p.healthy ? "up" : "down",
+        p.lastSeenMs === null ? "never" : `${Math.round(p.lastSeenMs / 1000)}s ago`,
+      ]);
+    }
+    io.out(table(rows));
+    return 0;
+  },
+};
+
+interface Verification {
+  ok: boolean;
+  digest: string;
+  files: { file: string; ok: boolean; badChunks: number[]; problem?: string }[];
+}
+
+const verify: ClientCommand = {
+  usage: "snapmesh verify NAME",
+  summary: "rehash the node's local files of a snapshot against its manifest",
+  options: {},
+  async run(args, client, io) {
+    const name = one(args, "NAME", this.usage);
+    const result = await client.json<Verification>("POST", `/v1/snapshots/${segment(name)}/verify`);
+    if (flagOption(args, "json")) json(io, result);
+    else {
+      for (const f of result.files) {
+        io.out(`${f.ok ? "ok " : "BAD"} ${f.file}${f.problem ? `: ${f.problem}` : ""}`);
+      }
+      io.out(result.ok ? `${name} verifies (${result.digest})` : `${name} does NOT verify`);
+    }
+    return result.ok ? 0 : 1;
+  },
+};
+
+/** The client commands, by name. */
+export const CLIENT_COMMANDS: Record<string, ClientCommand> = {
+  put,
+  get,
+  pull,
+  ls,
+  rm,
+  pin: pinCommand(true),
+  unpin: pinCommand(false),
+  status,
+  peers,
+  verify,
+};
+
+/** Runs a client command; throws {@linkcode UsageError} on bad usage. */
+export async function runClientCommand(
+  name: string,
+  argv: string[],
+  io: CommandIo,
+): Promise<number> {
+  const command = CLIENT_COMMANDS[name]!;
+  const args = parseCommandArgs(argv, { ...COMMON, ...command.options });
+  if (flagOption(args, "help")) {
+    io.out(`${command.usage}\n\n${command.summary}\n\n${COMMON_HELP}`);
+    return 0;
+  }
+  const node = stringOption(args, "node") ?? io.env.SNAPMESH_NODE ?? "http://127.0.0.1:7070";
+  try {
+    new URL(node);
+  } catch {
+    throw new UsageError(`--node expects a URL, got ${JSON.stringify(node)}`);
+  }
+  const token = stringOption(args, "token") ?? io.env.SNAPMESH_TOKEN;
+  const client = new NodeClient(token === undefined ? { node } : { node, token });
+  return await command.run(args, client, io);
+}

@@ -1,0 +1,81 @@
+/**
+ * The command line: `snapmesh <command>`. {@linkcode main} returns the exit
+ * code (0 success, 1 failed operation, 2 bad usage); only `mod.ts` exits.
+ *
+ * @module
+ */
+
+import { ConfigError } from "../config/mod.ts";
+import { VERSION } from "../version.ts";
+import { UsageError } from "./args.ts";
+import { CLIENT_COMMANDS, type CommandIo, runClientCommand } from "./commands.ts";
+import { serveCommand } from "./serve_command.ts";
+
+const encoder = new TextEncoder();
+
+function writeLine(stream: { writeSync(p: Uint8Array): number }, text: string): void {
+  const bytes = encoder.encode(text + "\n");
+  let at = 0;
+  while (at < bytes.length) at += stream.writeSync(bytes.subarray(at));
+}
+
+/** Standard streams and the process environment. */
+export function processIo(): CommandIo {
+  return {
+    out: (text) => writeLine(Deno.stdout, text),
+    err: (text) => writeLine(Deno.stderr, text),
+    env: Deno.env.toObject(),
+  };
+}
+
+/** Top-level help. */
+export function mainHelp(): string {
+  const commands = Object.entries(CLIENT_COMMANDS).map(([name, c]) =>
+    `  ${name.padEnd(8)} ${c.summary}`
+  );
+  return [
+    `snapmesh ${VERSION}: VM snapshots, cached locally, fetched from peers, backed by S3`,
+    "",
+    "Usage: snapmesh <command> [options]     (snapmesh <command> --help for details)",
+    "",
+    "Commands:",
+    `  ${"serve".padEnd(8)} run the agent`,
+    ...commands,
+    "",
+    "  --version  print the version",
+  ].join("\n");
+}
+
+/** Runs the CLI and returns its exit code. */
+export async function main(args: string[], io: CommandIo = processIo()): Promise<number> {
+  const [command, ...rest] = args;
+  try {
+    if (command === "--version" || command === "-V" || command === "version") {
+      io.out(`snapmesh ${VERSION}`);
+      return 0;
+    }
+    if (command === "--help" || command === "-h" || command === "help") {
+      io.out(mainHelp());
+      return 0;
+    }
+    if (command === undefined) {
+      io.err(mainHelp());
+      return 2;
+    }
+    if (command === "serve") return await serveCommand(rest, io);
+    if (Object.hasOwn(CLIENT_COMMANDS, command)) return await runClientCommand(command, rest, io);
+    throw new UsageError(`unknown command ${JSON.stringify(command)}`);
+  } catch (err) {
+    if (err instanceof UsageError || err instanceof ConfigError) {
+      io.err(`snapmesh: ${err.message}`);
+      const hint = command && command !== "--help" &&
+          (command === "serve" || Object.hasOwn(CLIENT_COMMANDS, command))
+        ? `snapmesh ${command} --help`
+        : "snapmesh --help";
+      io.err(`Run '${hint}' for usage.`);
+      return 2;
+    }
+    io.err(`snapmesh: ${(err as Error).message ?? String(err)}`);
+    return 1;
+  }
+}

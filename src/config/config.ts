@@ -1,0 +1,421 @@
+/**
+ * Configuration of `snapmesh serve`: what a user may give (flags, `SNAPMESH_*`
+ * environment variables, a JSON file; flags win over env over file) and the
+ * resolved config the agent runs with. Resolution is a pure function.
+ *
+ * @module
+ */
+
+import { isLogLevel, type LogLevel } from "../log/mod.ts";
+import { DEFAULT_CHUNK_SIZE, MAX_CHUNK_SIZE, MIN_CHUNK_SIZE } from "../manifest/manifest.ts";
+import { formatSize, parseSize } from "./size.ts";
+
+/** How commits reach the origin. */
+export type PushMode = "async" | "sync" | "off";
+
+/** The resolved configuration of an agent. */
+export interface ServeConfig {
+  listen: { hostname: string; port: number };
+  dataDir: string;
+  cacheSize: number;
+  token: string | null;
+  nodeId: string;
+  /** URL peers use to reach this node; null: derived from the listen address. */
+  advertise: string | null;
+  peers: string[];
+  peersFile: string | null;
+  peersDns: string | null;
+  originEndpoint: string | null;
+  originBucket: string | null;
+  originPrefix: string;
+  originRegion: string;
+  push: PushMode;
+  /** Stalled origin bodies are aborted after this many milliseconds. */
+  originStallTimeoutMs: number;
+  chunkSize: number;
+  importRoot: string | null;
+  maxFileSize: number;
+  logLevel: LogLevel;
+  /** Move a damaged journal aside and rebuild the index from a verified scan. */
+  rebuildIndex: boolean;
+}
+
+/** Value kinds a setting may have. */
+type Kind =
+  | "string"
+  | "path"
+  | "size"
+  | "list"
+  | "push"
+  | "level"
+  | "listen"
+  | "url"
+  | "bool"
+  | "ms";
+
+interface Setting {
+  key: keyof ServeConfig;
+  flag: string;
+  kind: Kind;
+  help: string;
+  /** Shown in --help and the default config file. */
+  defaultText: string;
+}
+
+/** Every `serve` setting, in the order `--help` lists them. */
+export const SETTINGS: readonly Setting[] = [
+  {
+    key: "listen",
+    flag: "listen",
+    kind: "listen",
+    help: "address to listen on",
+    defaultText: "127.0.0.1:7070",
+  },
+  {
+    key: "dataDir",
+    flag: "data-dir",
+    kind: "path",
+    help: "cache, journal and drafts",
+    defaultText: "./snapmesh-data",
+  },
+  {
+    key: "cacheSize",
+    flag: "cache-size",
+    kind: "size",
+    help: "disk budget of the cache",
+    defaultText: "10GiB",
+  },
+  {
+    key: "token",
+    flag: "token",
+    kind: "string",
+    help: "bearer token for /v1 (clients and peers)",
+    defaultText: "none",
+  },
+  {
+    key: "nodeId",
+    flag: "node-id",
+    kind: "string",
+    help: "this node's id",
+    defaultText: "the hostname",
+  },
+  {
+    key: "advertise",
+    flag: "advertise",
+    kind: "url",
+    help: "URL peers use to reach this node",
+    defaultText: "http://<listen>",
+  },
+  {
+    key: "peers",
+    flag: "peers",
+    kind: "list",
+    help: "peer URLs, comma-separated",
+    defaultText: "none",
+  },
+  {
+    key: "peersFile",
+    flag: "peers-file",
+    kind: "path",
+    help: "file of peer URLs, one a line (reread on change)",
+    defaultText: "none",
+  },
+  {
+    key: "peersDns",
+    flag: "peers-dns",
+    kind: "string",
+    help: "NAME:PORT resolved to peers (re-resolved)",
+    defaultText: "none",
+  },
+  {
+    key: "originEndpoint",
+    flag: "origin-endpoint",
+    kind: "url",
+    help: "S3/MinIO endpoint URL",
+    defaultText: "none",
+  },
+  {
+    key: "originBucket",
+    flag: "origin-bucket",
+    kind: "string",
+    help: "origin bucket",
+    defaultText: "none",
+  },
+  {
+    key: "originPrefix",
+    flag: "origin-prefix",
+    kind: "string",
+    help: "key prefix in the bucket",
+    defaultText: '""',
+  },
+  {
+    key: "originRegion",
+    flag: "origin-region",
+    kind: "string",
+    help: "origin region",
+    defaultText: "us-east-1",
+  },
+  {
+    key: "push",
+    flag: "push",
+    kind: "push",
+    help: "async|sync|off: upload commits to the origin",
+    defaultText: "async with an origin, else off",
+  },
+  {
+    key: "originStallTimeoutMs",
+    flag: "origin-stall-timeout",
+    kind: "ms",
+    help: "abort an origin body idle this long (ms, or 30s)",
+    defaultText: "30s",
+  },
+  {
+    key: "chunkSize",
+    flag: "chunk-size",
+    kind: "size",
+    help: "chunk size, 64KiB..64MiB",
+    defaultText: "1MiB",
+  },
+  {
+    key: "importRoot",
+    flag: "import-root",
+    kind: "path",
+    help: "directory whose files may be imported by path",
+    defaultText: "none (import disabled)",
+  },
+  {
+    key: "maxFileSize",
+    flag: "max-file-size",
+    kind: "size",
+    help: "largest file accepted",
+    defaultText: "64GiB",
+  },
+  {
+    key: "logLevel",
+    flag: "log-level",
+    kind: "level",
+    help: "debug|info|warn|error",
+    defaultText: "info",
+  },
+  {
+    key: "rebuildIndex",
+    flag: "rebuild-index",
+    kind: "bool",
+    help: "rebuild a damaged journal from a verified scan",
+    defaultText: "false",
+  },
+];
+
+/** Raw values as given by one source, keyed by flag name. */
+export type RawSettings = Record<string, unknown>;
+
+/** Inputs of {@linkcode resolveServeConfig}. */
+export interface ConfigSources {
+  flags: RawSettings;
+  env: Record<string, string | undefined>;
+  /** Parsed JSON config file, or null. */
+  file: unknown;
+  /** Working directory, to make paths absolute. */
+  cwd: string;
+  /** This machine's hostname (the default node id). */
+  hostname: string;
+}
+
+/** A setting has a bad value or an unknown key; the message names it. */
+export class ConfigError extends Error {
+  constructor(message: string) {
+    super(message);
+    this.name = "ConfigError";
+  }
+}
+
+/** Environment variable of a flag: `data-dir` → `SNAPMESH_DATA_DIR`. */
+export function envName(flag: string): string {
+  return `SNAPMESH_${flag.toUpperCase().replaceAll("-", "_")}`;
+}
+
+/** Resolves flags over env over file over defaults, validating each value. */
+export function resolveServeConfig(sources: ConfigSources): ServeConfig {
+  const file = sources.file ?? {};
+  if (typeof file !== "object" || Array.isArray(file)) {
+    throw new ConfigError("The config file must hold a JSON object of settings");
+  }
+  const known = new Set(SETTINGS.map((s) => s.flag));
+  for (const key of Object.keys(file)) {
+    if (!known.has(key)) {
+      throw new ConfigError(
+        `Unknown key "${key}" in the config file; known keys: ${[...known].join(", ")}`,
+      );
+    }
+  }
+  const raw = (s: Setting): { value: unknown; where: string } | undefined => {
+    const flag = sources.flags[s.flag];
+    if (flag !== undefined) return { value: flag, where: `--${s.flag}` };
+    const env = sources.env[envName(s.flag)];
+    if (env !== undefined && env !== "") return { value: env, where: envName(s.flag) };
+    const fromFile = (file as RawSettings)[s.flag];
+    if (fromFile !== undefined) return { value: fromFile, where: `"${s.flag}" in the config file` };
+    return undefined;
+  };
+
+  const out: Record<string, unknown> = {
+    listen: { hostname: "127.0.0.1", port: 7070 },
+    dataDir: absolute(sources.cwd, "./snapmesh-data"),
+    cacheSize: 10 * 1024 ** 3,
+    token: null,
+    nodeId: sources.hostname || "snapmesh",
+    advertise: null,
+    peers: [],
+    peersFile: null,
+    peersDns: null,
+    originEndpoint: null,
+    originBucket: null,
+    originPrefix: "",
+    originRegion: "us-east-1",
+    push: null,
+    originStallTimeoutMs: 30_000,
+    chunkSize: DEFAULT_CHUNK_SIZE,
+    importRoot: null,
+    maxFileSize: 64 * 1024 ** 3,
+    logLevel: "info",
+    rebuildIndex: false,
+  };
+  for (const setting of SETTINGS) {
+    const given = raw(setting);
+    if (given === undefined) continue;
+    out[setting.key] = convert(setting, given.value, given.where, sources.cwd);
+  }
+
+  const config = out as unknown as ServeConfig & { push: PushMode | null };
+  const chunk = config.chunkSize;
+  if (chunk < MIN_CHUNK_SIZE || chunk > MAX_CHUNK_SIZE || chunk % 4096 !== 0) {
+    throw new ConfigError(
+      `chunk-size ${formatSize(chunk)} is out of range: use a multiple of 4KiB from 64KiB to 64MiB`,
+    );
+  }
+  if (config.cacheSize < 1) throw new ConfigError("cache-size must be at least 1 byte");
+  if ((config.originEndpoint === null) !== (config.originBucket === null)) {
+    throw new ConfigError("origin-endpoint and origin-bucket must be given together");
+  }
+  if (config.push === null) config.push = config.originEndpoint ? "async" : "off";
+  if (config.push !== "off" && config.originEndpoint === null) {
+    throw new ConfigError(
+      `push ${config.push} needs an origin (--origin-endpoint, --origin-bucket)`,
+    );
+  }
+  config.originPrefix = config.originPrefix.replace(/^\/+|\/+$/g, "");
+  return config;
+}
+
+function convert(setting: Setting, value: unknown, where: string, cwd: string): unknown {
+  const fail = (form: string): never => {
+    throw new ConfigError(`${where}: invalid value ${JSON.stringify(value)}; expected ${form}`);
+  };
+  const text = (): string => {
+    if (typeof value === "string") return value;
+    if (typeof value === "number" || typeof value === "boolean") return String(value);
+    return fail("a string");
+  };
+  switch (setting.kind) {
+    case "string": {
+      const s = text();
+      if (s === "") fail("a non-empty string");
+      return s;
+    }
+    case "path": {
+      const s = text();
+      if (s === "") fail("a path");
+      return absolute(cwd, s);
+    }
+    case "size":
+      try {
+        return parseSize(typeof value === "number" ? value : text());
+      } catch {
+        return fail("a size in bytes, like 1048576, 500MB or 10GiB");
+      }
+    case "ms": {
+      const match = /^(\d+)(ms|s|m)?$/.exec(text().trim());
+      if (!match) return fail("a duration like 30000, 30s or 2m");
+      const n = Number(match[1]);
+      return match[2] === "s" ? n * 1000 : match[2] === "m" ? n * 60_000 : n;
+    }
+    case "list": {
+      const items = Array.isArray(value)
+        ? value.map(String)
+        : text().split(",").map((s) => s.trim()).filter((s) => s !== "");
+      return items.map((item) => normalizeUrl(item) ?? fail("comma-separated http(s) URLs"));
+    }
+    case "url":
+      return normalizeUrl(text()) ?? fail("an http(s) URL");
+    case "push": {
+      const s = text();
+      return s === "async" || s === "sync" || s === "off" ? s : fail("async, sync or off");
+    }
+    case "level": {
+      const s = text();
+      return isLogLevel(s) ? s : fail("debug, info, warn or error");
+    }
+    case "bool":
+      if (typeof value === "boolean") return value;
+      if (/^(1|true|yes)$/i.test(text())) return true;
+      if (/^(0|false|no)$/i.test(text())) return false;
+      return fail("true or false");
+    case "listen":
+      return parseListen(text()) ?? fail("HOST:PORT, like 127.0.0.1:7070 or [::1]:0");
+  }
+}
+
+/** Parses `host:port` (`[v6]:port` for IPv6; an empty host means all interfaces). */
+export function parseListen(text: string): { hostname: string; port: number } | null {
+  const match = /^(?:\[([0-9a-fA-F:.]+)\]|([^:[\]]*)):(\d{1,5})$/.exec(text.trim());
+  if (!match) return null;
+  const port = Number(match[3]);
+  if (port > 65535) return null;
+  const hostname = match[1] ?? (match[2] === "" ? "0.0.0.0" : match[2]!);
+  return { hostname, port };
+}
+
+function normalizeUrl(text: string): string | null {
+  try {
+    const url = new URL(text);
+    if (url.protocol !== "http:" && url.protocol !== "https:") return null;
+    return url.href.replace(/\/+$/, "");
+  } catch {
+    return null;
+  }
+}
+
+function absolute(cwd: string, path: string): string {
+  if (path.startsWith("/")) return normalizePath(path);
+  return normalizePath(`${cwd}/${path}`);
+}
+
+/** Collapses `.`, `..` and repeated slashes of an absolute path. */
+export function normalizePath(path: string): string {
+  const out: string[] = [];
+  for (const part of path.split("/")) {
+    if (part === "" || part === ".") continue;
+    if (part === "..") out.pop();
+    else out.push(part);
+  }
+  return "/" + out.join("/");
+}
+
+/** The config as JSON-able settings, with secrets redacted (for --print-config). */
+export function describeConfig(config: ServeConfig): Record<string, unknown> {
+  const out: Record<string, unknown> = {};
+  for (const s of SETTINGS) {
+    let value: unknown = config[s.key];
+    if (s.key === "listen") value = formatListen(config.listen);
+    if (s.key === "token" && value !== null) value = "[redacted]";
+    out[s.flag] = value;
+  }
+  return out;
+}
+
+/** `host:port`, bracketing IPv6 hosts. */
+export function formatListen(listen: { hostname: string; port: number }): string {
+  return listen.hostname.includes(":")
+    ? `[${listen.hostname}]:${listen.port}`
+    : `${listen.hostname}:${listen.port}`;
+}

@@ -1,0 +1,8 @@
+/**
+ * Defaults, flags + env + file merge, validation, sizes.
+ *
+ * @module
+ */
+
+export * from "./config.ts";
+export * from "./size.ts";

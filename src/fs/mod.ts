@@ -1,0 +1,197 @@
+/**
+ * All file I/O of the agent goes through {@linkcode FileSystem}, so tests can
+ * wrap it with a fault-injecting implementation (torn writes, failed fsyncs,
+ * ENOSPC, dropped unsynced data).
+ *
+ * @module
+ */
+
+/** An open file. Offsets are explicit: there is no shared cursor to race on. */
+export interface FileHandle {
+  /** Reads up to `buffer.length` bytes at `offset`; returns 0 at end of file. */
+  readAt(buffer: Uint8Array, offset: number): Promise<number>;
+  /** Writes all of `data` at `offset`. */
+  writeAt(data: Uint8Array, offset: number): Promise<void>;
+  /** Sets the file length (extending makes a hole). */
+  truncate(length: number): Promise<void>;
+  /** Flushes data (and the metadata needed to read it) to stable storage. */
+  sync(): Promise<void>;
+  /** Current length in bytes. */
+  size(): Promise<number>;
+  close(): void;
+}
+
+/** How {@linkcode FileSystem.open} opens a file. */
+export interface OpenOptions {
+  /** Open for writing. @default false */
+  write?: boolean;
+  /** Create the file if missing. @default false */
+  create?: boolean;
+  /** Fail if the file exists. @default false */
+  createNew?: boolean;
+  /** Truncate to zero length. @default false */
+  truncate?: boolean;
+  /** Mode for a created file. @default 0o644 */
+  mode?: number;
+}
+
+/** Metadata of a path. */
+export interface FileStat {
+  isFile: boolean;
+  isDirectory: boolean;
+  size: number;
+  mode: number | null;
+  /** 512-byte blocks allocated, where the platform reports them. */
+  blocks: number | null;
+  mtimeMs: number | null;
+}
+
+/** The file operations the agent needs, and nothing more. */
+export interface FileSystem {
+  open(path: string, options?: OpenOptions): Promise<FileHandle>;
+  readFile(path: string): Promise<Uint8Array>;
+  stat(path: string): Promise<FileStat>;
+  /** Like {@linkcode FileSystem.stat}, but null when the path does not exist. */
+  statOrNull(path: string): Promise<FileStat | null>;
+  readDir(path: string): Promise<string[]>;
+  mkdir(path: string): Promise<void>;
+  rename(from: string, to: string): Promise<void>;
+  /** Removes a file or a directory tree; a missing path is not an error. */
+  remove(path: string): Promise<void>;
+  link(existing: string, created: string): Promise<void>;
+  chmod(path: string, mode: number): Promise<void>;
+  realPath(path: string): Promise<string>;
+  /** Makes the entries of a directory (creations, renames, removals) durable. */
+  syncDir(path: string): Promise<void>;
+}
+
+class DenoFileHandle implements FileHandle {
+  #file: Deno.FsFile;
+
+  constructor(file: Deno.FsFile) {
+    this.#file = file;
+  }
+
+  async readAt(buffer: Uint8Array, offset: number): Promise<number> {
+    await this.#file.seek(offset, Deno.SeekMode.Start);
+    let done = 0;
+    while (done < buffer.length) {
+      const n = await this.#file.read(buffer.subarray(done));
+      if (n === null) break;
+      done += n;
+    }
+    return done;
+  }
+
+  async writeAt(data: Uint8Array, offset: number): Promise<void> {
+    await this.#file.seek(offset, Deno.SeekMode.Start);
+    let done = 0;
+    while (done < data.length) done += await this.#file.write(data.subarray(done));
+  }
+
+  truncate(length: number): Promise<void> {
+    return this.#file.truncate(length);
+  }
+
+  sync(): Promise<void> {
+    return this.#file.syncData();
+  }
+
+  async size(): Promise<number> {
+    return (await this.#file.stat()).size;
+  }
+
+  close(): void {
+    try {
+      this.#file.close();
+    } catch (err) {
+      if (!(err instanceof Deno.errors.BadResource)) throw err;
+    }
+  }
+}
+
+function toStat(info: Deno.FileInfo): FileStat {
+  return {
+    isFile: info.isFile,
+    isDirectory: info.isDirectory,
+    size: info.size,
+    mode: info.mode,
+    blocks: info.blocks,
+    mtimeMs: info.mtime?.getTime() ?? null,
+  };
+}
+
+/** The real file system, through `Deno.*`. */
+export class DenoFileSystem implements FileSystem {
+  async open(path: string, options: OpenOptions = {}): Promise<FileHandle> {
+    const file = await Deno.open(path, {
+      read: true,
+      write: options.write ?? false,
+      create: options.create ?? false,
+      createNew: options.createNew ?? false,
+      truncate: options.truncate ?? false,
+      mode: options.mode ?? 0o644,
+    });
+    return new DenoFileHandle(file);
+  }
+
+  readFile(path: string): Promise<Uint8Array> {
+    return Deno.readFile(path);
+  }
+
+  async stat(path: string): Promise<FileStat> {
+    return toStat(await Deno.stat(path));
+  }
+
+  async statOrNull(path: string): Promise<FileStat | null> {
+    try {
+      return toStat(await Deno.stat(path));
+    } catch (err) {
+      if (err instanceof Deno.errors.NotFound) return null;
+      throw err;
+    }
+  }
+
+  async readDir(path: string): Promise<string[]> {
+    const names: string[] = [];
+    for await (const entry of Deno.readDir(path)) names.push(entry.name);
+    return names.sort();
+  }
+
+  mkdir(path: string): Promise<void> {
+    return Deno.mkdir(path, { recursive: true });
+  }
+
+  rename(from: string, to: string): Promise<void> {
+    return Deno.rename(from, to);
+  }
+
+  async remove(path: string): Promise<void> {
+    try {
+      await Deno.remove(path, { recursive: true });
+    } catch (err) {
+      if (!(err instanceof Deno.errors.NotFound)) throw err;
+    }
+  }
+
+  link(existing: string, created: string): Promise<void> {
+    return Deno.link(existing, created);
+  }
+
+  chmod(path: string, mode: number): Promise<void> {
+    return Deno.chmod(path, mode);
+  }
+
+  realPath(path: string): Promise<string> {
+    return Deno.realPath(path);
+  }
+
+  async syncDir(path: string): Promise<void> {
+    const dir = await Deno.open(path, { read: true });
+    try {
+      await dir.sync();
+    } finally {
+      dir.close();
+    }
+  }
+}

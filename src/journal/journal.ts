@@ -1,0 +1,438 @@
+/**
+ * The write-ahead journal: an append-only file of checksummed records, a
+ * checkpoint of the whole state, and compaction.
+ *
+ * - Appends are group-committed: records queued while a write and fsync are
+ *   in flight go out together in the next batch, with one fsync if any of
+ *   them asked for durability.
+ * - The state machine sees each record, in sequence order, only after it is
+ *   written (and, when asked, fsynced). An append resolves after that.
+ * - A failed write or fsync breaks the journal: nothing is acknowledged after
+ *   it, and every later append fails until the journal is reopened (after a
+ *   failed fsync Linux may have dropped the dirty pages; retrying would lie).
+ * - A checkpoint is written to a temp file, fsynced, renamed and its directory
+ *   fsynced; then the journal restarts empty after it (compaction).
+ *
+ * @module
+ */
+
+import type { FileHandle, FileSystem } from "../fs/mod.ts";
+import type { Logger } from "../log/mod.ts";
+import {
+  decodeCheckpoint,
+  encodeCheckpoint,
+  encodeJournalHeader,
+  encodeRecord,
+  JOURNAL_HEADER_BYTES,
+  type JournalRecord,
+} from "./record.ts";
+import { scanJournal } from "./reader.ts";
+
+/** What the journal drives: the agent's state, rebuilt by replaying records. */
+export interface JournalStateMachine {
+  /** Applies one record. Called in sequence order; must not throw. */
+  apply(record: JournalRecord): void;
+  /** The whole state as checkpoint bytes. */
+  snapshot(): Uint8Array;
+  /** Replaces the state with a checkpoint's (or the empty state for null). */
+  restore(payload: Uint8Array | null): void;
+  /** True for record types this state machine understands. */
+  isKnownType(type: number): boolean;
+}
+
+/** Options for {@linkcode Journal.open}. */
+export interface JournalOptions {
+  fs: FileSystem;
+  /** Directory holding `wal` and `checkpoint`. */
+  dir: string;
+  log: Logger;
+  /** Journal size that triggers a checkpoint and compaction. @default 8 MiB */
+  compactAfterBytes?: number;
+}
+
+/** What recovery found and did. */
+export interface RecoveryReport {
+  checkpointSeq: number;
+  replayed: number;
+  lastSeq: number;
+  truncatedBytes: number;
+  ms: number;
+}
+
+/** Counters for metrics. */
+export interface JournalStats {
+  records: number;
+  bytes: number;
+  syncs: number;
+  checkpoints: number;
+}
+
+/** The journal cannot be replayed safely; the agent must not start. */
+export class JournalCorruptError extends Error {
+  constructor(message: string) {
+    super(message);
+    this.name = "JournalCorruptError";
+  }
+}
+
+/** A write or fsync failed earlier; the journal takes no more writes until reopened. */
+export class JournalBrokenError extends Error {
+  constructor(message: string, options?: ErrorOptions) {
+    super(message, options);
+    this.name = "JournalBrokenError";
+  }
+}
+
+interface Pending {
+  record: JournalRecord;
+  bytes: Uint8Array;
+  sync: boolean;
+  resolve: (seq: number) => void;
+  reject: (err: Error) => void;
+}
+
+const WAL = "wal";
+const CHECKPOINT = "checkpoint";
+
+function repairHint(dir: string): string {
+  return `Nothing was changed. To recover, stop here and either restore ${dir} from a backup, ` +
+    `or start once with --rebuild-index, which moves the journal aside and rebuilds the index ` +
+    `from a verified scan of the snapshot files (pins and LRU order are lost).`;
+}
+
+/** The write-ahead journal. Create with {@linkcode Journal.open}. */
+export class Journal {
+  readonly #fs: FileSystem;
+  readonly #dir: string;
+  readonly #log: Logger;
+  readonly #sm: JournalStateMachine;
+  readonly #compactAfter: number;
+  #file: FileHandle;
+  #size: number;
+  #lastSeq: number;
+  #writtenSeq: number;
+  #queue: Pending[] = [];
+  #flushScheduled = false;
+  #chain: Promise<void> = Promise.resolve();
+  #broken: Error | null = null;
+  #closed = false;
+  readonly stats: JournalStats = { records: 0, bytes: 0, syncs: 0, checkpoints: 0 };
+
+  private constructor(
+    sm: JournalStateMachine,
+    options: JournalOptions,
+    file: FileHandle,
+    size: number,
+    lastSeq: number,
+  ) {
+    this.#sm = sm;
+    this.#fs = options.fs;
+    this.#dir = options.dir;
+    this.#log = options.log;
+    this.#compactAfter = options.compactAfterBytes ?? 8 * 1024 * 1024;
+    this.#file = file;
+    this.#size = size;
+    this.#lastSeq = lastSeq;
+    this.#writtenSeq = lastSeq;
+  }
+
+  /**
+   * Opens the journal in `options.dir`, replays it into `sm` and returns it
+   * ready for appends.
+   *
+   * @throws {JournalCorruptError} on damage that is not a torn tail
+   */
+  static async open(
+    sm: JournalStateMachine,
+    options: JournalOptions,
+  ): Promise<{ journal: Journal; recovery: RecoveryReport }> {
+    const started = performance.now();
+    const { fs, dir, log } = options;
+    await fs.mkdir(dir);
+    for (const name of await fs.readDir(dir)) {
+      if (name.endsWith(".tmp")) await fs.remove(`${dir}/${name}`);
+    }
+
+    let checkpointSeq = 0;
+    const checkpointPath = `${dir}/${CHECKPOINT}`;
+    const checkpointStat = await fs.statOrNull(checkpointPath);
+    if (checkpointStat !== null) {
+      const decoded = decodeCheckpoint(await fs.readFile(checkpointPath));
+      if (typeof decoded === "string") {
+        throw new JournalCorruptError(
+          `Checkpoint ${checkpointPath} is damaged (${decoded}); the journal cannot be replayed ` +
+            `without it. ${repairHint(dir)}`,
+        );
+      }
+      try {
+        sm.restore(decoded.payload);
+      } catch (err) {
+        throw new JournalCorruptError(
+          `Checkpoint ${checkpointPath} passed its checksum but could not be loaded ` +
+            `(${(err as Error).message}). ${repairHint(dir)}`,
+        );
+      }
+      checkpointSeq = decoded.seq;
+    } else {
+      sm.restore(null);
+    }
+
+    const walPath = `${dir}/${WAL}`;
+    let lastSeq = checkpointSeq;
+    let replayed = 0;
+    let truncatedBytes = 0;
+    let needsFreshWal = true;
+    let walSize = 0;
+    if (await fs.statOrNull(walPath) !== null) {
+      const bytes = await fs.readFile(walPath);
+      const scan = scanJournal(bytes, { isKnownType: (t) => sm.isKnownType(t) });
+      if (scan === null) {
+        throw new JournalCorruptError(
+          `Journal ${walPath} has a damaged header. ${repairHint(dir)}`,
+        );
+      }
+      if (scan.baseSeq > checkpointSeq + 1) {
+        throw new JournalCorruptError(
+          `Journal ${walPath} starts at record ${scan.baseSeq} but the checkpoint ends at ` +
+            `${checkpointSeq}: records in between are missing. ${repairHint(dir)}`,
+        );
+      }
+      if (scan.damage !== null && !scan.damage.tornTail) {
+        throw new JournalCorruptError(
+          `Journal ${walPath} is damaged in the middle at byte ${scan.damage.offset} ` +
+            `(${scan.damage.detail}); dropping it would lose acknowledged records. ` +
+            repairHint(dir),
+        );
+      }
+      for (const record of scan.records) {
+        if (record.seq <= checkpointSeq) continue;
+        sm.apply(record);
+        replayed++;
+        lastSeq = record.seq;
+      }
+      const walLast = scan.records.at(-1)?.seq ?? scan.baseSeq - 1;
+      if (scan.damage !== null) {
+        truncatedBytes = bytes.length - scan.damage.offset;
+        const file = await fs.open(walPath, { write: true });
+        try {
+          await file.truncate(scan.damage.offset);
+          await file.sync();
+        } finally {
+          file.close();
+        }
+        log.warn("journal: truncated a torn tail", {
+          path: walPath,
+          offset: scan.damage.offset,
+          bytes: truncatedBytes,
+          detail: scan.damage.detail,
+        });
+      }
+      // Keep appending to this file only when it continues exactly where the
+      // state stands; otherwise (a crash between checkpoint and compaction)
+      // start a fresh file after the checkpoint.
+      needsFreshWal = walLast !== lastSeq || scan.baseSeq <= checkpointSeq;
+      walSize = scan.validEnd;
+    }
+
+    let file: FileHandle;
+    if (needsFreshWal) {
+      await writeFreshWal(fs, dir, lastSeq + 1);
+      file = await fs.open(walPath, { write: true });
+      walSize = JOURNAL_HEADER_BYTES;
+    } else {
+      file = await fs.open(walPath, { write: true });
+    }
+    const journal = new Journal(sm, options, file, walSize, lastSeq);
+    const recovery: RecoveryReport = {
+      checkpointSeq,
+      replayed,
+      lastSeq,
+      truncatedBytes,
+      ms: Math.round(performance.now() - started),
+    };
+    return { journal, recovery };
+  }
+
+  /** Sequence number of the last record handed to {@linkcode Journal.append}. */
+  get lastSeq(): number {
+    return this.#lastSeq;
+  }
+
+  /** The error that broke the journal, or null while it is healthy. */
+  get broken(): Error | null {
+    return this.#broken;
+  }
+
+  /** Bytes in the current journal file. */
+  get size(): number {
+    return this.#size;
+  }
+
+  /**
+   * Appends one record. Resolves with its sequence number once it is written
+   * and applied to the state machine (and fsynced when `sync` is true).
+   */
+  append(type: number, payload: Uint8Array, options: { sync: boolean }): Promise<number> {
+    if (this.#broken) {
+      return Promise.reject(
+        new JournalBrokenError(
+          `The journal refuses writes after an earlier failure (${this.#broken.message}); ` +
+            `restart the agent to recover`,
+          { cause: this.#broken },
+        ),
+      );
+    }
+    if (this.#closed) return Promise.reject(new JournalBrokenError("The journal is closed"));
+    const seq = ++this.#lastSeq;
+    const record: JournalRecord = { seq, type, payload };
+    const bytes = encodeRecord(seq, type, payload);
+    const done = new Promise<number>((resolve, reject) => {
+      this.#queue.push({ record, bytes, sync: options.sync, resolve, reject });
+    });
+    if (!this.#flushScheduled) {
+      this.#flushScheduled = true;
+      this.#serial(() => this.#flush());
+    }
+    return done;
+  }
+
+  /** Writes a checkpoint now and compacts the journal. */
+  checkpoint(): Promise<void> {
+    return this.#serial(async () => {
+      if (this.#broken) throw this.#broken;
+      await this.#checkpointNow();
+    });
+  }
+
+  /** Flushes queued records, optionally checkpoints, and closes the file. */
+  async close(options: { checkpoint?: boolean } = {}): Promise<void> {
+    if (this.#closed) return;
+    await this.#serial(async () => {
+      if (options.checkpoint && !this.#broken && this.#writtenSeq > 0) {
+        await this.#checkpointNow().catch((err) => {
+          this.#log.error("journal: checkpoint on close failed", { error: err });
+        });
+      }
+      this.#closed = true;
+      this.#file.close();
+    });
+  }
+
+  #serial(task: () => Promise<void>): Promise<void> {
+    const run = this.#chain.then(task);
+    this.#chain = run.catch(() => {});
+    return run;
+  }
+
+  async #flush(): Promise<void> {
+    this.#flushScheduled = false;
+    const batch = this.#queue.splice(0);
+    if (batch.length === 0) return;
+    if (this.#broken || this.#closed) {
+      const err = new JournalBrokenError("The journal refuses writes after an earlier failure");
+      for (const item of batch) item.reject(err);
+      return;
+    }
+    const total = batch.reduce((n, item) => n + item.bytes.length, 0);
+    const buffer = new Uint8Array(total);
+    let at = 0;
+    for (const item of batch) {
+      buffer.set(item.bytes, at);
+      at += item.bytes.length;
+    }
+    try {
+      await this.#file.writeAt(buffer, this.#size);
+      this.#size += total;
+      if (batch.some((item) => item.sync)) {
+        await this.#file.sync();
+        this.stats.syncs++;
+      }
+    } catch (err) {
+      this.#breakWith(err as Error, "append");
+      const failure = new JournalBrokenError(
+        `Journal write failed: ${(err as Error).message}`,
+        { cause: err },
+      );
+      for (const item of batch) item.reject(failure);
+      for (const item of this.#queue.splice(0)) item.reject(failure);
+      return;
+    }
+    for (const item of batch) {
+      try {
+        this.#sm.apply(item.record);
+      } catch (err) {
+        this.#log.error("journal: state machine rejected a record", {
+          seq: item.record.seq,
+          type: item.record.type,
+          error: err,
+        });
+      }
+      this.#writtenSeq = item.record.seq;
+      this.stats.records++;
+      this.stats.bytes += item.bytes.length;
+      item.resolve(item.record.seq);
+    }
+    if (this.#size >= this.#compactAfter) {
+      await this.#checkpointNow().catch(() => {});
+    }
+  }
+
+  async #checkpointNow(): Promise<void> {
+    const fs = this.#fs;
+    const dir = this.#dir;
+    const seq = this.#writtenSeq;
+    const payload = this.#sm.snapshot();
+    try {
+      const tmp = `${dir}/${CHECKPOINT}.tmp`;
+      const file = await fs.open(tmp, { write: true, create: true, truncate: true });
+      try {
+        await file.writeAt(encodeCheckpoint(seq, payload), 0);
+        await file.sync();
+      } finally {
+        file.close();
+      }
+      await fs.rename(tmp, `${dir}/${CHECKPOINT}`);
+      await fs.syncDir(dir);
+    } catch (err) {
+      // The old checkpoint and the whole journal are still intact.
+      this.#log.error("journal: checkpoint failed; journal kept as is", { error: err });
+      throw err;
+    }
+    try {
+      await writeFreshWal(fs, dir, seq + 1);
+      const next = await fs.open(`${dir}/${WAL}`, { write: true });
+      this.#file.close();
+      this.#file = next;
+      this.#size = JOURNAL_HEADER_BYTES;
+    } catch (err) {
+      // Halfway: the checkpoint is new, the journal may be old or new. Both
+      // replay correctly, but this process no longer knows which file its
+      // handle points at, so it stops writing rather than guess.
+      this.#breakWith(err as Error, "compaction");
+      throw err;
+    }
+    this.stats.checkpoints++;
+    this.#log.info("journal: checkpoint written", { seq, bytes: payload.length });
+  }
+
+  #breakWith(err: Error, during: string): void {
+    if (this.#broken) return;
+    this.#broken = err;
+    this.#log.error(`journal: ${during} failed; refusing further writes until restart`, {
+      error: err,
+    });
+  }
+}
+
+async function writeFreshWal(fs: FileSystem, dir: string, baseSeq: number): Promise<void> {
+  const tmp = `${dir}/${WAL}.tmp`;
+  const file = await fs.open(tmp, { write: true, create: true, truncate: true });
+  try {
+    await file.writeAt(encodeJournalHeader(baseSeq), 0);
+    await file.sync();
+  } finally {
+    file.close();
+  }
+  await fs.rename(tmp, `${dir}/${WAL}`);
+  await fs.syncDir(dir);
+}

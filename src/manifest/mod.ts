@@ -1,0 +1,8 @@
+/**
+ * Manifest type, canonical encoding, digest, validation and names.
+ *
+ * @module
+ */
+
+export * from "./manifest.ts";
+export * from "./names.ts";

@@ -1,0 +1,147 @@
+/**
+ * Prometheus metrics, through `prom-client` with a registry per agent (no
+ * global state, so several agents can live in one test process).
+ *
+ * @module
+ */
+
+import client from "prom-client";
+
+/** Gauges read from live agent state at scrape time. */
+export interface GaugeSource {
+  cacheBytes(): number;
+  cacheCapacityBytes(): number;
+  cacheEntries(): number;
+  cacheReservedBytes(): number;
+  pinnedEntries(): number;
+  draftBytes(): number;
+  journalBytes(): number;
+  ready(): boolean;
+}
+
+/** Every metric the agent exports. */
+export class Metrics {
+  readonly registry: client.Registry = new client.Registry();
+  readonly cacheHits: client.Counter;
+  readonly cacheMisses: client.Counter;
+  readonly evictions: client.Counter<"reason">;
+  readonly ingestedBytes: client.Counter<"source">;
+  readonly servedBytes: client.Counter;
+  readonly commits: client.Counter<"result">;
+  readonly verifyFailures: client.Counter<"source">;
+  readonly journalRecords: client.Counter;
+  readonly journalCheckpoints: client.Counter;
+  readonly recoverySeconds: client.Gauge;
+  readonly httpRequests: client.Counter<"method" | "route" | "status">;
+  readonly httpDuration: client.Histogram<"method" | "route">;
+
+  constructor() {
+    const registers = [this.registry];
+    this.cacheHits = new client.Counter({
+      name: "snapmesh_cache_hits_total",
+      help: "Reads (manifest, file, range, pull) answered from the local cache",
+      registers,
+    });
+    this.cacheMisses = new client.Counter({
+      name: "snapmesh_cache_misses_total",
+      help: "Reads of snapshots that were not local",
+      registers,
+    });
+    this.evictions = new client.Counter({
+      name: "snapmesh_cache_evictions_total",
+      help: "Snapshots removed from the cache, by reason (lru, delete)",
+      labelNames: ["reason"],
+      registers,
+    });
+    this.ingestedBytes = new client.Counter({
+      name: "snapmesh_ingested_bytes_total",
+      help: "Bytes that became local, by source (local upload, peer, origin)",
+      labelNames: ["source"],
+      registers,
+    });
+    this.servedBytes = new client.Counter({
+      name: "snapmesh_served_bytes_total",
+      help: "File bytes sent to clients",
+      registers,
+    });
+    this.commits = new client.Counter({
+      name: "snapmesh_commits_total",
+      help: "Commits, by result (created, unchanged, failed)",
+      labelNames: ["result"],
+      registers,
+    });
+    this.verifyFailures = new client.Counter({
+      name: "snapmesh_verification_failures_total",
+      help: "Chunks or files that failed sha256 verification, by source",
+      labelNames: ["source"],
+      registers,
+    });
+    this.journalRecords = new client.Counter({
+      name: "snapmesh_journal_records_total",
+      help: "Records appended to the journal",
+      registers,
+    });
+    this.journalCheckpoints = new client.Counter({
+      name: "snapmesh_journal_checkpoints_total",
+      help: "Journal checkpoints written",
+      registers,
+    });
+    this.recoverySeconds = new client.Gauge({
+      name: "snapmesh_journal_recovery_seconds",
+      help: "Time the last start spent replaying the journal and checking the store",
+      registers,
+    });
+    this.httpRequests = new client.Counter({
+      name: "snapmesh_http_requests_total",
+      help: "HTTP requests, by method, route and status",
+      labelNames: ["method", "route", "status"],
+      registers,
+    });
+    this.httpDuration = new client.Histogram({
+      name: "snapmesh_http_request_duration_seconds",
+      help: "Time to the response head, by method and route",
+      labelNames: ["method", "route"],
+      buckets: [0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1, 5, 30],
+      registers,
+    });
+  }
+
+  /** Registers gauges that read live state at scrape time. */
+  bindGauges(source: GaugeSource): void {
+    const registers = [this.registry];
+    const gauge = (name: string, help: string, read: () => number) =>
+      new client.Gauge({
+        name,
+        help,
+        registers,
+        collect() {
+          this.set(read());
+        },
+      });
+    gauge("snapmesh_cache_bytes", "Bytes on disk of cached snapshots", () => source.cacheBytes());
+    gauge(
+      "snapmesh_cache_capacity_bytes",
+      "Disk budget of the cache (--cache-size)",
+      () => source.cacheCapacityBytes(),
+    );
+    gauge("snapmesh_cache_entries", "Cached snapshots", () => source.cacheEntries());
+    gauge(
+      "snapmesh_cache_reserved_bytes",
+      "Bytes held by drafts and transfers in progress",
+      () => source.cacheReservedBytes(),
+    );
+    gauge("snapmesh_cache_pinned_entries", "Pinned snapshots", () => source.pinnedEntries());
+    gauge("snapmesh_draft_bytes", "Bytes of staged, uncommitted files", () => source.draftBytes());
+    gauge("snapmesh_journal_bytes", "Size of the journal file", () => source.journalBytes());
+    gauge("snapmesh_ready", "1 once recovery finished", () => (source.ready() ? 1 : 0));
+  }
+
+  /** The exposition text. */
+  render(): Promise<string> {
+    return this.registry.metrics();
+  }
+
+  get contentType(): string {
+    return this.registry.contentType;
+  }
+}

@@ -1,0 +1,152 @@
+/**
+ * `snapmesh serve`: owns `Deno.serve`, the data-directory lock, signals and
+ * graceful shutdown. Startup order: lock (a second agent exits at once),
+ * listen and print the listen line (so `/healthz` answers), recover (until
+ * then `/readyz` is 503 and `/v1` requests wait), serve.
+ *
+ * @module
+ */
+
+import { Agent } from "./agent/mod.ts";
+import { createApp } from "./api/mod.ts";
+import { formatListen, type ServeConfig } from "./config/mod.ts";
+import { errorMessage } from "./errors.ts";
+import { DenoFileSystem, type FileSystem } from "./fs/mod.ts";
+import { createLogger, type Logger } from "./log/mod.ts";
+import { Metrics } from "./metrics/mod.ts";
+import { DataDirLockedError, lockDataDir } from "./store/mod.ts";
+import { VERSION } from "./version.ts";
+
+/** Options for {@linkcode runServe}. */
+export interface RunServeOptions {
+  log?: Logger;
+  fs?: FileSystem;
+  /** Aborting it shuts the agent down gracefully (as SIGTERM does). */
+  signal?: AbortSignal;
+  /** Writes the listen line. @default stdout */
+  announce?: (line: string) => void;
+  /** Most time a graceful shutdown waits for open requests. @default 10000 */
+  shutdownGraceMs?: number;
+}
+
+/** Runs the agent until a signal; returns the process exit code. */
+export async function runServe(
+  config: ServeConfig,
+  options: RunServeOptions = {},
+): Promise<number> {
+  const log = options.log ??
+    createLogger({ level: config.logLevel, base: { node: config.nodeId } });
+  const fs = options.fs ?? new DenoFileSystem();
+  const announce = options.announce ?? writeStdout;
+
+  let lock;
+  try {
+    lock = await lockDataDir(config.dataDir);
+  } catch (err) {
+    if (err instanceof DataDirLockedError) {
+      log.error(err.message);
+      printError(err.message);
+      return 1;
+    }
+    throw err;
+  }
+
+  const metrics = new Metrics();
+  let agent: Agent | null = null;
+  const opening = Agent.open({ config, fs, log, metrics, version: VERSION });
+  // The app awaits this promise; keep a failed recovery from being "unhandled".
+  opening.catch(() => {});
+  const app = createApp({
+    agent: opening,
+    isReady: () => agent !== null,
+    token: config.token,
+    metrics,
+    log,
+    nodeId: config.nodeId,
+    version: VERSION,
+  });
+
+  const stop = new AbortController();
+  const onSignal = () => stop.abort();
+  const signals: Deno.Signal[] = ["SIGTERM", "SIGINT"];
+  for (const s of signals) Deno.addSignalListener(s, onSignal);
+  options.signal?.addEventListener("abort", onSignal, { once: true });
+
+  let server: Deno.HttpServer;
+  try {
+    server = Deno.serve({
+      hostname: config.listen.hostname,
+      port: config.listen.port,
+      onListen: (addr) => {
+        const where = formatListen({ hostname: addr.hostname, port: addr.port });
+        announce(`snapmesh listening on http://${where}`);
+        log.info("listening", { address: where, version: VERSION, dataDir: config.dataDir });
+      },
+      onError: (err) => {
+        log.error("unhandled request error", { error: err });
+        return new Response('{"error":{"code":"internal","message":"Internal error"}}', {
+          status: 500,
+          headers: { "Content-Type": "application/json" },
+        });
+      },
+    }, app.fetch);
+  } catch (err) {
+    const message = `Cannot listen on ${formatListen(config.listen)}: ${errorMessage(err)}`;
+    log.error(message);
+    printError(message);
+    await opening.then((a) => a.close()).catch(() => {});
+    lock.release();
+    return 1;
+  }
+
+  let exitCode = 0;
+  try {
+    agent = await opening;
+  } catch (err) {
+    const message = `Cannot start: ${errorMessage(err)}`;
+    log.error(message, { error: err });
+    printError(message);
+    exitCode = 1;
+    stop.abort();
+  }
+
+  if (!stop.signal.aborted) {
+    await new Promise<void>((resolve) => stop.signal.addEventListener("abort", () => resolve()));
+  }
+  log.info("shutting down");
+  const grace = options.shutdownGraceMs ?? 10_000;
+  await Promise.race([server.shutdown(), delay(grace)]);
+  if (agent) {
+    try {
+      await agent.close();
+    } catch (err) {
+      log.error("shutdown: closing the agent failed", { error: err });
+      exitCode = 1;
+    }
+  }
+  for (const s of signals) Deno.removeSignalListener(s, onSignal);
+  lock.release();
+  log.info("stopped", { exitCode });
+  return exitCode;
+}
+
+function delay(ms: number): Promise<void> {
+  return new Promise((resolve) => {
+    const timer = setTimeout(resolve, ms);
+    Deno.unrefTimer(timer);
+  });
+}
+
+const encoder = new TextEncoder();
+
+function writeStdout(line: string): void {
+  Deno.stdout.writeSync(encoder.encode(line + "\n"));
+}
+
+function printError(message: string): void {
+  try {
+    Deno.stderr.writeSync(encoder.encode(`snapmesh: ${message}\n`));
+  } catch {
+    // stderr closed.
+  }
+}

@@ -1,0 +1,11 @@
+/**
+ * On-disk files: layout, staging, atomic publish, chunk hashing, ranges.
+ *
+ * @module
+ */
+
+export * from "./chunk_writer.ts";
+export * from "./file_stream.ts";
+export * from "./lock.ts";
+export * from "./range.ts";
+export * from "./store.ts";

@@ -1,0 +1,309 @@
+/**
+ * The on-disk layout of a data directory and every operation on it:
+ *
+ * ```
+ * <data>/LOCK                            one agent per data directory
+ * <data>/journal/{wal,checkpoint}        the write-ahead journal
+ * <data>/snapshots/<name>/manifest.json  committed, immutable, mode 0444
+ * <data>/snapshots/<name>/files/<file>   sparse: zero chunks are holes
+ * <data>/drafts/<name>/meta/<file>.json  staged file descriptions (the commit point of a PUT)
+ * <data>/drafts/<name>/blobs/<id>        staged file bytes
+ * <data>/tmp/                            publish staging and trash; emptied at start
+ * ```
+ *
+ * Names reaching this module are validated already; every path is built from
+ * validated segments under the data directory.
+ *
+ * @module
+ */
+
+import type { FileHandle, FileSystem } from "../fs/mod.ts";
+import {
+  decodeManifest,
+  encodeManifest,
+  type Manifest,
+  type ManifestWithDigest,
+} from "../manifest/mod.ts";
+import type { ChunkedFile } from "./chunk_writer.ts";
+
+/** A staged file of a draft, as recorded in its meta file. */
+export interface DraftFile extends ChunkedFile {
+  file: string;
+  /** Blob id under `drafts/<name>/blobs/`, or null when the bytes equal the committed file. */
+  blob: string | null;
+}
+
+/** A snapshot directory prepared in `tmp/`, ready to be renamed into place. */
+export interface PreparedPublish {
+  name: string;
+  dir: string;
+  manifestBytes: Uint8Array;
+}
+
+const encoder = new TextEncoder();
+const decoder = new TextDecoder();
+
+function randomId(): string {
+  return crypto.randomUUID().replaceAll("-", "").slice(0, 16);
+}
+
+/** Files and directories of one data directory. */
+export class SnapshotStore {
+  readonly root: string;
+  readonly #fs: FileSystem;
+
+  constructor(fs: FileSystem, root: string) {
+    this.#fs = fs;
+    this.root = root;
+  }
+
+  get fs(): FileSystem {
+    return this.#fs;
+  }
+
+  get journalDir(): string {
+    return `${this.root}/journal`;
+  }
+
+  get tmpDir(): string {
+    return `${this.root}/tmp`;
+  }
+
+  snapshotDir(name: string): string {
+    return `${this.root}/snapshots/${name}`;
+  }
+
+  filePath(name: string, file: string): string {
+    return `${this.root}/snapshots/${name}/files/${file}`;
+  }
+
+  draftDir(name: string): string {
+    return `${this.root}/drafts/${name}`;
+  }
+
+  /** A fresh unique path under `tmp/`. */
+  tmpPath(prefix: string): string {
+    return `${this.tmpDir}/${prefix}-${randomId()}`;
+  }
+
+  /** Creates the layout and empties `tmp/` (leftovers of a crash). */
+  async init(): Promise<{ removedTemp: number }> {
+    const fs = this.#fs;
+    for (const dir of ["snapshots", "drafts", "tmp", "journal"]) {
+      await fs.mkdir(`${this.root}/${dir}`);
+    }
+    const leftovers = await fs.readDir(this.tmpDir);
+    for (const name of leftovers) await fs.remove(`${this.tmpDir}/${name}`);
+    await fs.syncDir(this.root);
+    return { removedTemp: leftovers.length };
+  }
+
+  // --- committed snapshots -------------------------------------------------
+
+  /** Names of the snapshot directories present on disk. */
+  listSnapshotDirs(): Promise<string[]> {
+    return this.#fs.readDir(`${this.root}/snapshots`);
+  }
+
+  /** Reads and checks a committed manifest (against `digest` when given). */
+  async readManifest(name: string, digest?: string): Promise<ManifestWithDigest> {
+    const bytes = await this.#fs.readFile(`${this.snapshotDir(name)}/manifest.json`);
+    return decodeManifest(bytes, digest);
+  }
+
+  /** Opens a committed file for reading. */
+  openFile(name: string, file: string): Promise<FileHandle> {
+    return this.#fs.open(this.filePath(name, file));
+  }
+
+  /**
+   * Builds a complete snapshot directory in `tmp/` from files that are
+   * already durable (hard links, no copy), makes it read-only and durable.
+   * Nothing is visible until {@linkcode SnapshotStore.install}.
+   */
+  async preparePublish(
+    manifest: Manifest,
+    sources: ReadonlyMap<string, string>,
+  ): Promise<PreparedPublish> {
+    const fs = this.#fs;
+    const dir = this.tmpPath("publish");
+    const filesDir = `${dir}/files`;
+    await fs.mkdir(filesDir);
+    try {
+      for (const file of manifest.files) {
+        const source = sources.get(file.name);
+        if (source === undefined) throw new Error(`No staged bytes for file "${file.name}"`);
+        const target = `${filesDir}/${file.name}`;
+        await fs.link(source, target);
+        await fs.chmod(target, 0o444);
+      }
+      const manifestBytes = encodeManifest(manifest);
+      const manifestPath = `${dir}/manifest.json`;
+      const handle = await fs.open(manifestPath, { write: true, createNew: true, mode: 0o444 });
+      try {
+        await handle.writeAt(manifestBytes, 0);
+        await handle.sync();
+      } finally {
+        handle.close();
+      }
+      await fs.syncDir(filesDir);
+      await fs.syncDir(dir);
+      return { name: manifest.name, dir, manifestBytes };
+    } catch (err) {
+      await fs.remove(dir);
+      throw err;
+    }
+  }
+
+  /** Renames a prepared directory into `snapshots/` and makes the rename durable. */
+  async install(prepared: PreparedPublish): Promise<void> {
+    const target = this.snapshotDir(prepared.name);
+    // A leftover directory of the same name is never acknowledged (the
+    // journal says the name is absent): move it out of the way first.
+    if (await this.#fs.statOrNull(target) !== null) await this.moveToTrash(target);
+    await this.#fs.rename(prepared.dir, target);
+    await this.#fs.syncDir(`${this.root}/snapshots`);
+  }
+
+  /** Removes a prepared directory that will not be installed. */
+  discard(prepared: PreparedPublish): Promise<void> {
+    return this.#fs.remove(prepared.dir);
+  }
+
+  /**
+   * Takes a snapshot directory out of `snapshots/` durably, then deletes it
+   * in the background. Open readers keep their files until they close them.
+   */
+  async removeSnapshot(name: string): Promise<void> {
+    const dir = this.snapshotDir(name);
+    if (await this.#fs.statOrNull(dir) === null) return;
+    await this.moveToTrash(dir);
+    await this.#fs.syncDir(`${this.root}/snapshots`);
+  }
+
+  /** Renames `path` into `tmp/` and deletes it without waiting. */
+  async moveToTrash(path: string): Promise<void> {
+    const trash = this.tmpPath("trash");
+    await this.#fs.rename(path, trash);
+    this.#fs.remove(trash).catch(() => {});
+  }
+
+  // --- drafts ----------------------------------------------------------------
+
+  /** Creates an empty blob for a new upload into the draft of `name`. */
+  async createBlob(name: string): Promise<{ id: string; path: string; handle: FileHandle }> {
+    const blobs = `${this.draftDir(name)}/blobs`;
+    await this.#ensureDir(blobs);
+    const id = randomId();
+    const path = `${blobs}/${id}`;
+    const handle = await this.#fs.open(path, { write: true, createNew: true, mode: 0o644 });
+    return { id, path, handle };
+  }
+
+  blobPath(name: string, id: string): string {
+    return `${this.draftDir(name)}/blobs/${id}`;
+  }
+
+  /** Deletes a blob (a failed or replaced upload). */
+  removeBlob(name: string, id: string): Promise<void> {
+    return this.#fs.remove(this.blobPath(name, id));
+  }
+
+  /**
+   * Records a staged file durably: meta written to a temp file, fsynced and
+   * renamed over the previous one. Returns the meta it replaced.
+   */
+  async writeDraftFile(name: string, draft: DraftFile): Promise<DraftFile | null> {
+    const fs = this.#fs;
+    const metaDir = `${this.draftDir(name)}/meta`;
+    await this.#ensureDir(metaDir);
+    const target = `${metaDir}/${draft.file}.json`;
+    const previous = await this.#readDraftMeta(target);
+    const tmp = `${target}.${randomId()}.tmp`;
+    const handle = await fs.open(tmp, { write: true, createNew: true });
+    try {
+      await handle.writeAt(encoder.encode(JSON.stringify(draft)), 0);
+      await handle.sync();
+    } finally {
+      handle.close();
+    }
+    await fs.rename(tmp, target);
+    await fs.syncDir(metaDir);
+    return previous;
+  }
+
+  /** The staged files of a draft, sorted by file name; empty when there is none. */
+  async readDraft(name: string): Promise<DraftFile[]> {
+    const metaDir = `${this.draftDir(name)}/meta`;
+    if (await this.#fs.statOrNull(metaDir) === null) return [];
+    const out: DraftFile[] = [];
+    for (const entry of await this.#fs.readDir(metaDir)) {
+      if (!entry.endsWith(".json")) continue;
+      const draft = await this.#readDraftMeta(`${metaDir}/${entry}`);
+      if (draft) out.push(draft);
+    }
+    return out.sort((a, b) => (a.file < b.file ? -1 : a.file > b.file ? 1 : 0));
+  }
+
+  /** Names that have a draft directory. */
+  listDrafts(): Promise<string[]> {
+    return this.#fs.readDir(`${this.root}/drafts`);
+  }
+
+  /** Removes a whole draft durably. */
+  async dropDraft(name: string): Promise<void> {
+    const dir = this.draftDir(name);
+    if (await this.#fs.statOrNull(dir) === null) return;
+    await this.moveToTrash(dir);
+    await this.#fs.syncDir(`${this.root}/drafts`);
+  }
+
+  /**
+   * Removes what a crash can leave in a draft: temp meta files, and blobs no
+   * meta refers to. Returns the draft's files.
+   */
+  async repairDraft(name: string): Promise<DraftFile[]> {
+    const fs = this.#fs;
+    const dir = this.draftDir(name);
+    const metaDir = `${dir}/meta`;
+    if (await fs.statOrNull(metaDir) !== null) {
+      for (const entry of await fs.readDir(metaDir)) {
+        if (entry.endsWith(".tmp")) await fs.remove(`${metaDir}/${entry}`);
+      }
+    }
+    const files = await this.readDraft(name);
+    const referenced = new Set(files.map((f) => f.blob).filter((b) => b !== null));
+    const blobsDir = `${dir}/blobs`;
+    if (await fs.statOrNull(blobsDir) !== null) {
+      for (const blob of await fs.readDir(blobsDir)) {
+        if (!referenced.has(blob)) await fs.remove(`${blobsDir}/${blob}`);
+      }
+    }
+    if (files.length === 0) await this.dropDraft(name);
+    return files;
+  }
+
+  async #readDraftMeta(path: string): Promise<DraftFile | null> {
+    let bytes: Uint8Array;
+    try {
+      bytes = await this.#fs.readFile(path);
+    } catch (err) {
+      if (err instanceof Deno.errors.NotFound) return null;
+      throw err;
+    }
+    return JSON.parse(decoder.decode(bytes)) as DraftFile;
+  }
+
+  /** Creates a directory (and parents) and makes its creation durable. */
+  async #ensureDir(path: string): Promise<void> {
+    if (await this.#fs.statOrNull(path) !== null) return;
+    await this.#fs.mkdir(path);
+    // fsync each new directory's parent, up to the data directory.
+    let dir = path;
+    while (dir.length > this.root.length) {
+      const parent = dir.slice(0, dir.lastIndexOf("/"));
+      await this.#fs.syncDir(parent);
+      dir = parent;
+    }
+  }
+}

@@ -1,0 +1,126 @@
+import { assert, assertEquals, assertThrows } from "../helpers/assert.ts";
+import {
+  ConfigError,
+  type ConfigSources,
+  describeConfig,
+  parseListen,
+  parseSize,
+  resolveServeConfig,
+} from "../../src/config/mod.ts";
+
+const base: ConfigSources = { flags: {}, env: {}, file: null, cwd: "/work", hostname: "node-1" };
+
+Deno.test("parseSize() accepts bytes, decimal and binary units", async (t) => {
+  const cases: [string | number, number][] = [
+    ["0", 0],
+    ["1048576", 1048576],
+    [4096, 4096],
+    ["64KiB", 65536],
+    ["64k", 65536],
+    ["500MB", 500_000_000],
+    ["500mb", 500_000_000],
+    ["10GiB", 10 * 1024 ** 3],
+    ["1.5GiB", 1.5 * 1024 ** 3],
+    ["50GiB", 50 * 1024 ** 3],
+    ["2TB", 2e12],
+    [" 1 MiB ", 1048576],
+  ];
+  for (const [text, bytes] of cases) {
+    await t.step(String(text), () => assertEquals(parseSize(text), bytes));
+  }
+  for (const bad of ["", "MiB", "-1", "10XB", "1e3", "ten", "1.2.3GB"]) {
+    await t.step(`rejects ${JSON.stringify(bad)}`, () => {
+      assertThrows(() => parseSize(bad), (e) => e instanceof SyntaxError);
+    });
+  }
+});
+
+Deno.test("parseListen() handles IPv4, IPv6 and all-interfaces forms", () => {
+  assertEquals(parseListen("127.0.0.1:7070"), { hostname: "127.0.0.1", port: 7070 });
+  assertEquals(parseListen("[::1]:0"), { hostname: "::1", port: 0 });
+  assertEquals(parseListen(":8080"), { hostname: "0.0.0.0", port: 8080 });
+  assertEquals(parseListen("localhost:99999"), null);
+  assertEquals(parseListen("7070"), null);
+});
+
+Deno.test("resolveServeConfig() applies the documented defaults", () => {
+  const c = resolveServeConfig(base);
+  assertEquals(c.listen, { hostname: "127.0.0.1", port: 7070 });
+  assertEquals(c.dataDir, "/work/snapmesh-data");
+  assertEquals(c.cacheSize, 10 * 1024 ** 3);
+  assertEquals(c.nodeId, "node-1");
+  assertEquals(c.chunkSize, 1048576);
+  assertEquals(c.push, "off");
+  assertEquals(c.token, null);
+  assertEquals(c.peers, []);
+  assertEquals(c.logLevel, "info");
+});
+
+Deno.test("resolveServeConfig(): flags win over env, env over file", () => {
+  const c = resolveServeConfig({
+    ...base,
+    flags: { "cache-size": "1GiB" },
+    env: {
+      SNAPMESH_CACHE_SIZE: "2GiB",
+      SNAPMESH_NODE_ID: "from-env",
+      SNAPMESH_DATA_DIR: "rel/dir",
+    },
+    file: {
+      "cache-size": "3GiB",
+      "node-id": "from-file",
+      "log-level": "debug",
+      peers: ["http://b:7070/"],
+    },
+  });
+  assertEquals(c.cacheSize, 1024 ** 3);
+  assertEquals(c.nodeId, "from-env");
+  assertEquals(c.logLevel, "debug");
+  assertEquals(c.dataDir, "/work/rel/dir");
+  assertEquals(c.peers, ["http://b:7070"]);
+});
+
+Deno.test("resolveServeConfig() names the key and the accepted form on errors", async (t) => {
+  const cases: [string, Partial<ConfigSources>, RegExp][] = [
+    ["unknown file key", { file: { "cache-sise": "1GiB" } }, /Unknown key "cache-sise"/],
+    [
+      "bad size flag",
+      { flags: { "cache-size": "lots" } },
+      /--cache-size: .*like 1048576, 500MB or 10GiB/,
+    ],
+    ["bad env", { env: { SNAPMESH_PUSH: "sometimes" } }, /SNAPMESH_PUSH: .*async, sync or off/],
+    ["bad level in file", { file: { "log-level": "loud" } }, /"log-level" in the config file/],
+    ["chunk too small", { flags: { "chunk-size": "4KiB" } }, /chunk-size/],
+    ["bad listen", { flags: { listen: "nowhere" } }, /HOST:PORT/],
+    ["bad peer", { flags: { peers: "ftp://x" } }, /http\(s\) URLs/],
+    ["push without origin", { flags: { push: "sync" } }, /needs an origin/],
+    ["endpoint without bucket", { flags: { "origin-endpoint": "http://s3:9000" } }, /together/],
+    ["file not an object", { file: [1] }, /JSON object/],
+  ];
+  for (const [label, sources, pattern] of cases) {
+    await t.step(label, () => {
+      const err = assertThrows(() => resolveServeConfig({ ...base, ...sources }));
+      assert(err instanceof ConfigError, String(err));
+      assert(pattern.test(err.message), err.message);
+    });
+  }
+});
+
+Deno.test("resolveServeConfig() defaults push to async when an origin is set", () => {
+  const c = resolveServeConfig({
+    ...base,
+    flags: {
+      "origin-endpoint": "http://127.0.0.1:9000",
+      "origin-bucket": "snaps",
+      "origin-prefix": "/a/b/",
+    },
+  });
+  assertEquals(c.push, "async");
+  assertEquals(c.originPrefix, "a/b");
+});
+
+Deno.test("describeConfig() redacts the token", () => {
+  const c = resolveServeConfig({ ...base, flags: { token: "s3cret" } });
+  const text = JSON.stringify(describeConfig(c));
+  assert(!text.includes("s3cret"));
+  assert(text.includes("[redacted]"));
+});
