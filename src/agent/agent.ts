@@ -170,6 +170,7 @@ export class Agent {
   #reserved = 0;
   #touched = new Set<string>();
   #touchTimer: ReturnType<typeof setTimeout> | null = null;
+  #sweepTimer: ReturnType<typeof setInterval> | null = null;
   #closed = false;
   readonly recovery: RecoveryReport & { removedTemp: number; removedDirs: number };
   readonly counters = { hits: 0, misses: 0, evictions: 0 };
@@ -225,6 +226,12 @@ export class Agent {
       throw err;
     }
     index.goLive();
+    await agent.sweepDrafts();
+    agent.#sweepTimer = setInterval(
+      () => agent.sweepDrafts().catch((err) => log.warn("draft sweep failed", { error: err })),
+      Math.min(config.draftTtlMs / 4, 3_600_000),
+    );
+    Deno.unrefTimer(agent.#sweepTimer);
     agent.recovery.ms = Math.round(performance.now() - started);
     options.metrics.recoverySeconds.set(agent.recovery.ms / 1000);
     options.metrics.bindGauges({
@@ -257,6 +264,7 @@ export class Agent {
     if (this.#closed) return;
     this.#closed = true;
     if (this.#touchTimer !== null) clearTimeout(this.#touchTimer);
+    if (this.#sweepTimer !== null) clearInterval(this.#sweepTimer);
     this.#flushTouches();
     await this.#meta.run(() => this.#journal.close({ checkpoint: true }));
   }
@@ -417,6 +425,28 @@ export class Agent {
       await this.#store.writeDraftFile(entry.name, { ...hashed, file, blob: null });
     });
     return { file, size: hashed.size, sha256: hashed.sha256 };
+  }
+
+  /**
+   * Drops drafts nobody staged a file into for `--draft-ttl`: an abandoned
+   * upload must not hold cache space forever. Returns the names dropped.
+   */
+  async sweepDrafts(): Promise<string[]> {
+    const dropped: string[] = [];
+    const cutoff = this.#now() - this.config.draftTtlMs;
+    for (const name of await this.#store.listDrafts()) {
+      if (this.#uploads.has(name)) continue;
+      await this.#drafts.run(name, async () => {
+        const touched = await this.#store.draftTouchedAt(name);
+        if (touched === null || touched > cutoff || this.#uploads.has(name)) return;
+        await this.#store.dropDraft(name);
+        this.#release(this.#draftBytes.get(name) ?? 0);
+        this.#draftBytes.delete(name);
+        dropped.push(name);
+        this.#log.info("dropped an abandoned draft", { name, idleMs: this.#now() - touched });
+      });
+    }
+    return dropped;
   }
 
   /** Drops the uncommitted draft of `name`. */
@@ -808,6 +838,9 @@ export class Agent {
 
   /** Must run under the metadata lock. */
   async #removeLocked(entry: CacheEntry, reason: "delete" | "evict"): Promise<void> {
+    // Logged before and after the record: between the two lines the outcome
+    // of a crash is either, which the crash tests rely on.
+    this.#log.debug(reason === "evict" ? "evicting" : "deleting", { name: entry.name });
     await this.#record({ t: "remove", name: entry.name, digest: entry.digest, reason });
     this.#manifests.delete(entry.digest);
     this.counters.evictions++;

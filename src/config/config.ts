@@ -33,6 +33,8 @@ export interface ServeConfig {
   /** Stalled origin bodies are aborted after this many milliseconds. */
   originStallTimeoutMs: number;
   chunkSize: number;
+  /** Uncommitted drafts untouched this long are dropped. */
+  draftTtlMs: number;
   importRoot: string | null;
   maxFileSize: number;
   logLevel: LogLevel;
@@ -177,6 +179,13 @@ export const SETTINGS: readonly Setting[] = [
     defaultText: "1MiB",
   },
   {
+    key: "draftTtlMs",
+    flag: "draft-ttl",
+    kind: "ms",
+    help: "drop drafts untouched this long (ms, or 30s, 15m, 24h)",
+    defaultText: "24h",
+  },
+  {
     key: "importRoot",
     flag: "import-root",
     kind: "path",
@@ -275,6 +284,7 @@ export function resolveServeConfig(sources: ConfigSources): ServeConfig {
     push: null,
     originStallTimeoutMs: 30_000,
     chunkSize: DEFAULT_CHUNK_SIZE,
+    draftTtlMs: 24 * 3_600_000,
     importRoot: null,
     maxFileSize: 64 * 1024 ** 3,
     logLevel: "info",
@@ -334,10 +344,10 @@ function convert(setting: Setting, value: unknown, where: string, cwd: string): 
         return fail("a size in bytes, like 1048576, 500MB or 10GiB");
       }
     case "ms": {
-      const match = /^(\d+)(ms|s|m)?$/.exec(text().trim());
-      if (!match) return fail("a duration like 30000, 30s or 2m");
-      const n = Number(match[1]);
-      return match[2] === "s" ? n * 1000 : match[2] === "m" ? n * 60_000 : n;
+      const match = /^(\d+)(ms|s|m|h)?$/.exec(text().trim());
+      if (!match) return fail("a duration like 30000, 30s, 2m or 24h");
+      const unit = { ms: 1, s: 1000, m: 60_000, h: 3_600_000 }[match[2] ?? "ms"]!;
+      return Number(match[1]) * unit;
     }
     case "list": {
       const items = Array.isArray(value)

@@ -245,6 +245,20 @@ export class SnapshotStore {
     return out.sort((a, b) => (a.file < b.file ? -1 : a.file > b.file ? 1 : 0));
   }
 
+  /** Last time a file was staged into the draft of `name` (ms), or null. */
+  async draftTouchedAt(name: string): Promise<number | null> {
+    const metaDir = `${this.draftDir(name)}/meta`;
+    if (await this.#fs.statOrNull(metaDir) === null) return null;
+    let latest: number | null = null;
+    for (const entry of await this.#fs.readDir(metaDir)) {
+      const stat = await this.#fs.statOrNull(`${metaDir}/${entry}`);
+      if (stat?.mtimeMs != null && (latest === null || stat.mtimeMs > latest)) {
+        latest = stat.mtimeMs;
+      }
+    }
+    return latest;
+  }
+
   /** Names that have a draft directory. */
   listDrafts(): Promise<string[]> {
     return this.#fs.readDir(`${this.root}/drafts`);

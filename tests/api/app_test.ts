@@ -428,3 +428,23 @@ Deno.test("/metrics exposes the cache, journal and HTTP metrics", async () => {
     assert(text.includes(name), `missing ${name}`);
   }
 });
+
+Deno.test("abandoned drafts are dropped after --draft-ttl and free their space", async () => {
+  await using node = await testNode({ "draft-ttl": "200ms" });
+  await node.request("/v1/snapshots/old/files/mem", { method: "PUT", body: randomBytes(MiB, 1) });
+  assertEquals(node.agent.reservedBytes, MiB);
+  assertEquals(await node.agent.sweepDrafts(), []);
+  await new Promise((r) => setTimeout(r, 300));
+  await node.request("/v1/snapshots/fresh/files/mem", {
+    method: "PUT",
+    body: randomBytes(1000, 2),
+  });
+  await node.agent.sweepDrafts(); // the periodic sweep may have been first
+  assert(!(await Deno.stat(`${node.dir}/drafts/old`).then(() => true, () => false)));
+  assertEquals(node.agent.reservedBytes, 1000);
+  assertEquals(
+    await errorCode(await node.request("/v1/snapshots/old/commit", { method: "POST" })),
+    "draft_not_found",
+  );
+  assertEquals((await node.request("/v1/snapshots/fresh/commit", { method: "POST" })).status, 201);
+});

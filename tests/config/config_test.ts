@@ -54,6 +54,20 @@ Deno.test("resolveServeConfig() applies the documented defaults", () => {
   assertEquals(c.token, null);
   assertEquals(c.peers, []);
   assertEquals(c.logLevel, "info");
+  assertEquals(c.draftTtlMs, 24 * 3_600_000);
+  assertEquals(c.originStallTimeoutMs, 30_000);
+});
+
+Deno.test("resolveServeConfig() parses durations in ms, s, m and h", () => {
+  for (
+    const [text, ms] of [["1500", 1500], ["30s", 30_000], ["15m", 900_000], [
+      "2h",
+      7_200_000,
+    ]] as const
+  ) {
+    assertEquals(resolveServeConfig({ ...base, flags: { "draft-ttl": text } }).draftTtlMs, ms);
+  }
+  assertThrows(() => resolveServeConfig({ ...base, flags: { "draft-ttl": "soon" } }));
 });
 
 Deno.test("resolveServeConfig(): flags win over env, env over file", () => {
