@@ -48,11 +48,15 @@ import {
 } from "../manifest/mod.ts";
 import type { Metrics } from "../metrics/mod.ts";
 import {
+  type ByteSource,
   type ChunkedFile,
   type DraftFile,
+  emptySource,
   fileRangeStream,
+  fileSource,
   isAllZero,
   SnapshotStore,
+  streamSource,
   writeChunked,
 } from "../store/mod.ts";
 import { KeyedMutex, Mutex } from "../util/mutex.ts";
@@ -278,7 +282,7 @@ export class Agent {
   async stageFile(
     name: string,
     file: string,
-    body: AsyncIterable<Uint8Array> | null,
+    body: ReadableStream<Uint8Array> | null,
     options: { contentLength?: number | null } = {},
   ): Promise<StageResult> {
     assertName("snapshot", name);
@@ -286,7 +290,7 @@ export class Agent {
     this.#assertOpen();
     const length = options.contentLength ?? null;
     if (length !== null && length > this.config.maxFileSize) throw this.#tooLarge(length);
-    return await this.#stage(name, file, body ?? emptySource(), length);
+    return await this.#stage(name, file, body ? streamSource(body) : emptySource, length);
   }
 
   /** Ingests a local file under `--import-root` without piping it through HTTP. */
@@ -329,7 +333,7 @@ export class Agent {
     if (stat.size > this.config.maxFileSize) throw this.#tooLarge(stat.size);
     const handle = await this.#fs.open(real);
     try {
-      return await this.#stage(name, file, readAll(handle), stat.size);
+      return await this.#stage(name, file, fileSource(handle), stat.size);
     } finally {
       handle.close();
     }
@@ -338,7 +342,7 @@ export class Agent {
   async #stage(
     name: string,
     file: string,
-    source: AsyncIterable<Uint8Array>,
+    source: ByteSource,
     expectedSize: number | null,
   ): Promise<StageResult> {
     const committed = this.#index.get(name);
@@ -349,8 +353,10 @@ export class Agent {
     uploads.set(file, (uploads.get(file) ?? 0) + 1);
     let reserved = 0;
     let blob: { id: string; path: string; handle: FileHandle } | null = null;
+    let syncer: FileHandle | null = null;
     try {
       blob = await this.#store.createBlob(name);
+      const flusher = syncer = await this.#fs.open(blob.path);
       const written = await writeChunked(source, blob.handle, {
         chunkSize: this.config.chunkSize,
         maxSize: this.config.maxFileSize,
@@ -358,6 +364,7 @@ export class Agent {
           await this.#reserve(bytes, new Set());
           reserved += bytes;
         },
+        backgroundSync: () => flusher.sync(),
       });
       if (expectedSize !== null && written.size !== expectedSize) {
         throw new SnapmeshError(
@@ -382,6 +389,7 @@ export class Agent {
       this.#metrics.ingestedBytes.inc({ source: "local" }, written.storedBytes);
       return { file, size: written.size, sha256: written.sha256 };
     } finally {
+      syncer?.close();
       if (blob) {
         blob.handle.close();
         await this.#store.removeBlob(name, blob.id).catch(() => {});
@@ -401,7 +409,7 @@ export class Agent {
   async #stageAgainstCommitted(
     entry: CacheEntry,
     file: string,
-    source: AsyncIterable<Uint8Array>,
+    source: ByteSource,
     expectedSize: number | null,
   ): Promise<StageResult> {
     const manifest = await this.#manifestOf(entry);
@@ -600,7 +608,7 @@ export class Agent {
   async #rechunk(path: string, chunkSize: number): Promise<ChunkedFile> {
     const handle = await this.#fs.open(path);
     try {
-      return await writeChunked(readAll(handle), null, {
+      return await writeChunked(fileSource(handle), null, {
         chunkSize,
         maxSize: Number.MAX_SAFE_INTEGER,
       });
@@ -1180,18 +1188,4 @@ function parseHotRequest(value: unknown, drafts: DraftFile[]): Map<string, unkno
 
 function notFound(name: string): SnapmeshError {
   return new SnapmeshError("snapshot_not_found", `Snapshot "${name}" is not on this node`);
-}
-
-async function* emptySource(): AsyncIterable<Uint8Array> {}
-
-/** Reads a whole file in 1 MiB pieces. */
-async function* readAll(handle: FileHandle): AsyncIterable<Uint8Array> {
-  let offset = 0;
-  while (true) {
-    const buffer = new Uint8Array(1024 * 1024);
-    const n = await handle.readAt(buffer, offset);
-    if (n === 0) return;
-    offset += n;
-    yield n === buffer.length ? buffer : buffer.subarray(0, n);
-  }
 }

@@ -7,6 +7,7 @@
  */
 
 import type { FileHandle } from "../fs/mod.ts";
+import { noteTransientBytes } from "../util/gc.ts";
 
 /** Size of each read. */
 export const READ_PIECE_BYTES = 1024 * 1024;
@@ -49,6 +50,7 @@ export function fileRangeStream(
         if (n === 0) throw new Error(`File ended at byte ${position}, before byte ${end}`);
         position += n;
         controller.enqueue(n === buffer.length ? buffer : buffer.subarray(0, n));
+        noteTransientBytes(n);
       } catch (err) {
         finish(err);
         controller.error(err);
@@ -57,5 +59,5 @@ export function fileRangeStream(
     cancel(reason) {
       finish(reason);
     },
-  }, { highWaterMark: 2 });
+  }, { highWaterMark: 1 });
 }

@@ -1,0 +1,18 @@
+/**
+ * `deno task bench <name>`: benchmarks that run snapmesh side by side with a
+ * reference in the same run and report ratios. Results go to bench/results/.
+ *
+ * @module
+ */
+
+const BENCHES: Record<string, string> = {
+  local: "./bench/local.ts",
+};
+
+const [name, ...rest] = Deno.args;
+if (name === undefined || !Object.hasOwn(BENCHES, name)) {
+  console.error(`usage: deno task bench <${Object.keys(BENCHES).join("|")}> [options]`);
+  Deno.exit(2);
+}
+const bench = await import(BENCHES[name]!);
+Deno.exit(await bench.main(rest));

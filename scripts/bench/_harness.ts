@@ -1,0 +1,136 @@
+/**
+ * Shared pieces of the benchmarks: running the agent, timing commands,
+ * sampling memory, medians and result files.
+ *
+ * @module
+ */
+
+export const ROOT = new URL("../../", import.meta.url).pathname.replace(/\/$/, "");
+
+/** Permission flags of `deno task start` (the agent runs as users run it). */
+export function agentCommand(args: string[]): Deno.Command {
+  const start: string = JSON.parse(Deno.readTextFileSync(`${ROOT}/deno.json`)).tasks.start;
+  const flags = /^deno run (.*) mod\.ts serve$/.exec(start)![1]!.split(/\s+/);
+  return new Deno.Command(Deno.execPath(), {
+    args: ["run", ...flags, `${ROOT}/mod.ts`, "serve", ...args],
+    stdout: "piped",
+    stderr: "null",
+    env: { SNAPMESH_LOG_LEVEL: "warn" },
+  });
+}
+
+/** A running agent. */
+export interface BenchAgent extends AsyncDisposable {
+  url: string;
+  pid: number;
+}
+
+/** Starts an agent on a free port and waits for its listen line. */
+export async function startAgent(args: string[]): Promise<BenchAgent> {
+  const child = agentCommand(["--listen", "127.0.0.1:0", ...args]).spawn();
+  const reader = child.stdout.pipeThrough(new TextDecoderStream()).getReader();
+  let text = "";
+  while (!/listening on (http:\/\/\S+)/.test(text)) {
+    const { done, value } = await reader.read();
+    if (done) throw new Error(`agent exited before listening: ${text}`);
+    text += value;
+  }
+  (async () => {
+    while (!(await reader.read()).done) { /* drain */ }
+  })().catch(() => {});
+  const url = /listening on (http:\/\/\S+)/.exec(text)![1]!;
+  for (let i = 0; i < 200; i++) {
+    const r = await fetch(`${url}/readyz`).catch(() => null);
+    await r?.body?.cancel();
+    if (r?.ok) break;
+    await sleep(50);
+  }
+  return {
+    url,
+    pid: child.pid,
+    async [Symbol.asyncDispose]() {
+      try {
+        child.kill("SIGTERM");
+      } catch { /* gone */ }
+      await child.status;
+    },
+  };
+}
+
+export function sleep(ms: number): Promise<void> {
+  return new Promise((r) => setTimeout(r, ms));
+}
+
+/** Runs a command, returns wall seconds; throws on failure. */
+export async function timed(cmd: string, args: string[]): Promise<number> {
+  const started = performance.now();
+  const out = await new Deno.Command(cmd, { args, stdout: "null", stderr: "piped" }).output();
+  const seconds = (performance.now() - started) / 1000;
+  if (!out.success) {
+    throw new Error(`${cmd} ${args.join(" ")} failed: ${new TextDecoder().decode(out.stderr)}`);
+  }
+  return seconds;
+}
+
+/** Runs a command and returns stdout. */
+export async function output(cmd: string, args: string[]): Promise<string> {
+  const out = await new Deno.Command(cmd, { args, stdout: "piped", stderr: "piped" }).output();
+  if (!out.success) {
+    throw new Error(`${cmd} ${args.join(" ")} failed: ${new TextDecoder().decode(out.stderr)}`);
+  }
+  return new TextDecoder().decode(out.stdout);
+}
+
+/** True when `cmd` is on PATH. */
+export async function have(cmd: string): Promise<boolean> {
+  const out = await new Deno.Command("sh", { args: ["-c", `command -v ${cmd}`], stdout: "null" })
+    .output();
+  return out.success;
+}
+
+export function median(values: number[]): number {
+  const sorted = [...values].sort((a, b) => a - b);
+  const mid = sorted.length >> 1;
+  return sorted.length % 2 ? sorted[mid]! : (sorted[mid - 1]! + sorted[mid]!) / 2;
+}
+
+/** Resident and peak resident memory of a process, in bytes. */
+export function memoryOf(pid: number): { rss: number; peak: number } {
+  const status = Deno.readTextFileSync(`/proc/${pid}/status`);
+  const kb = (key: string) => Number(new RegExp(`${key}:\\s+(\\d+)`).exec(status)?.[1] ?? 0) * 1024;
+  return { rss: kb("VmRSS"), peak: kb("VmHWM") };
+}
+
+/** Creates `path` with `bytes` pseudo-random bytes (unless it exists with that size). */
+export async function ensureRandomFile(path: string, bytes: number): Promise<void> {
+  const stat = await Deno.stat(path).catch(() => null);
+  if (stat?.size === bytes) return;
+  await new Deno.Command("sh", {
+    args: ["-c", `head -c ${bytes} /dev/urandom > '${path}'`],
+  }).output();
+}
+
+/** Writes a result file and returns its path. */
+export async function saveResult(name: string, result: unknown): Promise<string> {
+  await Deno.mkdir(`${ROOT}/bench/results`, { recursive: true });
+  const stamp = new Date().toISOString().replace(/[:.]/g, "-");
+  const path = `${ROOT}/bench/results/${name}-${stamp}.json`;
+  await Deno.writeTextFile(path, JSON.stringify(result, null, 2) + "\n");
+  return path;
+}
+
+/** Formats a markdown table. */
+export function table(rows: (string | number)[][]): string {
+  const text = rows.map((r) => r.map(String));
+  const widths = text[0]!.map((_, i) => Math.max(...text.map((r) => r[i]!.length)));
+  const line = (r: string[]) => `| ${r.map((c, i) => c.padEnd(widths[i]!)).join(" | ")} |`;
+  return [
+    line(text[0]!),
+    `|${widths.map((w) => "-".repeat(w + 2)).join("|")}|`,
+    ...text.slice(1).map(line),
+  ]
+    .join("\n");
+}
+
+export const MiB = 1024 * 1024;
+export const GiB = 1024 * MiB;
