@@ -25,7 +25,7 @@ import {
 import type { ServeConfig } from "../config/mod.ts";
 import { formatSize } from "../config/mod.ts";
 import { errorMessage, SnapmeshError } from "../errors.ts";
-import type { FileHandle, FileSystem } from "../fs/mod.ts";
+import { type FileHandle, type FileSystem, isNoSpace } from "../fs/mod.ts";
 import { Journal, type RecoveryReport } from "../journal/mod.ts";
 import type { Logger } from "../log/mod.ts";
 import {
@@ -374,6 +374,7 @@ export class Agent {
       }
       await blob.handle.sync();
       blob.handle.close();
+      await this.#store.syncBlobs(name); // the blob's name, before the meta that points at it
       const draft: DraftFile = { ...written, file, blob: blob.id };
       await this.#drafts.run(name, async () => {
         const previous = await this.#store.writeDraftFile(name, draft);
@@ -388,6 +389,14 @@ export class Agent {
       reserved = 0;
       this.#metrics.ingestedBytes.inc({ source: "local" }, written.storedBytes);
       return { file, size: written.size, sha256: written.sha256 };
+    } catch (err) {
+      if (isNoSpace(err)) {
+        throw new SnapmeshError(
+          "insufficient_storage",
+          `The disk under ${this.config.dataDir} is full: ${errorMessage(err)}`,
+        );
+      }
+      throw err;
     } finally {
       syncer?.close();
       if (blob) {

@@ -24,6 +24,12 @@ export interface FileHandle {
   close(): void;
 }
 
+/** True when `err` says the disk is full (ENOSPC). */
+export function isNoSpace(err: unknown): boolean {
+  const message = err instanceof Error ? err.message : String(err);
+  return /ENOSPC|No space left on device|os error 28/.test(message);
+}
+
 /** How {@linkcode FileSystem.open} opens a file. */
 export interface OpenOptions {
   /** Open for writing. @default false */

@@ -136,6 +136,13 @@ export class SnapshotStore {
         const target = `${filesDir}/${file.name}`;
         await fs.link(source, target);
         await fs.chmod(target, 0o444);
+        // The mode is inode metadata, which no directory fsync covers.
+        const handle = await fs.open(target);
+        try {
+          await handle.sync();
+        } finally {
+          handle.close();
+        }
       }
       const manifestBytes = encodeManifest(manifest);
       const manifestPath = `${dir}/manifest.json`;
@@ -198,6 +205,11 @@ export class SnapshotStore {
     const path = `${blobs}/${id}`;
     const handle = await this.#fs.open(path, { write: true, createNew: true, mode: 0o644 });
     return { id, path, handle };
+  }
+
+  /** Makes the directory entries of new blobs of `name` durable. */
+  syncBlobs(name: string): Promise<void> {
+    return this.#fs.syncDir(`${this.draftDir(name)}/blobs`);
   }
 
   blobPath(name: string, id: string): string {

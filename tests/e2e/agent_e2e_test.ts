@@ -3,7 +3,7 @@
  */
 
 import { assert, assertEquals, assertMatch } from "../helpers/assert.ts";
-import { runSnapmesh, startAgent } from "../helpers/agent_process.ts";
+import { runSnapmesh, snapmeshCommand, startAgent } from "../helpers/agent_process.ts";
 import { rawRequest } from "../helpers/raw_http.ts";
 import { randomBytes, sha256, tempDir } from "../helpers/temp.ts";
 
@@ -299,4 +299,25 @@ Deno.test("serve --print-config merges file, env and flags and redacts secrets",
   const bad = await runSnapmesh(["serve", "--config", file]);
   assertEquals(bad.code, 2);
   assertMatch(bad.stderr, /Unknown key "cache-sise"/);
+});
+
+Deno.test("the CLI draws a progress bar on a TTY and stays quiet otherwise", async () => {
+  await using tmp = await tempDir();
+  await using agent = await startAgent({ dataDir: `${tmp.path}/data` });
+  await Deno.writeFile(`${tmp.path}/mem`, randomBytes(8 * MiB, 3));
+  const [exe, lead] = snapmeshCommand();
+  const quote = (s: string) => `'${s.replaceAll("'", "'\\''")}'`;
+  const command = [exe, ...lead, "put", "tty-test", `${tmp.path}/mem`].map(quote).join(" ");
+  // script(1) runs the command with its stdio on a pseudo-terminal.
+  const result = await new Deno.Command("script", {
+    args: ["-qec", command, "/dev/null"],
+    env: { SNAPMESH_NODE: agent.url },
+    stdout: "piped",
+    stderr: "piped",
+  }).output();
+  const text = new TextDecoder().decode(result.stdout);
+  assertEquals(result.code, 0, text);
+  assertMatch(text, /put mem \[#+\.*\]\s+\d+%/);
+  assertMatch(text, /100% 8\.00 MiB\/8\.00 MiB/);
+  assertMatch(text, /committed tty-test [0-9a-f]{64}/);
 });
