@@ -59,7 +59,11 @@ import {
   streamSource,
   writeChunked,
 } from "../store/mod.ts";
+import { pullingFileStream, type PullProgress } from "../fetch/mod.ts";
+import { S3Origin } from "../origin/mod.ts";
 import { KeyedMutex, Mutex } from "../util/mutex.ts";
+import { type PublishRequest, Puller } from "./_pull.ts";
+import { Pusher, type PushStatus } from "./_push.ts";
 
 /** Dependencies of {@linkcode Agent.open}. */
 export interface AgentOptions {
@@ -115,6 +119,12 @@ export interface OpenedFile {
   size: number;
   sha256: string;
   source: Source;
+  /**
+   * Resolves once byte `start` can be sent (at once for a local file; after
+   * its chunk arrived during a pull), so a failing pull still gets an error
+   * status instead of a cut body.
+   */
+  ready(start: number, end: number): Promise<void>;
   /** Streams bytes `start..end` (inclusive) and closes the file afterwards. */
   stream(start: number, end: number): ReadableStream<Uint8Array>;
   /** Closes the file without streaming. */
@@ -128,7 +138,32 @@ export interface PullResult {
   source: Source;
   bytes: Record<Source, number>;
   ms: number;
+  /** Where the files are (or will be, while `complete` is false). */
   paths: Record<string, string>;
+  /** False when `?hot=true` answered before the whole snapshot was local. */
+  complete: boolean;
+}
+
+/** Options of {@linkcode Agent.pull}. */
+export interface PullOptions {
+  /** Wait for the pull to finish. @default true */
+  wait?: boolean;
+  /** Answer once the hot chunks are local. @default false */
+  hot?: boolean;
+}
+
+/** A pull accepted with `?wait=false`. */
+export interface PullAccepted {
+  name: string;
+  digest: string | null;
+  state: "pulling";
+}
+
+/** Size, hash and source of a file, without reading it. */
+export interface FileInfo {
+  size: number;
+  sha256: string;
+  source: Source;
 }
 
 /** Result of verifying one file. */
@@ -170,6 +205,9 @@ export class Agent {
   /** Committed bytes of staged files, by snapshot name. */
   readonly #draftBytes = new Map<string, number>();
   readonly #manifests = new LRUCache<string, ManifestWithDigest>({ max: MANIFEST_CACHE_ENTRIES });
+  readonly #origin: S3Origin | null;
+  readonly #puller: Puller;
+  readonly #pusher: Pusher | null;
   /** Bytes held outside the index: drafts and uploads in progress. */
   #reserved = 0;
   #touched = new Set<string>();
@@ -185,6 +223,7 @@ export class Agent {
     index: SnapshotIndex,
     journal: Journal,
     recovery: RecoveryReport & { removedTemp: number; removedDirs: number },
+    origin: S3Origin | null,
   ) {
     this.config = options.config;
     this.version = options.version;
@@ -198,6 +237,29 @@ export class Agent {
     this.#journal = journal;
     this.recovery = recovery;
     this.startedAt = this.#now();
+    this.#origin = origin;
+    this.#puller = new Puller({
+      config: this.config,
+      store,
+      log: this.#log,
+      metrics: this.#metrics,
+      origin,
+      reserve: (bytes) => this.#reserve(bytes, new Set()),
+      holdReserved: (bytes) => (this.#reserved += bytes),
+      release: (bytes) => this.#release(bytes),
+      publish: (request) => this.#publishPull(request),
+    });
+    this.#pusher = origin
+      ? new Pusher({
+        origin,
+        store,
+        index,
+        log: this.#log,
+        metrics: this.#metrics,
+        markDone: (name, digest) =>
+          this.#meta.run(() => this.#record({ t: "push_done", name, digest })),
+      })
+      : null;
   }
 
   /**
@@ -217,20 +279,44 @@ export class Agent {
       dir: store.journalDir,
       log,
     });
+    let origin: S3Origin | null = null;
+    if (config.originEndpoint !== null && config.originBucket !== null) {
+      origin = await S3Origin.create({
+        endpoint: config.originEndpoint,
+        bucket: config.originBucket,
+        prefix: config.originPrefix,
+        region: config.originRegion,
+        stallTimeoutMs: config.originStallTimeoutMs,
+        log: log.child({ component: "origin" }),
+      });
+      const { metrics } = options;
+      origin.observer = {
+        request: () => metrics.originRequests.inc(),
+        retry: () => metrics.originRetries.inc(),
+        error: () => metrics.originErrors.inc(),
+      };
+    }
     const agent = new Agent(options, store, index, journal, {
       ...recovery,
       removedTemp,
       removedDirs: 0,
-    });
+    }, origin);
     try {
       if (config.rebuildIndex) await agent.#rebuildIndex();
       agent.recovery.removedDirs = await agent.#reconcile();
+      await agent.#puller.recover();
     } catch (err) {
       await journal.close();
       throw err;
     }
     index.goLive();
     await agent.sweepDrafts();
+    agent.#pusher?.start();
+    if (origin) {
+      origin.probe().then((ok) => {
+        if (!ok) log.warn("origin does not answer yet", { endpoint: origin!.endpoint });
+      });
+    }
     agent.#sweepTimer = setInterval(
       () => agent.sweepDrafts().catch((err) => log.warn("draft sweep failed", { error: err })),
       Math.min(config.draftTtlMs / 4, 3_600_000),
@@ -247,6 +333,8 @@ export class Agent {
       draftBytes: () => [...agent.#draftBytes.values()].reduce((a, b) => a + b, 0),
       journalBytes: () => journal.size,
       ready: () => !agent.#closed,
+      pushQueued: () => index.pushQueue().length,
+      pullsActive: () => agent.#puller.activeCount,
     });
     log.info("recovered", {
       snapshots: index.count,
@@ -269,6 +357,8 @@ export class Agent {
     this.#closed = true;
     if (this.#touchTimer !== null) clearTimeout(this.#touchTimer);
     if (this.#sweepTimer !== null) clearInterval(this.#sweepTimer);
+    this.#puller.abortAll(new SnapmeshError("shutting_down", "The agent is shutting down"));
+    await this.#pusher?.stop();
     this.#flushTouches();
     await this.#meta.run(() => this.#journal.close({ checkpoint: true }));
   }
@@ -450,6 +540,9 @@ export class Agent {
    */
   async sweepDrafts(): Promise<string[]> {
     const dropped: string[] = [];
+    for (const key of await this.#puller.sweep(this.config.draftTtlMs)) {
+      this.#log.info("dropped an abandoned partial pull", { key });
+    }
     const cutoff = this.#now() - this.config.draftTtlMs;
     for (const name of await this.#store.listDrafts()) {
       if (this.#uploads.has(name)) continue;
@@ -531,11 +624,29 @@ export class Agent {
       );
     }
 
-    const chunkSize = this.config.chunkSize;
+    // The name is the snapshot's identity cluster-wide: the origin has a say.
+    const remote = await this.#puller.remoteManifest(name).catch((err) => {
+      this.#log.warn("commit: cannot check the origin; committing locally", { name, error: err });
+      return null;
+    });
+    const staged = { files: drafts.map((d) => ({ name: d.file, size: d.size, sha256: d.sha256 })) };
+    if (remote && !sameContent(staged, remote)) {
+      throw new SnapmeshError(
+        "snapshot_exists",
+        `Snapshot "${name}" already exists in the origin with other content (digest ${remote.digest})`,
+        { digest: remote.digest },
+      );
+    }
+
+    const chunkSize = remote?.chunkSize ?? this.config.chunkSize;
     const files: ManifestFile[] = [];
     const sources = new Map<string, string>();
     for (const draft of drafts) {
       const path = this.#store.blobPath(name, draft.blob!);
+      if (remote) {
+        sources.set(draft.file, path);
+        continue;
+      }
       const chunked = draft.chunkSize === chunkSize ? draft : await this.#rechunk(path, chunkSize);
       const entry: ManifestFile = {
         name: draft.file,
@@ -548,7 +659,9 @@ export class Agent {
       files.push(entry);
       sources.set(draft.file, path);
     }
-    const manifest: Manifest = {
+    // Same files already in the origin: take its manifest, so the digest
+    // agrees everywhere (labels and hot lists of this request are ignored).
+    const manifest: Manifest = remote ? withoutDigest(remote) : {
       schema: MANIFEST_SCHEMA,
       name,
       createdAt: new Date(this.#now()).toISOString(),
@@ -558,8 +671,9 @@ export class Agent {
     };
     const digest = manifestDigest(manifest);
     const prepared = await this.#store.preparePublish(manifest, sources);
-    const bytes = files.reduce((n, f) => n + storedBytes(f, chunkSize), 0) +
+    const bytes = manifest.files.reduce((n, f) => n + storedBytes(f, chunkSize), 0) +
       prepared.manifestBytes.length;
+    const push = this.#pusher !== null && this.config.push !== "off" && remote === null;
 
     await this.#meta.run(async () => {
       try {
@@ -575,9 +689,10 @@ export class Agent {
           digest,
           bytes,
           size: logicalSize(manifest),
-          files: files.length,
+          files: manifest.files.length,
           source: "local",
           at: this.#now(),
+          push,
         });
       } catch (err) {
         // Not acknowledged: take the directory back out (recovery would too).
@@ -594,7 +709,21 @@ export class Agent {
     await this.#store.dropDraft(name).catch((err) => {
       this.#log.warn("could not remove a committed draft", { name, error: err });
     });
-    this.#log.info("committed", { name, digest, files: files.length, bytes });
+    this.#log.info("committed", { name, digest, files: manifest.files.length, bytes, push });
+    if (push && this.config.push === "sync") {
+      try {
+        await this.#pusher!.push(name, digest);
+      } catch (err) {
+        throw new SnapmeshError(
+          "upstream_failed",
+          `Snapshot "${name}" is committed locally (digest ${digest}), but its upload to the ` +
+            `origin failed: ${errorMessage(err)}. It stays queued and is retried.`,
+          { digest },
+        );
+      }
+    } else if (push) {
+      this.#pusher!.kick();
+    }
     return { manifest: withDigest, created: true };
   }
 
@@ -665,29 +794,57 @@ export class Agent {
     return out;
   }
 
-  /** The manifest of a local snapshot. */
+  /**
+   * The manifest of a snapshot: local, or read through from the origin
+   * (without pulling the files; an adopted upload is pulled whole, since its
+   * manifest only exists once its files were hashed).
+   */
   async manifest(name: string): Promise<ManifestWithDigest> {
     assertName("snapshot", name);
     this.#assertOpen();
     const entry = this.#index.get(name);
-    if (!entry) {
-      this.#miss();
-      throw notFound(name);
+    if (entry) {
+      this.#hit();
+      return await this.#manifestOf(entry);
     }
-    this.#hit();
-    return await this.#manifestOf(entry);
+    this.#miss();
+    const remote = await this.#puller.remoteManifest(name);
+    if (remote) return remote;
+    if (!this.#origin) throw notFound(name);
+    return (await this.#puller.start(name).done).manifest;
   }
 
-  /** Opens a file of a local snapshot for streaming; counts as a use. */
-  async openFile(name: string, file: string): Promise<OpenedFile> {
+  /** Size, sha256 and source of a file, without reading it (for HEAD). */
+  async describeFile(name: string, file: string): Promise<FileInfo> {
     assertName("snapshot", name);
     assertName("file", file);
     this.#assertOpen();
     const entry = this.#index.get(name);
-    if (!entry) {
-      this.#miss();
-      throw notFound(name);
+    const manifest = entry ? await this.#manifestOf(entry) : await this.manifest(name);
+    const info = findFile(manifest, file);
+    if (!info) {
+      throw new SnapmeshError("file_not_found", `Snapshot "${name}" has no file "${file}"`);
     }
+    const local = this.#index.get(name)?.digest === manifest.digest;
+    return { size: info.size, sha256: info.sha256, source: local ? "local" : "origin" };
+  }
+
+  /**
+   * Opens a file for streaming; counts as a use. A snapshot that is not
+   * local is pulled, and the file streams while the pull runs.
+   */
+  async openFile(name: string, file: string): Promise<OpenedFile> {
+    assertName("snapshot", name);
+    assertName("file", file);
+    this.#assertOpen();
+    if (this.#index.has(name)) return await this.#openLocal(name, file);
+    this.#miss();
+    return await this.#openPulling(name, file);
+  }
+
+  async #openLocal(name: string, file: string): Promise<OpenedFile> {
+    const entry = this.#index.get(name);
+    if (!entry) throw notFound(name);
     const manifest = await this.#manifestOf(entry);
     const info = findFile(manifest, file);
     if (!info) {
@@ -710,6 +867,7 @@ export class Agent {
       size: info.size,
       sha256: info.sha256,
       source: "local",
+      ready: () => Promise.resolve(),
       stream(start, end) {
         used = true;
         return fileRangeStream(handle, start, end, {
@@ -722,33 +880,164 @@ export class Agent {
     };
   }
 
-  /** Makes a snapshot local (it already is, or it is not found). */
-  async pull(name: string): Promise<PullResult> {
+  async #openPulling(name: string, file: string): Promise<OpenedFile> {
+    const pull = this.#puller.start(name);
+    const ready = await pull.ready;
+    if (!ready.manifest) {
+      // Adopting: the file's hash is known only at the end.
+      await pull.done;
+      return await this.#openLocal(name, file);
+    }
+    const { job, key, manifest } = ready;
+    const index = job.fileIndex(file);
+    if (index < 0) {
+      throw new SnapmeshError("file_not_found", `Snapshot "${name}" has no file "${file}"`);
+    }
+    let handle: FileHandle;
+    try {
+      handle = await this.#store.openPartialRead(key, file);
+    } catch (err) {
+      if (!(err instanceof Deno.errors.NotFound)) throw err;
+      await pull.done; // published meanwhile
+      return await this.#openLocal(name, file);
+    }
+    const info = manifest.files[index]!;
+    const metrics = this.#metrics;
+    let used = false;
+    return {
+      name,
+      file,
+      size: info.size,
+      sha256: info.sha256,
+      source: "origin",
+      async ready(start, end) {
+        if (end >= start) await job.waitChunk(index, Math.floor(start / job.chunkSize));
+      },
+      stream(start, end) {
+        used = true;
+        return pullingFileStream(
+          job,
+          index,
+          handle,
+          start,
+          end,
+          (sent) => metrics.servedBytes.inc(sent),
+        );
+      },
+      close() {
+        if (!used) handle.close();
+      },
+    };
+  }
+
+  /**
+   * Makes a snapshot local and verified, from the origin when needed, and
+   * answers its paths. With `wait: false` it answers at once; with `hot`,
+   * once the hot chunks are local (`complete: false` until the rest is).
+   */
+  async pull(name: string, options: PullOptions = {}): Promise<PullResult | PullAccepted> {
     assertName("snapshot", name);
     this.#assertOpen();
     const started = performance.now();
     const entry = this.#index.get(name);
-    if (!entry) {
-      this.#miss();
-      throw notFound(name);
+    if (entry) {
+      const manifest = await this.#manifestOf(entry);
+      this.#hit();
+      this.#touch(name);
+      return {
+        name,
+        digest: entry.digest,
+        source: "local",
+        bytes: {
+          local: manifest.files.reduce((n, f) => n + storedBytes(f, manifest.chunkSize), 0),
+          peer: 0,
+          origin: 0,
+        },
+        ms: Math.round(performance.now() - started),
+        paths: this.#paths(name, manifest),
+        complete: true,
+      };
     }
-    const manifest = await this.#manifestOf(entry);
-    this.#hit();
-    this.#touch(name);
-    const paths: Record<string, string> = {};
-    for (const f of manifest.files) paths[f.name] = this.#store.filePath(name, f.name);
+    this.#miss();
+    const pull = this.#puller.start(name);
+    if (options.wait === false) {
+      const ready = await pull.ready;
+      return { name, digest: ready.manifest?.digest ?? null, state: "pulling" };
+    }
+    if (options.hot) {
+      const ready = await pull.ready;
+      if (ready.manifest) {
+        const first = await Promise.race([
+          ready.job.hotReady.then(() => "hot" as const),
+          pull.done.then(() => "done" as const),
+        ]);
+        if (first === "hot") {
+          const progress = ready.job.progress;
+          return {
+            name,
+            digest: ready.manifest.digest,
+            source: "origin",
+            bytes: { ...progress.bySource },
+            ms: Math.round(performance.now() - started),
+            paths: this.#paths(name, ready.manifest),
+            complete: false,
+          };
+        }
+      }
+    }
+    const outcome = await pull.done;
     return {
       name,
-      digest: entry.digest,
-      source: "local",
-      bytes: {
-        local: manifest.files.reduce((n, f) => n + storedBytes(f, manifest.chunkSize), 0),
-        peer: 0,
-        origin: 0,
-      },
+      digest: outcome.digest,
+      source: outcome.source,
+      bytes: outcome.bytes,
       ms: Math.round(performance.now() - started),
-      paths,
+      paths: this.#paths(name, outcome.manifest),
+      complete: true,
     };
+  }
+
+  #paths(name: string, manifest: Manifest): Record<string, string> {
+    const paths: Record<string, string> = {};
+    for (const f of manifest.files) paths[f.name] = this.#store.filePath(name, f.name);
+    return paths;
+  }
+
+  /** Publishes a finished pull: install, journal, release its reservation. */
+  async #publishPull(request: PublishRequest): Promise<void> {
+    const { name, key, digest, manifest } = request;
+    await this.#meta.run(async () => {
+      if (this.#index.has(name)) {
+        // Committed or pulled by another path meanwhile: keep that one.
+        await this.#store.removePartial(key);
+        this.#release(request.reservedBytes);
+        return;
+      }
+      await this.#store.installPartial(key, name);
+      try {
+        await this.#record({
+          t: "add",
+          name,
+          digest,
+          bytes: request.bytes,
+          size: logicalSize(manifest),
+          files: manifest.files.length,
+          source: request.source,
+          at: this.#now(),
+          push: request.push,
+        });
+      } catch (err) {
+        await this.#store.removeSnapshot(name).catch(() => {});
+        throw err;
+      }
+      this.#release(request.reservedBytes);
+    });
+    this.#manifests.set(digest, { ...manifest, digest });
+    this.#log.info("pulled", { name, digest, source: request.source, bytes: request.bytes });
+    if (request.push) this.#pusher?.kick();
+    await this.#enforceBudget().catch((err) => {
+      this.#log.warn("cache over budget after a pull", { error: err });
+    });
   }
 
   /** Rehashes the local files of `name` against its manifest. */
@@ -820,16 +1109,22 @@ export class Agent {
 
   // --- eviction, deletion, pins --------------------------------------------
 
-  /** Deletes a local snapshot (`force` also deletes a pinned one). */
+  /**
+   * Deletes a local snapshot (`force` also deletes a pinned one); with
+   * `origin`, deletes it from the origin too (manifest first, then files).
+   */
   async remove(
     name: string,
-    options: { force?: boolean } = {},
-  ): Promise<{ name: string; digest: string }> {
+    options: { force?: boolean; origin?: boolean } = {},
+  ): Promise<{ name: string; digest: string | null; local: boolean; origin: boolean }> {
     assertName("snapshot", name);
     this.#assertOpen();
-    return await this.#meta.run(async () => {
+    if (options.origin && !this.#origin) {
+      throw new SnapmeshError("invalid_body", "This node has no origin (--origin-endpoint)");
+    }
+    const local = await this.#meta.run(async () => {
       const entry = this.#index.get(name);
-      if (!entry) throw notFound(name);
+      if (!entry) return null;
       if (entry.pinned && !options.force) {
         throw new SnapmeshError(
           "snapshot_pinned",
@@ -837,8 +1132,33 @@ export class Agent {
         );
       }
       await this.#removeLocked(entry, "delete");
-      return { name, digest: entry.digest };
+      return entry.digest;
     });
+    let remoteDigest: string | null = null;
+    let inOrigin = false;
+    if (options.origin) {
+      const origin = this.#origin!;
+      await this.#pusher?.settle(name);
+      try {
+        remoteDigest = (await this.#puller.remoteManifest(name).catch(() => null))?.digest ?? null;
+        const keys = (await origin.list(origin.snapshotPrefix(name))).map((o) => o.key);
+        const manifestKey = origin.manifestKey(name);
+        inOrigin = keys.length > 0;
+        // Manifest first: from then on no reader finds the snapshot, even
+        // while its files are still being deleted.
+        if (keys.includes(manifestKey)) await origin.deleteObject(manifestKey);
+        await origin.deleteObjects(keys.filter((k) => k !== manifestKey));
+      } catch (err) {
+        throw new SnapmeshError(
+          "upstream_failed",
+          `Deleting "${name}" from the origin ${origin.endpoint} failed: ${errorMessage(err)}`,
+        );
+      }
+      this.#puller.forget(name);
+      this.#log.info("deleted from the origin", { name, objects: inOrigin });
+    }
+    if (local === null && !inOrigin) throw notFound(name);
+    return { name, digest: local ?? remoteDigest, local: local !== null, origin: inOrigin };
   }
 
   /** Pins or unpins a local snapshot; pinned snapshots are never evicted. */
@@ -963,6 +1283,17 @@ export class Agent {
       recoveryMs: this.recovery.ms,
       truncatedBytes: this.recovery.truncatedBytes,
     };
+  }
+
+  /** Origin health and push queue for `/v1/status` (null without an origin). */
+  originStatus(): (Record<string, unknown> & { push: PushStatus & { mode: string } }) | null {
+    if (!this.#origin || !this.#pusher) return null;
+    return { ...this.#origin.health(), push: { mode: this.config.push, ...this.#pusher.status() } };
+  }
+
+  /** Pulls in progress, for `/v1/status`. */
+  pullStatus(): PullProgress[] {
+    return this.#puller.active();
   }
 
   /** Absolute local path of a committed file. */
@@ -1178,6 +1509,11 @@ async function moveJournalAside(store: SnapshotStore, log: Logger): Promise<void
   await fs.mkdir(store.journalDir);
   await fs.syncDir(store.root);
   log.warn("rebuild-index: moved the old journal aside", { path: aside });
+}
+
+function withoutDigest(manifest: ManifestWithDigest): Manifest {
+  const { digest: _, ...rest } = manifest;
+  return rest;
 }
 
 function parseHotRequest(value: unknown, drafts: DraftFile[]): Map<string, unknown> {

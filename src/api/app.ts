@@ -133,32 +133,23 @@ export function createApp(deps: AppDeps): Hono<Env> {
 
   v1.get("/snapshots/:name/files/:file", async (c) => {
     const { name, file } = c.req.param();
-    const opened = await c.get("agent").openFile(name, file);
+    const agent = c.get("agent");
+    if (c.req.method === "HEAD") {
+      // Headers only: no pull is started for a snapshot that is not local.
+      const info = await agent.describeFile(name, file);
+      const { status, headers } = fileHeaders(c, info);
+      return new Response(null, { status, headers });
+    }
+    const opened = await agent.openFile(name, file);
     try {
-      const etag = `"${opened.sha256}"`;
-      const headers: Record<string, string> = {
-        "Accept-Ranges": "bytes",
-        "Content-Type": "application/octet-stream",
-        "ETag": etag,
-        "X-Snapmesh-Source": opened.source,
-      };
-      if (matchesEtag(c.req.header("if-none-match"), etag)) {
-        opened.close();
-        return new Response(null, { status: 304, headers });
-      }
-      const ifRange = c.req.header("if-range");
-      const rangeHeader = ifRange === undefined || ifRange === etag ? c.req.header("range") : null;
-      const range = parseRange(rangeHeader, opened.size);
-      const start = range?.start ?? 0;
-      const end = range?.end ?? opened.size - 1;
-      headers["Content-Length"] = String(end - start + 1);
-      if (range) headers["Content-Range"] = `bytes ${start}-${end}/${opened.size}`;
-      const status = range ? 206 : 200;
-      if (c.req.method === "HEAD" || end < start) {
+      const { status, headers, range } = fileHeaders(c, opened);
+      if (status === 304 || range.end < range.start) {
         opened.close();
         return new Response(null, { status, headers });
       }
-      return new Response(opened.stream(start, end), { status, headers });
+      // Wait for the first byte, so a pull that fails now gets an error status.
+      await opened.ready(range.start, range.end);
+      return new Response(opened.stream(range.start, range.end), { status, headers });
     } catch (err) {
       opened.close();
       throw err;
@@ -166,7 +157,10 @@ export function createApp(deps: AppDeps): Hono<Env> {
   });
 
   v1.post("/snapshots/:name/pull", async (c) => {
-    return c.json(await c.get("agent").pull(c.req.param("name")));
+    const wait = c.req.query("wait") !== "false";
+    const hot = c.req.query("hot") === "true";
+    const result = await c.get("agent").pull(c.req.param("name"), { wait, hot });
+    return c.json(result, "state" in result ? 202 : 200);
   });
 
   v1.post("/snapshots/:name/verify", async (c) => {
@@ -175,7 +169,8 @@ export function createApp(deps: AppDeps): Hono<Env> {
 
   v1.delete("/snapshots/:name", async (c) => {
     const force = c.req.query("force") === "true";
-    const result = await c.get("agent").remove(c.req.param("name"), { force });
+    const origin = c.req.query("origin") === "true";
+    const result = await c.get("agent").remove(c.req.param("name"), { force, origin });
     return c.json({ ...result, removed: true });
   });
 
@@ -197,8 +192,8 @@ export function createApp(deps: AppDeps): Hono<Env> {
       dataDir: agent.config.dataDir,
       cache: agent.cacheStatus(),
       peers: [],
-      origin: null,
-      pulls: [],
+      origin: agent.originStatus(),
+      pulls: agent.pullStatus(),
       journal: agent.journalStatus(),
     });
   });
@@ -270,6 +265,35 @@ function decodeSegment(segment: string): string {
   } catch {
     return segment; // malformed escapes fail the name check as they are
   }
+}
+
+/** Status and headers of a file response, honouring Range, If-Range and If-None-Match. */
+function fileHeaders(
+  c: Context,
+  info: { size: number; sha256: string; source: string },
+): {
+  status: 200 | 206 | 304;
+  headers: Record<string, string>;
+  range: { start: number; end: number };
+} {
+  const etag = `"${info.sha256}"`;
+  const headers: Record<string, string> = {
+    "Accept-Ranges": "bytes",
+    "Content-Type": "application/octet-stream",
+    "ETag": etag,
+    "X-Snapmesh-Source": info.source,
+  };
+  if (matchesEtag(c.req.header("if-none-match"), etag)) {
+    return { status: 304, headers, range: { start: 0, end: -1 } };
+  }
+  const ifRange = c.req.header("if-range");
+  const rangeHeader = ifRange === undefined || ifRange === etag ? c.req.header("range") : null;
+  const range = parseRange(rangeHeader, info.size);
+  const start = range?.start ?? 0;
+  const end = range?.end ?? info.size - 1;
+  headers["Content-Length"] = String(end - start + 1);
+  if (range) headers["Content-Range"] = `bytes ${start}-${end}/${info.size}`;
+  return { status: range ? 206 : 200, headers, range: { start, end } };
 }
 
 function matchesEtag(header: string | undefined, etag: string): boolean {

@@ -81,10 +81,13 @@ export class SnapshotIndex implements JournalStateMachine {
           lastAccess: record.at,
           pinned: previous?.digest === record.digest ? previous.pinned : false,
         });
+        if (record.push) this.#push.set(record.name, record.digest);
         break;
       }
       case "remove":
         if (this.#lru.peek(record.name)?.digest === record.digest) this.#lru.delete(record.name);
+        // A snapshot deleted before its upload finished is not uploaded.
+        if (this.#push.get(record.name) === record.digest) this.#push.delete(record.name);
         break;
       case "pin":
       case "unpin": {
@@ -155,6 +158,11 @@ export class SnapshotIndex implements JournalStateMachine {
     return this.#lru.calculatedSize;
   }
 
+  /** True when `name` waits for an upload to the origin. */
+  isQueuedForPush(name: string): boolean {
+    return this.#push.has(name);
+  }
+
   /** Snapshots waiting to be pushed to the origin. */
   pushQueue(): { name: string; digest: string }[] {
     return [...this.#push].map(([name, digest]) => ({ name, digest }));
@@ -169,7 +177,8 @@ export class SnapshotIndex implements JournalStateMachine {
     let freed = 0;
     for (const entry of this.entries()) {
       if (freed >= bytes) break;
-      if (entry.pinned || keep.has(entry.name)) continue;
+      // Pinned snapshots, and those still waiting for their upload, are in use.
+      if (entry.pinned || keep.has(entry.name) || this.#push.has(entry.name)) continue;
       victims.push(entry);
       freed += entry.bytes;
     }

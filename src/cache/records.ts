@@ -21,6 +21,8 @@ export interface AddRecord {
   files: number;
   source: Source;
   at: number;
+  /** Also queue the snapshot for upload to the origin (async push), in the same record. */
+  push?: boolean;
 }
 
 /** A snapshot was evicted or deleted. */

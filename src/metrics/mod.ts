@@ -17,6 +17,8 @@ export interface GaugeSource {
   draftBytes(): number;
   journalBytes(): number;
   ready(): boolean;
+  pushQueued(): number;
+  pullsActive(): number;
 }
 
 /** Every metric the agent exports. */
@@ -32,6 +34,13 @@ export class Metrics {
   readonly journalRecords: client.Counter;
   readonly journalCheckpoints: client.Counter;
   readonly recoverySeconds: client.Gauge;
+  readonly pushes: client.Counter;
+  readonly pushedBytes: client.Counter;
+  readonly pushFailures: client.Counter<"reason">;
+  readonly pulls: client.Counter<"result">;
+  readonly originRequests: client.Counter;
+  readonly originRetries: client.Counter;
+  readonly originErrors: client.Counter;
   readonly httpRequests: client.Counter<"method" | "route" | "status">;
   readonly httpDuration: client.Histogram<"method" | "route">;
 
@@ -91,6 +100,43 @@ export class Metrics {
       help: "Time the last start spent replaying the journal and checking the store",
       registers,
     });
+    this.pushes = new client.Counter({
+      name: "snapmesh_pushes_total",
+      help: "Snapshots uploaded to the origin",
+      registers,
+    });
+    this.pushedBytes = new client.Counter({
+      name: "snapmesh_pushed_bytes_total",
+      help: "File bytes uploaded to the origin",
+      registers,
+    });
+    this.pushFailures = new client.Counter({
+      name: "snapmesh_push_failures_total",
+      help: "Failed upload attempts, by reason (error: retried, conflict: given up)",
+      labelNames: ["reason"],
+      registers,
+    });
+    this.pulls = new client.Counter({
+      name: "snapmesh_pulls_total",
+      help: "Pulls of snapshots that were not local, by result (done, failed)",
+      labelNames: ["result"],
+      registers,
+    });
+    this.originRequests = new client.Counter({
+      name: "snapmesh_origin_requests_total",
+      help: "Requests sent to the origin, retries included",
+      registers,
+    });
+    this.originRetries = new client.Counter({
+      name: "snapmesh_origin_retries_total",
+      help: "Origin requests retried after a transient failure",
+      registers,
+    });
+    this.originErrors = new client.Counter({
+      name: "snapmesh_origin_errors_total",
+      help: "Origin requests that failed after their retries",
+      registers,
+    });
     this.httpRequests = new client.Counter({
       name: "snapmesh_http_requests_total",
       help: "HTTP requests, by method, route and status",
@@ -134,6 +180,12 @@ export class Metrics {
     gauge("snapmesh_draft_bytes", "Bytes of staged, uncommitted files", () => source.draftBytes());
     gauge("snapmesh_journal_bytes", "Size of the journal file", () => source.journalBytes());
     gauge("snapmesh_ready", "1 once recovery finished", () => (source.ready() ? 1 : 0));
+    gauge(
+      "snapmesh_push_queued",
+      "Snapshots waiting for upload to the origin",
+      () => source.pushQueued(),
+    );
+    gauge("snapmesh_pulls_active", "Pulls in progress", () => source.pullsActive());
   }
 
   /** The exposition text. */

@@ -6,7 +6,7 @@
  * @module
  */
 
-import type { FileHandle } from "../fs/mod.ts";
+import type { FileHandle, FileSystem } from "../fs/mod.ts";
 import { noteTransientBytes } from "../util/gc.ts";
 
 /** Size of each read. */
@@ -60,4 +60,28 @@ export function fileRangeStream(
       finish(reason);
     },
   }, { highWaterMark: 1 });
+}
+
+/**
+ * Streams bytes `start..end` (inclusive) of the file at `path`, opening it on
+ * the first read (so a stream that is never read holds no file open).
+ */
+export function lazyFileStream(
+  fs: FileSystem,
+  path: string,
+  start: number,
+  end: number,
+): ReadableStream<Uint8Array> {
+  let inner: ReadableStreamDefaultReader<Uint8Array> | null = null;
+  return new ReadableStream<Uint8Array>({
+    async pull(controller) {
+      inner ??= fileRangeStream(await fs.open(path), start, end).getReader();
+      const { done, value } = await inner.read();
+      if (done) controller.close();
+      else controller.enqueue(value);
+    },
+    cancel(reason) {
+      return inner?.cancel(reason);
+    },
+  });
 }

@@ -8,6 +8,9 @@
  * <data>/snapshots/<name>/files/<file>   sparse: zero chunks are holes
  * <data>/drafts/<name>/meta/<file>.json  staged file descriptions (the commit point of a PUT)
  * <data>/drafts/<name>/blobs/<id>        staged file bytes
+ * <data>/partial/<key>/                 a pull in progress, keyed by snapshot digest
+ *                                        (or "adopt-<name>"): plan.json, manifest.json
+ *                                        once known, files/<file> (sparse, filled chunk by chunk)
  * <data>/tmp/                            publish staging and trash; emptied at start
  * ```
  *
@@ -31,6 +34,18 @@ export interface DraftFile extends ChunkedFile {
   file: string;
   /** Blob id under `drafts/<name>/blobs/`, or null when the bytes equal the committed file. */
   blob: string | null;
+}
+
+/** What a partial pull will produce, written before any chunk is fetched. */
+export interface PartialPlan {
+  name: string;
+  /** Snapshot digest, or null while adopting (the manifest is built at the end). */
+  digest: string | null;
+  /** The manifest's canonical JSON, when known. */
+  manifest: string | null;
+  files: { name: string; size: number }[];
+  /** Bytes the pull may write (reserved in the cache budget). */
+  reservedBytes: number;
 }
 
 /** A snapshot directory prepared in `tmp/`, ready to be renamed into place. */
@@ -89,7 +104,7 @@ export class SnapshotStore {
   /** Creates the layout and empties `tmp/` (leftovers of a crash). */
   async init(): Promise<{ removedTemp: number }> {
     const fs = this.#fs;
-    for (const dir of ["snapshots", "drafts", "tmp", "journal"]) {
+    for (const dir of ["snapshots", "drafts", "partial", "tmp", "journal"]) {
       await fs.mkdir(`${this.root}/${dir}`);
     }
     const leftovers = await fs.readDir(this.tmpDir);
@@ -193,6 +208,155 @@ export class SnapshotStore {
     const trash = this.tmpPath("trash");
     await this.#fs.rename(path, trash);
     this.#fs.remove(trash).catch(() => {});
+  }
+
+  // --- partial pulls ----------------------------------------------------------
+
+  partialDir(key: string): string {
+    return `${this.root}/partial/${key}`;
+  }
+
+  partialFilePath(key: string, file: string): string {
+    return `${this.root}/partial/${key}/files/${file}`;
+  }
+
+  /** Keys of the partial pulls on disk. */
+  listPartials(): Promise<string[]> {
+    return this.#fs.readDir(`${this.root}/partial`);
+  }
+
+  /**
+   * Creates (or reopens, keeping what it holds) the partial directory of a
+   * pull: its plan and one sparse file per snapshot file, at full size.
+   */
+  async preparePartial(key: string, plan: PartialPlan): Promise<void> {
+    const fs = this.#fs;
+    const dir = this.partialDir(key);
+    await this.#ensureDir(`${dir}/files`);
+    for (const file of plan.files) {
+      const path = this.partialFilePath(key, file.name);
+      // A finished-but-unpublished pull left its files read-only.
+      if (await fs.statOrNull(path) !== null) await fs.chmod(path, 0o644);
+      const handle = await fs.open(path, { write: true, create: true });
+      try {
+        if (await handle.size() !== file.size) await handle.truncate(file.size);
+      } finally {
+        handle.close();
+      }
+    }
+    await this.#writeDurably(`${dir}/plan.json`, encoder.encode(JSON.stringify(plan)));
+    await fs.syncDir(`${dir}/files`);
+  }
+
+  /** The plan of a partial pull, or null when missing or unreadable. */
+  async readPartialPlan(key: string): Promise<PartialPlan | null> {
+    try {
+      return JSON.parse(
+        decoder.decode(await this.#fs.readFile(`${this.partialDir(key)}/plan.json`)),
+      );
+    } catch {
+      return null;
+    }
+  }
+
+  /** Opens a partial file for reading only. */
+  openPartialRead(key: string, file: string): Promise<FileHandle> {
+    return this.#fs.open(this.partialFilePath(key, file));
+  }
+
+  /** Opens a partial file for reading and writing. */
+  openPartialFile(key: string, file: string): Promise<FileHandle> {
+    return this.#fs.open(this.partialFilePath(key, file), { write: true });
+  }
+
+  /** When a partial pull last made progress (ms), or null. */
+  async partialTouchedAt(key: string): Promise<number | null> {
+    const dir = `${this.partialDir(key)}/files`;
+    let latest: number | null = null;
+    if (await this.#fs.statOrNull(dir) === null) return null;
+    for (const entry of await this.#fs.readDir(dir)) {
+      const stat = await this.#fs.statOrNull(`${dir}/${entry}`);
+      if (stat?.mtimeMs != null && (latest === null || stat.mtimeMs > latest)) {
+        latest = stat.mtimeMs;
+      }
+    }
+    return latest;
+  }
+
+  /**
+   * Makes a completed partial pull a snapshot directory, durably: files
+   * fsynced and read-only, the manifest written and fsynced, directories
+   * fsynced. Then {@linkcode SnapshotStore.installPartial} publishes it.
+   */
+  async finishPartial(key: string, manifest: Manifest): Promise<Uint8Array> {
+    const fs = this.#fs;
+    const dir = this.partialDir(key);
+    for (const file of manifest.files) {
+      const path = this.partialFilePath(key, file.name);
+      await fs.chmod(path, 0o444);
+      const handle = await fs.open(path);
+      try {
+        await handle.sync();
+      } finally {
+        handle.close();
+      }
+    }
+    const bytes = encodeManifest(manifest);
+    await fs.remove(`${dir}/manifest.json`);
+    const handle = await fs.open(`${dir}/manifest.json`, {
+      write: true,
+      createNew: true,
+      mode: 0o444,
+    });
+    try {
+      await handle.writeAt(bytes, 0);
+      await handle.sync();
+    } finally {
+      handle.close();
+    }
+    await fs.syncDir(`${dir}/files`);
+    await fs.syncDir(dir);
+    return bytes;
+  }
+
+  /** Renames a finished partial directory into `snapshots/<name>`, durably. */
+  async installPartial(key: string, name: string): Promise<void> {
+    const target = this.snapshotDir(name);
+    if (await this.#fs.statOrNull(target) !== null) await this.moveToTrash(target);
+    await this.#fs.rename(this.partialDir(key), target);
+    await this.#fs.syncDir(`${this.root}/snapshots`);
+    await this.#fs.syncDir(`${this.root}/partial`);
+    // The plan stayed until now so a crash before the rename could resume.
+    await this.#fs.remove(`${target}/plan.json`);
+  }
+
+  /** Removes temp files a crash may have left in a partial directory. */
+  async cleanPartial(key: string): Promise<void> {
+    const dir = this.partialDir(key);
+    for (const entry of await this.#fs.readDir(dir).catch(() => [] as string[])) {
+      if (entry.endsWith(".tmp")) await this.#fs.remove(`${dir}/${entry}`);
+    }
+  }
+
+  /** Deletes a partial pull. */
+  async removePartial(key: string): Promise<void> {
+    const dir = this.partialDir(key);
+    if (await this.#fs.statOrNull(dir) === null) return;
+    await this.moveToTrash(dir);
+    await this.#fs.syncDir(`${this.root}/partial`);
+  }
+
+  async #writeDurably(path: string, bytes: Uint8Array): Promise<void> {
+    const tmp = `${path}.${randomId()}.tmp`;
+    const handle = await this.#fs.open(tmp, { write: true, createNew: true });
+    try {
+      await handle.writeAt(bytes, 0);
+      await handle.sync();
+    } finally {
+      handle.close();
+    }
+    await this.#fs.rename(tmp, path);
+    await this.#fs.syncDir(path.slice(0, path.lastIndexOf("/")));
   }
 
   // --- drafts ----------------------------------------------------------------

@@ -89,7 +89,7 @@ Deno.test("over real HTTP: upload, commit, read, and path tricks never escape", 
   }
   // Nothing was created outside the snapshots and drafts of valid names.
   const entries = [...Deno.readDirSync(tmp.path)].map((e) => e.name).sort();
-  assertEquals(entries, ["LOCK", "drafts", "journal", "snapshots", "tmp"]);
+  assertEquals(entries, ["LOCK", "drafts", "journal", "partial", "snapshots", "tmp"]);
   assertEquals([...Deno.readDirSync(`${tmp.path}/snapshots`)].map((e) => e.name), ["fn-a"]);
 });
 

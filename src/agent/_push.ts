@@ -1,0 +1,229 @@
+/**
+ * Uploads committed snapshots to the origin: whole files to
+ * `<prefix>/<name>/files/<file>`, then the manifest, which is the commit
+ * marker. The queue lives in the journal (`push_queued` rides on the add
+ * record), so an acknowledged commit reaches the origin even when the agent
+ * dies right after answering.
+ *
+ * @module
+ */
+
+import type { SnapshotIndex } from "../cache/mod.ts";
+import { errorMessage } from "../errors.ts";
+import type { Logger } from "../log/mod.ts";
+import { decodeManifest, encodeManifest, sameContent, sha256Hex } from "../manifest/mod.ts";
+import type { Metrics } from "../metrics/mod.ts";
+import type { S3Origin } from "../origin/mod.ts";
+import { lazyFileStream, type SnapshotStore } from "../store/mod.ts";
+
+/** What the pusher needs from the agent. */
+export interface PusherDeps {
+  origin: S3Origin;
+  store: SnapshotStore;
+  index: SnapshotIndex;
+  log: Logger;
+  metrics: Metrics;
+  /** Journals that the push of `name` at `digest` is finished (fsynced). */
+  markDone(name: string, digest: string): Promise<void>;
+}
+
+/** Push queue state for `/v1/status`. */
+export interface PushStatus {
+  queued: number;
+  inProgress: string[];
+  failing: { name: string; attempts: number; lastError: string; retryInMs: number }[];
+}
+
+/** The origin already holds other content under the name: retrying cannot help. */
+export class PushConflictError extends Error {
+  constructor(message: string) {
+    super(message);
+    this.name = "PushConflictError";
+  }
+}
+
+interface Failure {
+  attempts: number;
+  nextAt: number;
+  lastError: string;
+}
+
+const MAX_PARALLEL = 2;
+const MAX_BACKOFF_MS = 5 * 60_000;
+
+/** Drains the push queue in the background, with per-snapshot backoff. */
+export class Pusher {
+  readonly #deps: PusherDeps;
+  readonly #inFlight = new Map<string, Promise<void>>();
+  readonly #failures = new Map<string, Failure>();
+  #stopped = false;
+  #wake: (() => void) | null = null;
+  #loop: Promise<void> | null = null;
+
+  constructor(deps: PusherDeps) {
+    this.#deps = deps;
+  }
+
+  /** Starts the background loop. */
+  start(): void {
+    this.#loop ??= this.#run();
+  }
+
+  /** Asks the loop to look at the queue now. */
+  kick(): void {
+    this.#wake?.();
+  }
+
+  /** Stops the loop and waits for uploads in flight to settle. */
+  async stop(): Promise<void> {
+    this.#stopped = true;
+    this.kick();
+    await this.#loop;
+    await Promise.allSettled([...this.#inFlight.values()]);
+  }
+
+  /** Pushes one snapshot now (single-flight per name); rejects when it fails. */
+  push(name: string, digest: string): Promise<void> {
+    const running = this.#inFlight.get(name);
+    if (running) return running;
+    const attempt = this.#pushOnce(name, digest).finally(() => this.#inFlight.delete(name));
+    this.#inFlight.set(name, attempt);
+    attempt.catch(() => {});
+    return attempt;
+  }
+
+  /** Waits for an upload of `name` in flight, if any (before deleting it from the origin). */
+  async settle(name: string): Promise<void> {
+    await this.#inFlight.get(name)?.catch(() => {});
+  }
+
+  status(): PushStatus {
+    const now = Date.now();
+    return {
+      queued: this.#deps.index.pushQueue().length,
+      inProgress: [...this.#inFlight.keys()],
+      failing: [...this.#failures].map(([name, f]) => ({
+        name,
+        attempts: f.attempts,
+        lastError: f.lastError,
+        retryInMs: Math.max(0, f.nextAt - now),
+      })),
+    };
+  }
+
+  async #run(): Promise<void> {
+    while (!this.#stopped) {
+      const now = Date.now();
+      for (const { name, digest } of this.#deps.index.pushQueue()) {
+        if (this.#inFlight.size >= MAX_PARALLEL) break;
+        if (this.#inFlight.has(name)) continue;
+        const failure = this.#failures.get(name);
+        if (failure && failure.nextAt > now) continue;
+        this.push(name, digest).then(() => this.kick(), () => this.kick());
+      }
+      const nextDue = Math.min(
+        ...[...this.#failures.values()].map((f) => f.nextAt - now),
+        1000,
+      );
+      await new Promise<void>((resolve) => {
+        const timer = setTimeout(resolve, Math.max(nextDue, 20));
+        Deno.unrefTimer(timer);
+        this.#wake = () => {
+          clearTimeout(timer);
+          resolve();
+        };
+      });
+      this.#wake = null;
+    }
+  }
+
+  async #pushOnce(name: string, digest: string): Promise<void> {
+    const { origin, store, log, metrics } = this.#deps;
+    const started = performance.now();
+    try {
+      const manifest = await store.readManifest(name, digest).catch((err) => {
+        if (err instanceof Deno.errors.NotFound) return null;
+        throw err;
+      });
+      if (manifest === null) {
+        // Deleted before it could be uploaded: nothing to push.
+        await this.#deps.markDone(name, digest);
+        return;
+      }
+      const existing = await origin.getObject(origin.manifestKey(name));
+      if (existing !== null) {
+        if (sha256Hex(existing) === digest) {
+          await this.#finish(name, digest, 0, started);
+          return;
+        }
+        let theirs;
+        try {
+          theirs = decodeManifest(existing);
+        } catch (err) {
+          throw new PushConflictError(
+            `the origin holds an unreadable manifest for "${name}" (${errorMessage(err)})`,
+          );
+        }
+        if (!sameContent(theirs, manifest)) {
+          throw new PushConflictError(
+            `the origin already holds other content under "${name}" (digest ${theirs.digest})`,
+          );
+        }
+        log.info("push: the origin already holds the same files", { name, digest });
+        await this.#finish(name, digest, 0, started);
+        return;
+      }
+      let bytes = 0;
+      for (const file of manifest.files) {
+        const path = store.filePath(name, file.name);
+        await origin.uploadFile(
+          origin.fileKey(name, file.name),
+          () => lazyFileStream(store.fs, path, 0, file.size - 1),
+          file.size,
+        );
+        bytes += file.size;
+        metrics.pushedBytes.inc(file.size);
+      }
+      // Last: the manifest makes the snapshot visible to every reader.
+      await origin.putBytes(origin.manifestKey(name), encodeManifest(manifest));
+      await this.#finish(name, digest, bytes, started);
+    } catch (err) {
+      const permanent = err instanceof PushConflictError;
+      metrics.pushFailures.inc({ reason: permanent ? "conflict" : "error" });
+      const previous = this.#failures.get(name);
+      const attempts = (previous?.attempts ?? 0) + 1;
+      const delay = Math.min(MAX_BACKOFF_MS, 1000 * 2 ** (attempts - 1)) *
+        (0.5 + Math.random() / 2);
+      this.#failures.set(name, {
+        attempts,
+        nextAt: Date.now() + delay,
+        lastError: errorMessage(err),
+      });
+      log.error(permanent ? "push: giving up" : "push: failed; will retry", {
+        name,
+        digest,
+        attempts,
+        retryInMs: permanent ? null : Math.round(delay),
+        error: err,
+      });
+      if (permanent) {
+        // Nothing a retry can fix: take it off the queue, keep the error visible.
+        this.#failures.set(name, { attempts, nextAt: Infinity, lastError: errorMessage(err) });
+        await this.#deps.markDone(name, digest).catch(() => {});
+      }
+      throw err;
+    }
+  }
+
+  async #finish(name: string, digest: string, bytes: number, started: number): Promise<void> {
+    await this.#deps.markDone(name, digest);
+    this.#failures.delete(name);
+    this.#deps.metrics.pushes.inc();
+    this.#deps.log.info("pushed", {
+      name,
+      digest,
+      bytes,
+      ms: Math.round(performance.now() - started),
+    });
+  }
+}

@@ -1,0 +1,38 @@
+/**
+ * The origin as a chunk source: one ranged GET per chunk.
+ *
+ * @module
+ */
+
+import type { S3Origin } from "../origin/mod.ts";
+import { type ChunkRequest, type ChunkSource, SourceFailedError } from "./source.ts";
+
+/** Reads chunks of a snapshot's files from the origin. */
+export class OriginSource implements ChunkSource {
+  readonly id = "origin";
+  readonly kind = "origin" as const;
+  /** Bytes can be damaged in transit (a faulty proxy): three strikes, then give up. */
+  readonly strikes = 3;
+  readonly #origin: S3Origin;
+  readonly #keys: ReadonlyMap<string, string>;
+
+  /** `keys` maps each file name to its object key. */
+  constructor(origin: S3Origin, keys: ReadonlyMap<string, string>) {
+    this.#origin = origin;
+    this.#keys = keys;
+  }
+
+  has(request: ChunkRequest): boolean {
+    return this.#keys.has(request.file);
+  }
+
+  async read(request: ChunkRequest, signal: AbortSignal): Promise<Uint8Array> {
+    const key = this.#keys.get(request.file)!;
+    const bytes = await this.#origin.getObject(key, {
+      range: [request.start, request.end],
+      signal,
+    });
+    if (bytes === null) throw new SourceFailedError(`origin object ${key} is missing`);
+    return bytes;
+  }
+}

@@ -1,0 +1,385 @@
+/**
+ * One pull of one snapshot: every missing chunk fetched from the best
+ * available source, verified against the manifest before it counts, written
+ * into the partial file at its offset.
+ *
+ * - Zero chunks are never fetched (the partial file is sparse).
+ * - Hot chunks go first, in their recorded order; a reader waiting on a
+ *   chunk moves it (and its neighbours) to the front.
+ * - A chunk that fails verification is discarded; its source gets a strike,
+ *   and a source out of strikes (or failing outright) is avoided for the rest
+ *   of the pull. The chunk is fetched again from another source.
+ * - When no source is left for some chunk, the pull fails with
+ *   `upstream_failed`, naming what was tried.
+ *
+ * @module
+ */
+
+import { createHash } from "node:crypto";
+import { errorMessage, SnapmeshError } from "../errors.ts";
+import type { FileHandle } from "../fs/mod.ts";
+import type { Logger } from "../log/mod.ts";
+import { chunkCount, chunkLength, ZERO_CHUNK } from "../manifest/mod.ts";
+import { isAllZero } from "../store/mod.ts";
+import { Mutex } from "../util/mutex.ts";
+import type { ChunkRequest, ChunkSource, SourceKind } from "./source.ts";
+
+/** A file as the pull sees it. Chunk digests may be unknown (null) when adopting. */
+export interface PullFile {
+  name: string;
+  size: number;
+  /** Expected digest per chunk, {@linkcode ZERO_CHUNK}, or null when unknown. */
+  chunks: (string | null)[];
+  hot?: number[];
+}
+
+/** Options for {@linkcode PullJob}. */
+export interface PullJobOptions {
+  name: string;
+  files: PullFile[];
+  chunkSize: number;
+  sources: ChunkSource[];
+  /** Opens the partial file of `file` for writing. */
+  openFile(file: string): Promise<FileHandle>;
+  /** Parallel chunk fetches. @default 8 */
+  concurrency?: number;
+  log: Logger;
+  /** Called for every verified chunk, with its source kind and byte count. */
+  onBytes?: (kind: SourceKind, bytes: number) => void;
+  /** Called when a chunk fails verification. */
+  onVerifyFailure?: (source: ChunkSource) => void;
+}
+
+/** Live progress of a pull. */
+export interface PullProgress {
+  name: string;
+  bytesTotal: number;
+  bytesDone: number;
+  chunksTotal: number;
+  chunksDone: number;
+  bySource: Record<SourceKind, number>;
+  startedAt: number;
+  state: "running" | "done" | "failed";
+}
+
+const MISSING = 0;
+const BUSY = 1;
+const DONE = 2;
+
+interface Task {
+  file: number;
+  index: number;
+}
+
+interface Waiter {
+  resolve(): void;
+  reject(err: unknown): void;
+}
+
+/** A running pull. Call {@linkcode PullJob.run} once. */
+export class PullJob {
+  readonly name: string;
+  readonly files: PullFile[];
+  readonly chunkSize: number;
+  /** Digest per chunk as received (fills in unknown ones when adopting). */
+  readonly received: string[][];
+  readonly #options: PullJobOptions;
+  readonly #state: Uint8Array[];
+  readonly #queue: Task[] = [];
+  readonly #urgent: Task[] = [];
+  readonly #waiters = new Map<string, Waiter[]>();
+  readonly #handles = new Map<number, { handle: FileHandle; lock: Mutex }>();
+  readonly #strikes = new Map<string, number>();
+  readonly #bad = new Set<string>();
+  readonly #abort = new AbortController();
+  readonly #idle: (() => void)[] = [];
+  #remaining = 0;
+  #hotRemaining = 0;
+  readonly #hot: Set<string>;
+  #failure: SnapmeshError | null = null;
+  #hotResolve!: () => void;
+  #hotReject!: (err: unknown) => void;
+  /** Resolves once every hot chunk is local (at once when there are none). */
+  readonly hotReady: Promise<void>;
+  readonly progress: PullProgress;
+
+  constructor(options: PullJobOptions) {
+    this.#options = options;
+    this.name = options.name;
+    this.files = options.files;
+    this.chunkSize = options.chunkSize;
+    this.#state = options.files.map((f) => new Uint8Array(chunkCount(f.size, options.chunkSize)));
+    this.received = options.files.map((f) => f.chunks.map((c) => c ?? ""));
+    this.#hot = new Set();
+    this.hotReady = new Promise((resolve, reject) => {
+      this.#hotResolve = resolve;
+      this.#hotReject = reject;
+    });
+    this.hotReady.catch(() => {});
+    let bytesTotal = 0;
+    let chunksTotal = 0;
+    options.files.forEach((f, fi) => {
+      f.chunks.forEach((digest, i) => {
+        if (digest === ZERO_CHUNK) {
+          this.#state[fi]![i] = DONE;
+          return;
+        }
+        chunksTotal++;
+        bytesTotal += chunkLength(f.size, options.chunkSize, i);
+      });
+    });
+    this.progress = {
+      name: options.name,
+      bytesTotal,
+      bytesDone: 0,
+      chunksTotal,
+      chunksDone: 0,
+      bySource: { local: 0, peer: 0, origin: 0 },
+      startedAt: Date.now(),
+      state: "running",
+    };
+  }
+
+  /** Index of a file by name, or -1. */
+  fileIndex(name: string): number {
+    return this.files.findIndex((f) => f.name === name);
+  }
+
+  /** True when chunk `index` of file `file` is local and verified. */
+  isDone(file: number, index: number): boolean {
+    return this.#state[file]![index] === DONE;
+  }
+
+  /**
+   * Marks chunks already present and verified (a resumed pull) as done.
+   * Call before {@linkcode PullJob.run}.
+   */
+  markPresent(file: number, index: number, bytes: number, digest: string): void {
+    if (this.#state[file]![index] === DONE) return;
+    this.#state[file]![index] = DONE;
+    this.received[file]![index] = digest;
+    this.progress.bytesDone += bytes;
+    this.progress.chunksDone++;
+    this.progress.bySource.local += bytes;
+  }
+
+  /** Waits until chunk `index` of file `file` is local, fetching it first. */
+  waitChunk(file: number, index: number): Promise<void> {
+    if (this.#state[file]![index] === DONE) return Promise.resolve();
+    if (this.#failure) return Promise.reject(this.#failure);
+    const key = `${file}:${index}`;
+    return new Promise((resolve, reject) => {
+      const list = this.#waiters.get(key) ?? [];
+      list.push({ resolve, reject });
+      this.#waiters.set(key, list);
+      // Ask for this chunk and a few after it: readers read forward.
+      for (let i = index; i < Math.min(index + 4, this.#state[file]!.length); i++) {
+        if (this.#state[file]![i] === MISSING) this.#urgent.push({ file, index: i });
+      }
+      this.#wake();
+    });
+  }
+
+  /** Stops the pull: in-flight requests are aborted, waiters rejected. */
+  abort(reason: SnapmeshError): void {
+    this.#fail(reason);
+  }
+
+  /**
+   * Fetches every missing chunk. Resolves when all are local (files are not
+   * yet fsynced); rejects with `upstream_failed` when some chunk cannot be
+   * fetched from any source.
+   */
+  async run(): Promise<void> {
+    const { files, concurrency = 8 } = this.#options;
+    files.forEach((f, fi) => {
+      for (const i of f.hot ?? []) {
+        if (this.#state[fi]![i] === DONE) continue;
+        this.#hot.add(`${fi}:${i}`);
+        this.#queue.push({ file: fi, index: i });
+      }
+    });
+    this.#hotRemaining = this.#hot.size;
+    if (this.#hotRemaining === 0) this.#hotResolve();
+    files.forEach((f, fi) => {
+      for (let i = 0; i < f.chunks.length; i++) {
+        if (this.#state[fi]![i] === DONE || this.#hot.has(`${fi}:${i}`)) continue;
+        this.#queue.push({ file: fi, index: i });
+      }
+    });
+    this.#queue.reverse(); // taken from the end
+    this.#remaining = this.#state.reduce((n, s) => n + s.filter((x) => x !== DONE).length, 0);
+    try {
+      if (this.#remaining > 0) {
+        await Promise.all(Array.from({ length: concurrency }, () => this.#worker()));
+      }
+      if (this.#failure) throw this.#failure;
+      this.progress.state = "done";
+    } catch (err) {
+      this.#fail(
+        err instanceof SnapmeshError ? err : new SnapmeshError(
+          "upstream_failed",
+          `Pull of "${this.name}" failed: ${errorMessage(err)}`,
+        ),
+      );
+      throw this.#failure;
+    } finally {
+      for (const { handle } of this.#handles.values()) handle.close();
+      this.#handles.clear();
+    }
+  }
+
+  #next(): Task | null {
+    while (this.#urgent.length > 0) {
+      const task = this.#urgent.shift()!;
+      if (this.#state[task.file]![task.index] === MISSING) return task;
+    }
+    while (this.#queue.length > 0) {
+      const task = this.#queue.pop()!;
+      if (this.#state[task.file]![task.index] === MISSING) return task;
+    }
+    return null;
+  }
+
+  #wake(): void {
+    for (const resolve of this.#idle.splice(0)) resolve();
+  }
+
+  async #worker(): Promise<void> {
+    while (this.#remaining > 0 && !this.#failure) {
+      const task = this.#next();
+      if (task === null) {
+        // Everything left is in flight elsewhere; wait for a retry or the end.
+        await new Promise<void>((resolve) => this.#idle.push(resolve));
+        continue;
+      }
+      this.#state[task.file]![task.index] = BUSY;
+      try {
+        await this.#fetch(task);
+      } catch (err) {
+        this.#fail(
+          err instanceof SnapmeshError
+            ? err
+            : new SnapmeshError("upstream_failed", errorMessage(err)),
+        );
+      }
+    }
+    this.#wake();
+  }
+
+  async #fetch(task: Task): Promise<void> {
+    const file = this.files[task.file]!;
+    const start = task.index * this.chunkSize;
+    const request: ChunkRequest = {
+      file: file.name,
+      index: task.index,
+      start,
+      end: start + chunkLength(file.size, this.chunkSize, task.index) - 1,
+    };
+    const expected = file.chunks[task.index] ?? null;
+    const tried: string[] = [];
+    while (!this.#failure) {
+      const source = this.#options.sources.find((s) => !this.#bad.has(s.id) && s.has(request));
+      if (!source) {
+        const why = tried.length ? tried.join("; ") : "no source holds it";
+        throw new SnapmeshError(
+          "upstream_failed",
+          `No source could deliver a verified copy of "${this.name}" ${file.name} chunk ${task.index}: ${why}`,
+        );
+      }
+      let bytes: Uint8Array;
+      try {
+        bytes = await source.read(request, this.#abort.signal);
+      } catch (err) {
+        if (this.#failure) return;
+        tried.push(`${source.id}: ${errorMessage(err)}`);
+        this.#options.log.warn("pull: source failed; avoiding it for this pull", {
+          name: this.name,
+          source: source.id,
+          file: file.name,
+          chunk: task.index,
+          error: err,
+        });
+        this.#bad.add(source.id);
+        continue;
+      }
+      const digest = verifyChunk(bytes, request, expected);
+      if (digest === null) {
+        tried.push(`${source.id}: bytes failed verification`);
+        this.#options.onVerifyFailure?.(source);
+        const strikes = (this.#strikes.get(source.id) ?? 0) + 1;
+        this.#strikes.set(source.id, strikes);
+        this.#options.log.warn("pull: chunk failed verification; discarded", {
+          name: this.name,
+          source: source.id,
+          file: file.name,
+          chunk: task.index,
+          strikes,
+        });
+        if (strikes >= source.strikes) this.#bad.add(source.id);
+        continue;
+      }
+      if (!isAllZero(bytes) || expected !== ZERO_CHUNK) await this.#write(task.file, bytes, start);
+      this.#complete(task, digest, bytes.length, source.kind);
+      return;
+    }
+  }
+
+  async #write(file: number, bytes: Uint8Array, offset: number): Promise<void> {
+    let slot = this.#handles.get(file);
+    if (!slot) {
+      slot = { handle: await this.#options.openFile(this.files[file]!.name), lock: new Mutex() };
+      this.#handles.set(file, slot);
+    }
+    const { handle, lock } = slot;
+    // An all-zero chunk of an adopted file stays a hole.
+    if (isAllZero(bytes)) return;
+    await lock.run(() => handle.writeAt(bytes, offset));
+  }
+
+  #complete(task: Task, digest: string, bytes: number, kind: SourceKind): void {
+    this.#state[task.file]![task.index] = DONE;
+    this.received[task.file]![task.index] = digest;
+    this.#remaining--;
+    this.progress.bytesDone += bytes;
+    this.progress.chunksDone++;
+    this.progress.bySource[kind] += bytes;
+    this.#options.onBytes?.(kind, bytes);
+    const key = `${task.file}:${task.index}`;
+    for (const waiter of this.#waiters.get(key) ?? []) waiter.resolve();
+    this.#waiters.delete(key);
+    if (this.#hot.delete(key) && --this.#hotRemaining === 0) this.#hotResolve();
+    if (this.#remaining === 0) this.#wake();
+  }
+
+  #fail(err: SnapmeshError): void {
+    if (this.#failure) return;
+    this.#failure = err;
+    this.progress.state = "failed";
+    this.#abort.abort(err);
+    for (const list of this.#waiters.values()) for (const w of list) w.reject(err);
+    this.#waiters.clear();
+    this.#hotReject(err);
+    this.#wake();
+  }
+}
+
+/**
+ * Checks received bytes against the expected chunk digest (or accepts them
+ * when the digest is unknown, as when adopting). Returns the digest, or null
+ * when the bytes are wrong.
+ */
+export function verifyChunk(
+  bytes: Uint8Array,
+  request: ChunkRequest,
+  expected: string | null,
+): string | null {
+  if (bytes.length !== request.end - request.start + 1) return null;
+  if (expected === ZERO_CHUNK) return isAllZero(bytes) ? ZERO_CHUNK : null;
+  const zero = isAllZero(bytes);
+  const digest = zero && expected === null
+    ? ZERO_CHUNK
+    : createHash("sha256").update(bytes).digest("hex");
+  if (expected === null) return digest;
+  return digest === expected ? digest : null;
+}

@@ -1,0 +1,37 @@
+/**
+ * Where chunks come from during a pull.
+ *
+ * @module
+ */
+
+/** The bytes a pull asks a source for: chunk `index` of `file`, bytes `start..end` inclusive. */
+export interface ChunkRequest {
+  file: string;
+  index: number;
+  start: number;
+  end: number;
+}
+
+/** Kinds of sources, as pull results and metrics count bytes. */
+export type SourceKind = "local" | "peer" | "origin";
+
+/** A place chunks can be read from. */
+export interface ChunkSource {
+  /** Stable id for logs and bad-source tracking ("origin", a peer's node id, "local"). */
+  readonly id: string;
+  readonly kind: SourceKind;
+  /** Verification failures tolerated before the source is avoided for the rest of the pull. */
+  readonly strikes: number;
+  /** Whether this source can serve the chunk now (a peer may hold only part of it). */
+  has(request: ChunkRequest): boolean;
+  /** Reads the chunk; rejects on any failure (after the source's own retries). */
+  read(request: ChunkRequest, signal: AbortSignal): Promise<Uint8Array>;
+}
+
+/** A source gave up for good on a request (for example the object is gone). */
+export class SourceFailedError extends Error {
+  constructor(message: string, options?: ErrorOptions) {
+    super(message, options);
+    this.name = "SourceFailedError";
+  }
+}

@@ -1,0 +1,9 @@
+/**
+ * The S3/MinIO origin: reads with retries and stall detection, uploads,
+ * listing, deletion.
+ *
+ * @module
+ */
+
+export * from "./retry.ts";
+export * from "./s3_origin.ts";

@@ -1,0 +1,460 @@
+/**
+ * The origin: any S3-compatible store (MinIO, AWS S3, s3rver), reached with
+ * `@aws-sdk/client-s3` through a custom endpoint and path-style addressing.
+ *
+ * Bucket layout, readable with `mc` or `aws s3 cp`:
+ *
+ * ```
+ * <prefix>/<name>/manifest.json     written last: the commit marker
+ * <prefix>/<name>/files/<file>      whole files
+ * ```
+ *
+ * Reads carry their own retries (capped exponential backoff with jitter) and
+ * an idle watchdog on every body: the SDK alone can wait forever on a dead
+ * connection. Credentials come from the standard AWS environment and
+ * credential chain and are never logged.
+ *
+ * @module
+ */
+
+import type * as S3 from "@aws-sdk/client-s3";
+import type { Logger } from "../log/mod.ts";
+import { noteTransientBytes } from "../util/gc.ts";
+import {
+  DEFAULT_RETRY,
+  type RetryPolicy,
+  ShortBodyError,
+  StallError,
+  statusOf,
+  withRetries,
+} from "./retry.ts";
+
+/** An object listed under a prefix. */
+export interface ObjectInfo {
+  key: string;
+  size: number;
+  lastModified: number;
+}
+
+/** Options for {@linkcode S3Origin.create}. */
+export interface S3OriginOptions {
+  endpoint: string;
+  bucket: string;
+  /** Key prefix, without leading or trailing slashes ("" for none). */
+  prefix: string;
+  region: string;
+  /** A body idle this long is aborted and retried. */
+  stallTimeoutMs: number;
+  log: Logger;
+  retry?: RetryPolicy;
+  /** Parallel connections to the origin. @default 32 */
+  maxSockets?: number;
+}
+
+/** Counters for metrics and status. */
+export interface OriginStats {
+  requests: number;
+  retries: number;
+  errors: number;
+  bytesRead: number;
+  bytesWritten: number;
+}
+
+/** Health as shown by `/v1/status`. */
+export interface OriginHealth {
+  endpoint: string;
+  bucket: string;
+  prefix: string;
+  healthy: boolean;
+  lastContactMs: number | null;
+  lastError: string | null;
+}
+
+/** Hooks for metrics. */
+export interface OriginObserver {
+  request?(): void;
+  retry?(what: string, err: unknown): void;
+  error?(what: string, err: unknown): void;
+}
+
+type Sdk = typeof S3;
+
+/** An S3-compatible origin. */
+export class S3Origin {
+  readonly endpoint: string;
+  readonly bucket: string;
+  readonly prefix: string;
+  readonly stats: OriginStats = {
+    requests: 0,
+    retries: 0,
+    errors: 0,
+    bytesRead: 0,
+    bytesWritten: 0,
+  };
+  readonly #sdk: Sdk;
+  readonly #client: S3.S3Client;
+  readonly #upload: typeof import("@aws-sdk/lib-storage").Upload;
+  readonly #stallMs: number;
+  readonly #log: Logger;
+  readonly #retry: RetryPolicy;
+  #healthy = true;
+  #lastContact: number | null = null;
+  #lastError: string | null = null;
+  observer: OriginObserver = {};
+
+  private constructor(
+    sdk: Sdk,
+    upload: typeof import("@aws-sdk/lib-storage").Upload,
+    options: S3OriginOptions,
+  ) {
+    this.#sdk = sdk;
+    this.#upload = upload;
+    this.endpoint = options.endpoint;
+    this.bucket = options.bucket;
+    this.prefix = options.prefix;
+    this.#stallMs = options.stallTimeoutMs;
+    this.#log = options.log;
+    this.#retry = options.retry ?? DEFAULT_RETRY;
+    this.#client = new sdk.S3Client({
+      endpoint: options.endpoint,
+      region: options.region,
+      forcePathStyle: true,
+      // Retries are ours (they also cover bodies that stall or break after
+      // the SDK returned); the SDK would multiply them.
+      maxAttempts: 1,
+      // Checksums only where S3 requires them: not every S3-compatible
+      // server speaks the newer trailing-checksum uploads, and every chunk
+      // is verified by sha256 anyway.
+      requestChecksumCalculation: "WHEN_REQUIRED",
+      responseChecksumValidation: "WHEN_REQUIRED",
+      requestHandler: {
+        requestTimeout: options.stallTimeoutMs,
+        connectionTimeout: Math.min(options.stallTimeoutMs, 10_000),
+        httpAgent: { keepAlive: true, maxSockets: options.maxSockets ?? 32 },
+      },
+    });
+  }
+
+  /** Loads the SDK (only agents with an origin pay for it) and builds the client. */
+  static async create(options: S3OriginOptions): Promise<S3Origin> {
+    const [sdk, storage] = await Promise.all([
+      import("@aws-sdk/client-s3"),
+      import("@aws-sdk/lib-storage"),
+    ]);
+    return new S3Origin(sdk, storage.Upload, options);
+  }
+
+  /** `<prefix>/<name>/` */
+  snapshotPrefix(name: string): string {
+    return this.prefix ? `${this.prefix}/${name}/` : `${name}/`;
+  }
+
+  manifestKey(name: string): string {
+    return `${this.snapshotPrefix(name)}manifest.json`;
+  }
+
+  fileKey(name: string, file: string): string {
+    return `${this.snapshotPrefix(name)}files/${file}`;
+  }
+
+  /** Health for `/v1/status`. */
+  health(): OriginHealth {
+    return {
+      endpoint: this.endpoint,
+      bucket: this.bucket,
+      prefix: this.prefix,
+      healthy: this.#healthy,
+      lastContactMs: this.#lastContact === null ? null : Date.now() - this.#lastContact,
+      lastError: this.#lastError,
+    };
+  }
+
+  /** Checks that the bucket answers (HeadBucket). */
+  async probe(): Promise<boolean> {
+    try {
+      await this.#call(
+        "probe",
+        (signal) =>
+          this.#client.send(new this.#sdk.HeadBucketCommand({ Bucket: this.bucket }), {
+            abortSignal: signal,
+          }),
+      );
+      return true;
+    } catch {
+      return false;
+    }
+  }
+
+  /**
+   * Reads an object, or bytes `start..end` (inclusive) of it. Null when it
+   * does not exist. Retried; a body idle for the stall timeout is aborted.
+   */
+  async getObject(
+    key: string,
+    options: { range?: [number, number]; signal?: AbortSignal } = {},
+  ): Promise<Uint8Array | null> {
+    try {
+      return await this.#call(`get ${key}`, async (signal) => {
+        const response = await this.#client.send(
+          new this.#sdk.GetObjectCommand({
+            Bucket: this.bucket,
+            Key: key,
+            Range: options.range ? `bytes=${options.range[0]}-${options.range[1]}` : undefined,
+          }),
+          { abortSignal: signal },
+        );
+        const expected = response.ContentLength ?? null;
+        return await this.#readBody(
+          response.Body as { transformToWebStream(): ReadableStream<Uint8Array> },
+          expected,
+          key,
+          signal,
+        );
+      }, options.signal);
+    } catch (err) {
+      if (statusOf(err) === 404 || (err as Error).name === "NoSuchKey") return null;
+      throw err;
+    }
+  }
+
+  /** Lists every object under `prefix` (recursively). */
+  async list(prefix: string): Promise<ObjectInfo[]> {
+    const out: ObjectInfo[] = [];
+    let token: string | undefined;
+    do {
+      const page = await this.#call(`list ${prefix}`, (signal) =>
+        this.#client.send(
+          new this.#sdk.ListObjectsV2Command({
+            Bucket: this.bucket,
+            Prefix: prefix,
+            ContinuationToken: token,
+          }),
+          { abortSignal: signal },
+        ));
+      for (const o of page.Contents ?? []) {
+        if (o.Key === undefined) continue;
+        out.push({ key: o.Key, size: o.Size ?? 0, lastModified: o.LastModified?.getTime() ?? 0 });
+      }
+      token = page.IsTruncated ? page.NextContinuationToken : undefined;
+    } while (token);
+    return out;
+  }
+
+  /** Writes a small object in one request. */
+  async putBytes(key: string, bytes: Uint8Array, contentType = "application/json"): Promise<void> {
+    await this.#call(`put ${key}`, (signal) =>
+      this.#client.send(
+        new this.#sdk.PutObjectCommand({
+          Bucket: this.bucket,
+          Key: key,
+          Body: bytes,
+          ContentType: contentType,
+          ContentLength: bytes.length,
+        }),
+        { abortSignal: signal },
+      ));
+    this.stats.bytesWritten += bytes.length;
+  }
+
+  /**
+   * Uploads a local file of `size` bytes; multipart (8 MiB parts, 4 at a
+   * time) above 8 MiB. A failed upload starts over, up to the retry policy.
+   */
+  async uploadFile(
+    key: string,
+    open: () => ReadableStream<Uint8Array>,
+    size: number,
+    onProgress?: (bytes: number) => void,
+  ): Promise<void> {
+    await this.#call(
+      `upload ${key}`,
+      async (signal) => {
+        const upload = new this.#upload({
+          client: this.#client,
+          params: {
+            Bucket: this.bucket,
+            Key: key,
+            Body: open(),
+            ContentLength: size,
+            ContentType: "application/octet-stream",
+          },
+          partSize: 8 * 1024 * 1024,
+          queueSize: 4,
+          leavePartsOnError: false,
+        });
+        const abort = () => upload.abort().catch(() => {});
+        signal.addEventListener("abort", abort, { once: true });
+        upload.on("httpUploadProgress", (p) => {
+          if (p.loaded !== undefined) onProgress?.(p.loaded);
+        });
+        try {
+          await upload.done();
+        } finally {
+          signal.removeEventListener("abort", abort);
+        }
+      },
+      undefined,
+      { stall: false },
+    );
+    this.stats.bytesWritten += size;
+  }
+
+  /** Deletes one object (missing is fine). */
+  async deleteObject(key: string): Promise<void> {
+    await this.#call(
+      `delete ${key}`,
+      (signal) =>
+        this.#client.send(new this.#sdk.DeleteObjectCommand({ Bucket: this.bucket, Key: key }), {
+          abortSignal: signal,
+        }),
+    );
+  }
+
+  /** Deletes objects in batches of 1000. */
+  async deleteObjects(keys: string[]): Promise<void> {
+    for (let i = 0; i < keys.length; i += 1000) {
+      const batch = keys.slice(i, i + 1000);
+      const result = await this.#call("delete objects", (signal) =>
+        this.#client.send(
+          new this.#sdk.DeleteObjectsCommand({
+            Bucket: this.bucket,
+            Delete: { Objects: batch.map((Key) => ({ Key })), Quiet: true },
+          }),
+          { abortSignal: signal },
+        ));
+      const failed = result.Errors ?? [];
+      if (failed.length > 0) {
+        throw new Error(
+          `Origin refused to delete ${failed.length} object(s), first ${failed[0]!.Key}: ${
+            failed[0]!.Message
+          }`,
+        );
+      }
+    }
+  }
+
+  /**
+   * Runs one request with retries. Each attempt gets its own abort signal,
+   * fired by the caller's signal or by the stall watchdog (which guards the
+   * wait for the response head; bodies are guarded by #readBody).
+   */
+  async #call<T>(
+    what: string,
+    attemptFn: (signal: AbortSignal) => Promise<T>,
+    outer?: AbortSignal,
+    options: { stall?: boolean } = {},
+  ): Promise<T> {
+    try {
+      const result = await withRetries(async () => {
+        this.stats.requests++;
+        this.observer.request?.();
+        const controller = new AbortController();
+        const onOuter = () => controller.abort(outer!.reason);
+        outer?.addEventListener("abort", onOuter, { once: true });
+        const watchdog = options.stall === false ? undefined : setTimeout(
+          () =>
+            controller.abort(
+              new StallError(`Origin did not answer ${what} for ${this.#stallMs} ms`),
+            ),
+          this.#stallMs,
+        );
+        try {
+          return await attemptFn(controller.signal);
+        } catch (err) {
+          // An abort by the watchdog surfaces as an AbortError: report the stall.
+          if (controller.signal.aborted && controller.signal.reason instanceof StallError) {
+            throw controller.signal.reason;
+          }
+          throw err;
+        } finally {
+          clearTimeout(watchdog);
+          outer?.removeEventListener("abort", onOuter);
+        }
+      }, {
+        policy: this.#retry,
+        signal: outer,
+        onRetry: (err, attempt, delay) => {
+          this.stats.retries++;
+          this.observer.retry?.(what, err);
+          this.#log.debug("origin: retrying", { what, attempt, delayMs: delay, error: err });
+        },
+      });
+      this.#healthy = true;
+      this.#lastContact = Date.now();
+      return result;
+    } catch (err) {
+      const status = statusOf(err);
+      if (status === 404 || (err as Error).name === "NoSuchKey") {
+        this.#healthy = true;
+        this.#lastContact = Date.now();
+        throw err;
+      }
+      this.stats.errors++;
+      this.observer.error?.(what, err);
+      this.#healthy = false;
+      this.#lastError = `${what}: ${(err as Error).message}`;
+      throw err;
+    }
+  }
+
+  /** Reads a whole response body, aborting when it idles for the stall timeout. */
+  async #readBody(
+    body: { transformToWebStream(): ReadableStream<Uint8Array> } | undefined,
+    expected: number | null,
+    key: string,
+    signal: AbortSignal,
+  ): Promise<Uint8Array> {
+    if (!body) return new Uint8Array(0);
+    const reader = body.transformToWebStream().getReader();
+    const parts: Uint8Array[] = [];
+    let total = 0;
+    const out = expected !== null ? new Uint8Array(expected) : null;
+    try {
+      while (true) {
+        let timer: ReturnType<typeof setTimeout> | undefined;
+        const stalled = new Promise<never>((_, reject) => {
+          timer = setTimeout(
+            () => reject(new StallError(`Origin body of ${key} idle for ${this.#stallMs} ms`)),
+            this.#stallMs,
+          );
+        });
+        let next: ReadableStreamReadResult<Uint8Array>;
+        try {
+          next = await Promise.race([reader.read(), stalled]);
+        } finally {
+          clearTimeout(timer);
+        }
+        if (signal.aborted) throw signal.reason;
+        if (next.done) break;
+        const chunk = next.value;
+        if (out) {
+          if (total + chunk.length > out.length) {
+            throw new ShortBodyError(`Origin body of ${key} is longer than ${expected} bytes`);
+          }
+          out.set(chunk, total);
+        } else {
+          parts.push(chunk);
+        }
+        total += chunk.length;
+        noteTransientBytes(chunk.length);
+      }
+    } catch (err) {
+      reader.cancel(err).catch(() => {});
+      throw err;
+    }
+    this.stats.bytesRead += total;
+    if (out) {
+      if (total !== out.length) {
+        throw new ShortBodyError(`Origin body of ${key} ended after ${total} of ${expected} bytes`);
+      }
+      return out;
+    }
+    const joined = new Uint8Array(total);
+    let at = 0;
+    for (const p of parts) {
+      joined.set(p, at);
+      at += p.length;
+    }
+    return joined;
+  }
+}
