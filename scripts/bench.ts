@@ -7,6 +7,7 @@
 
 const BENCHES: Record<string, string> = {
   local: "./bench/local.ts",
+  origin: "./bench/origin.ts",
 };
 
 const [name, ...rest] = Deno.args;

@@ -341,13 +341,7 @@ export class Puller {
           const length = chunkLength(file.size, job.chunkSize, i);
           const view = buffer.subarray(0, length);
           const n = await handle.readAt(view, i * job.chunkSize);
-          const request = {
-            file: file.name,
-            index: i,
-            start: i * job.chunkSize,
-            end: i * job.chunkSize + length - 1,
-          };
-          if (n === length && verifyChunk(view, request, expected) !== null) {
+          if (n === length && verifyChunk(view, expected) !== null) {
             job.markPresent(fi, i, length, expected);
             reused += length;
           }
@@ -362,11 +356,19 @@ export class Puller {
   async #complete(name: string, ready: PullReady, started: number): Promise<PullOutcome> {
     const { store, config } = this.#deps;
     const { job, key } = ready;
+    const fetchStarted = performance.now();
     await job.run();
+    const fetched = performance.now();
     const manifest: Manifest = ready.manifest
       ? stripDigest(ready.manifest)
       : await this.#adoptedManifest(name, job, key);
     const bytes = await store.finishPartial(key, manifest);
+    this.#deps.log.debug("pull: timings", {
+      name,
+      prepareMs: Math.round(fetchStarted - started),
+      fetchMs: Math.round(fetched - fetchStarted),
+      finishMs: Math.round(performance.now() - fetched),
+    });
     const digest = sha256Hex(bytes);
     if (ready.manifest && digest !== ready.manifest.digest) {
       throw new Error(`Re-encoded manifest of "${name}" changed its digest`);

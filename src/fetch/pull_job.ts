@@ -41,8 +41,13 @@ export interface PullJobOptions {
   sources: ChunkSource[];
   /** Opens the partial file of `file` for writing. */
   openFile(file: string): Promise<FileHandle>;
-  /** Parallel chunk fetches. @default 8 */
+  /** Parallel requests. @default 8 */
   concurrency?: number;
+  /**
+   * Adjacent missing chunks are fetched in one request of at most this many
+   * bytes (each chunk still verified on its own). @default 4 MiB
+   */
+  maxRequestBytes?: number;
   log: Logger;
   /** Called for every verified chunk, with its source kind and byte count. */
   onBytes?: (kind: SourceKind, bytes: number) => void;
@@ -69,6 +74,8 @@ const DONE = 2;
 interface Task {
   file: number;
   index: number;
+  /** Consecutive chunks in this request (1 when queued). */
+  count: number;
 }
 
 interface Waiter {
@@ -174,7 +181,7 @@ export class PullJob {
       this.#waiters.set(key, list);
       // Ask for this chunk and a few after it: readers read forward.
       for (let i = index; i < Math.min(index + 4, this.#state[file]!.length); i++) {
-        if (this.#state[file]![i] === MISSING) this.#urgent.push({ file, index: i });
+        if (this.#state[file]![i] === MISSING) this.#urgent.push({ file, index: i, count: 1 });
       }
       this.#wake();
     });
@@ -196,7 +203,7 @@ export class PullJob {
       for (const i of f.hot ?? []) {
         if (this.#state[fi]![i] === DONE) continue;
         this.#hot.add(`${fi}:${i}`);
-        this.#queue.push({ file: fi, index: i });
+        this.#queue.push({ file: fi, index: i, count: 1 });
       }
     });
     this.#hotRemaining = this.#hot.size;
@@ -204,7 +211,7 @@ export class PullJob {
     files.forEach((f, fi) => {
       for (let i = 0; i < f.chunks.length; i++) {
         if (this.#state[fi]![i] === DONE || this.#hot.has(`${fi}:${i}`)) continue;
-        this.#queue.push({ file: fi, index: i });
+        this.#queue.push({ file: fi, index: i, count: 1 });
       }
     });
     this.#queue.reverse(); // taken from the end
@@ -230,15 +237,29 @@ export class PullJob {
   }
 
   #next(): Task | null {
-    while (this.#urgent.length > 0) {
-      const task = this.#urgent.shift()!;
-      if (this.#state[task.file]![task.index] === MISSING) return task;
+    let task: Task | null = null;
+    while (task === null && this.#urgent.length > 0) {
+      const next = this.#urgent.shift()!;
+      if (this.#state[next.file]![next.index] === MISSING) task = next;
     }
-    while (this.#queue.length > 0) {
-      const task = this.#queue.pop()!;
-      if (this.#state[task.file]![task.index] === MISSING) return task;
+    while (task === null && this.#queue.length > 0) {
+      const next = this.#queue.pop()!;
+      if (this.#state[next.file]![next.index] === MISSING) task = next;
     }
-    return null;
+    if (task === null) return null;
+    // Extend over the following missing chunks, up to the request size.
+    const state = this.#state[task.file]!;
+    const maxChunks = Math.max(
+      1,
+      Math.floor((this.#options.maxRequestBytes ?? 4 * 1024 * 1024) / this.chunkSize),
+    );
+    let count = 1;
+    while (
+      count < maxChunks && task.index + count < state.length &&
+      state[task.index + count] === MISSING
+    ) count++;
+    for (let i = 0; i < count; i++) state[task.index + i] = BUSY;
+    return { ...task, count };
   }
 
   #wake(): void {
@@ -253,7 +274,6 @@ export class PullJob {
         await new Promise<void>((resolve) => this.#idle.push(resolve));
         continue;
       }
-      this.#state[task.file]![task.index] = BUSY;
       try {
         await this.#fetch(task);
       } catch (err) {
@@ -269,27 +289,39 @@ export class PullJob {
 
   async #fetch(task: Task): Promise<void> {
     const file = this.files[task.file]!;
-    const start = task.index * this.chunkSize;
-    const request: ChunkRequest = {
-      file: file.name,
-      index: task.index,
-      start,
-      end: start + chunkLength(file.size, this.chunkSize, task.index) - 1,
-    };
-    const expected = file.chunks[task.index] ?? null;
+    const size = this.chunkSize;
     const tried: string[] = [];
-    while (!this.#failure) {
-      const source = this.#options.sources.find((s) => !this.#bad.has(s.id) && s.has(request));
+    let first = task.index;
+    let count = task.count;
+    while (count > 0 && !this.#failure) {
+      const start = first * size;
+      const end = Math.min(file.size, (first + count) * size) - 1;
+      const request: ChunkRequest = { file: file.name, index: first, count, start, end };
+      const source = this.#options.sources.find((s) => !this.#bad.has(s.id) && s.has(request)) ??
+        (count > 1 ? null : undefined);
+      if (source === null) {
+        // Nobody serves the whole run: split it, one chunk at a time.
+        for (let i = first + 1; i < first + count; i++) {
+          this.#state[task.file]![i] = MISSING;
+          this.#urgent.unshift({ file: task.file, index: i, count: 1 });
+        }
+        count = 1;
+        this.#wake();
+        continue;
+      }
       if (!source) {
         const why = tried.length ? tried.join("; ") : "no source holds it";
         throw new SnapmeshError(
           "upstream_failed",
-          `No source could deliver a verified copy of "${this.name}" ${file.name} chunk ${task.index}: ${why}`,
+          `No source could deliver a verified copy of "${this.name}" ${file.name} chunk ${first}: ${why}`,
         );
       }
       let bytes: Uint8Array;
       try {
         bytes = await source.read(request, this.#abort.signal);
+        if (bytes.length !== end - start + 1) {
+          throw new Error(`sent ${bytes.length} bytes instead of ${end - start + 1}`);
+        }
       } catch (err) {
         if (this.#failure) return;
         tried.push(`${source.id}: ${errorMessage(err)}`);
@@ -297,31 +329,49 @@ export class PullJob {
           name: this.name,
           source: source.id,
           file: file.name,
-          chunk: task.index,
+          chunk: first,
+          chunks: count,
           error: err,
         });
         this.#bad.add(source.id);
         continue;
       }
-      const digest = verifyChunk(bytes, request, expected);
-      if (digest === null) {
-        tried.push(`${source.id}: bytes failed verification`);
-        this.#options.onVerifyFailure?.(source);
-        const strikes = (this.#strikes.get(source.id) ?? 0) + 1;
-        this.#strikes.set(source.id, strikes);
-        this.#options.log.warn("pull: chunk failed verification; discarded", {
-          name: this.name,
-          source: source.id,
-          file: file.name,
-          chunk: task.index,
-          strikes,
-        });
-        if (strikes >= source.strikes) this.#bad.add(source.id);
-        continue;
+      // Verify chunk by chunk; keep the good ones, refetch the rest.
+      const failed: number[] = [];
+      for (let i = 0; i < count; i++) {
+        const index = first + i;
+        const offset = i * size;
+        const chunk = bytes.subarray(offset, Math.min(bytes.length, offset + size));
+        const expected = file.chunks[index] ?? null;
+        const digest = verifyChunk(chunk, expected);
+        if (digest === null) {
+          failed.push(index);
+          continue;
+        }
+        await this.#write(task.file, chunk, index * size);
+        this.#complete(task.file, index, digest, chunk.length, source.kind);
       }
-      if (!isAllZero(bytes) || expected !== ZERO_CHUNK) await this.#write(task.file, bytes, start);
-      this.#complete(task, digest, bytes.length, source.kind);
-      return;
+      if (failed.length === 0) return;
+      tried.push(`${source.id}: ${failed.length} chunk(s) failed verification`);
+      this.#options.onVerifyFailure?.(source);
+      const strikes = (this.#strikes.get(source.id) ?? 0) + 1;
+      this.#strikes.set(source.id, strikes);
+      this.#options.log.warn("pull: chunks failed verification; discarded", {
+        name: this.name,
+        source: source.id,
+        file: file.name,
+        chunks: failed,
+        strikes,
+      });
+      if (strikes >= source.strikes) this.#bad.add(source.id);
+      // Refetch the failed ones: the first here, the others queued.
+      for (const index of failed.slice(1)) {
+        this.#state[task.file]![index] = MISSING;
+        this.#urgent.unshift({ file: task.file, index, count: 1 });
+      }
+      if (failed.length > 1) this.#wake();
+      first = failed[0]!;
+      count = 1;
     }
   }
 
@@ -337,15 +387,15 @@ export class PullJob {
     await lock.run(() => handle.writeAt(bytes, offset));
   }
 
-  #complete(task: Task, digest: string, bytes: number, kind: SourceKind): void {
-    this.#state[task.file]![task.index] = DONE;
-    this.received[task.file]![task.index] = digest;
+  #complete(file: number, index: number, digest: string, bytes: number, kind: SourceKind): void {
+    this.#state[file]![index] = DONE;
+    this.received[file]![index] = digest;
     this.#remaining--;
     this.progress.bytesDone += bytes;
     this.progress.chunksDone++;
     this.progress.bySource[kind] += bytes;
     this.#options.onBytes?.(kind, bytes);
-    const key = `${task.file}:${task.index}`;
+    const key = `${file}:${index}`;
     for (const waiter of this.#waiters.get(key) ?? []) waiter.resolve();
     this.#waiters.delete(key);
     if (this.#hot.delete(key) && --this.#hotRemaining === 0) this.#hotResolve();
@@ -369,12 +419,7 @@ export class PullJob {
  * when the digest is unknown, as when adopting). Returns the digest, or null
  * when the bytes are wrong.
  */
-export function verifyChunk(
-  bytes: Uint8Array,
-  request: ChunkRequest,
-  expected: string | null,
-): string | null {
-  if (bytes.length !== request.end - request.start + 1) return null;
+export function verifyChunk(bytes: Uint8Array, expected: string | null): string | null {
   if (expected === ZERO_CHUNK) return isAllZero(bytes) ? ZERO_CHUNK : null;
   const zero = isAllZero(bytes);
   const digest = zero && expected === null

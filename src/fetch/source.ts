@@ -4,10 +4,14 @@
  * @module
  */
 
-/** The bytes a pull asks a source for: chunk `index` of `file`, bytes `start..end` inclusive. */
+/**
+ * The bytes a pull asks a source for: `count` consecutive chunks of `file`
+ * from chunk `index` on, bytes `start..end` inclusive.
+ */
 export interface ChunkRequest {
   file: string;
   index: number;
+  count: number;
   start: number;
   end: number;
 }
@@ -22,7 +26,7 @@ export interface ChunkSource {
   readonly kind: SourceKind;
   /** Verification failures tolerated before the source is avoided for the rest of the pull. */
   readonly strikes: number;
-  /** Whether this source can serve the chunk now (a peer may hold only part of it). */
+  /** Whether this source can serve every chunk of the request now (a peer may hold only part). */
   has(request: ChunkRequest): boolean;
   /** Reads the chunk; rejects on any failure (after the source's own retries). */
   read(request: ChunkRequest, signal: AbortSignal): Promise<Uint8Array>;

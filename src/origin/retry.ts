@@ -49,7 +49,7 @@ const RETRYABLE_NAMES = new Set([
 ]);
 
 const RETRYABLE_MESSAGE =
-  /ECONNRESET|ECONNREFUSED|EPIPE|ETIMEDOUT|EAI_AGAIN|socket hang up|premature close|aborted|connection (was )?(reset|closed)|network|unexpected end|terminated|error sending request|body (was )?(too short|incomplete)/i;
+  /ECONNRESET|ECONNREFUSED|EPIPE|ETIMEDOUT|EAI_AGAIN|socket hang up|premature close|aborted|connection (was )?(reset|closed)|network|unexpected end|terminated|error sending request|error reading a body|body (was )?(too short|incomplete)/i;
 
 /** HTTP status of an SDK error, when it has one. */
 export function statusOf(err: unknown): number | undefined {

@@ -23,6 +23,8 @@ export interface FaultRule {
   status?: number;
   /** Body offset where a reset, stall or flip happens. @default 0 */
   afterBytes?: number;
+  /** For "flip": flip again every this many bytes after the first. */
+  every?: number;
 }
 
 /** A request the proxy saw. */
@@ -161,8 +163,10 @@ export class FaultProxy implements AsyncDisposable {
           ) {
             piece = piece.subarray(0, Math.max(0, at - sent));
           }
-          if (rule?.kind === "flip" && at >= sent && at < sent + piece.length) {
-            piece[at - sent]! ^= 0xff;
+          if (rule?.kind === "flip") {
+            for (let p = at; p < sent + piece.length; p += rule.every ?? Infinity) {
+              if (p >= sent) piece[p - sent]! ^= 0xff;
+            }
           }
           if (piece.length > 0) controller.enqueue(piece);
           sent += piece.length;
