@@ -23,7 +23,7 @@ import {
   type StateRecord,
 } from "../cache/mod.ts";
 import type { ServeConfig } from "../config/mod.ts";
-import { formatSize } from "../config/mod.ts";
+import { formatSize, normalizePath } from "../config/mod.ts";
 import { errorMessage, SnapmeshError } from "../errors.ts";
 import { type FileHandle, type FileSystem, isNoSpace } from "../fs/mod.ts";
 import { Journal, type RecoveryReport } from "../journal/mod.ts";
@@ -202,6 +202,8 @@ export class Agent {
   readonly #drafts = new KeyedMutex();
   /** Files being uploaded, by snapshot name. */
   readonly #uploads = new Map<string, Map<string, number>>();
+  /** Names whose commit is running: no new file may be staged into them. */
+  readonly #committing = new Set<string>();
   /** Committed bytes of staged files, by snapshot name. */
   readonly #draftBytes = new Map<string, number>();
   readonly #manifests = new LRUCache<string, ManifestWithDigest>({ max: MANIFEST_CACHE_ENTRIES });
@@ -210,7 +212,8 @@ export class Agent {
   readonly #pusher: Pusher | null;
   /** Bytes held outside the index: drafts and uploads in progress. */
   #reserved = 0;
-  #touched = new Set<string>();
+  /** Accesses not yet journaled: name → time, in access order. */
+  #touched = new Map<string, number>();
   #touchTimer: ReturnType<typeof setTimeout> | null = null;
   #sweepTimer: ReturnType<typeof setInterval> | null = null;
   #closed = false;
@@ -398,32 +401,61 @@ export class Agent {
     if (typeof path !== "string" || !path.startsWith("/") || path.includes("\0")) {
       throw new SnapmeshError("invalid_body", 'Body must be {"path": "/absolute/path"}');
     }
-    let real: string;
-    let realRoot: string;
-    try {
-      realRoot = await this.#fs.realPath(root);
-      real = await this.#fs.realPath(path);
-    } catch (err) {
-      if (err instanceof Deno.errors.NotFound) {
-        throw new SnapmeshError("invalid_body", `Cannot import ${path}: no such file`);
-      }
-      throw err;
-    }
-    // Symlinks are resolved first, so a link inside the root cannot point out of it.
-    if (!real.startsWith(realRoot.endsWith("/") ? realRoot : `${realRoot}/`)) {
-      throw new SnapmeshError(
+    const denied = () =>
+      new SnapmeshError(
         "path_not_allowed",
         `Cannot import ${path}: only files under the import root ${root} may be imported`,
       );
-    }
-    const stat = await this.#fs.stat(real);
-    if (!stat.isFile) {
-      throw new SnapmeshError("invalid_body", `Cannot import ${path}: not a regular file`);
-    }
-    if (stat.size > this.config.maxFileSize) throw this.#tooLarge(stat.size);
-    const handle = await this.#fs.open(real);
+    // Lexically first, so the answer for a path outside the root never
+    // depends on whether it exists.
+    if (!isUnder(normalizePath(path), normalizePath(root))) throw denied();
+    let realRoot: string;
     try {
-      return await this.#stage(name, file, fileSource(handle), stat.size);
+      realRoot = await this.#fs.realPath(root);
+    } catch {
+      throw new SnapmeshError("path_not_allowed", `The import root ${root} does not exist`);
+    }
+    // Resolve, check, open, then prove that the opened file is the one under
+    // the root: a check alone could be raced by swapping a directory for a
+    // symlink before the open. The open file's device and inode must match
+    // what the path resolves to, before and after the open. (Checking the
+    // type before opening keeps a FIFO from ever being opened; at worst a
+    // perfectly timed swap can stall one request, never leak a byte.)
+    const resolve = async () => {
+      let real: string;
+      let stat;
+      try {
+        real = await this.#fs.realPath(path);
+        stat = await this.#fs.stat(real);
+      } catch (err) {
+        throw importError(path, err);
+      }
+      if (!isUnder(real, realRoot)) throw denied();
+      if (!stat.isFile) {
+        throw new SnapmeshError("invalid_body", `Cannot import ${path}: not a regular file`);
+      }
+      return { real, stat };
+    };
+    const before = await resolve();
+    if (before.stat.size > this.config.maxFileSize) throw this.#tooLarge(before.stat.size);
+    let handle: FileHandle;
+    try {
+      handle = await this.#fs.open(before.real);
+    } catch (err) {
+      throw importError(path, err);
+    }
+    try {
+      const opened = await handle.stat();
+      const after = await resolve();
+      for (const seen of [before.stat, after.stat]) {
+        if (!opened.isFile || seen.dev !== opened.dev || seen.ino !== opened.ino) {
+          throw new SnapmeshError(
+            "path_not_allowed",
+            `Cannot import ${path}: it changed while it was being opened`,
+          );
+        }
+      }
+      return await this.#stage(name, file, fileSource(handle), opened.size);
     } finally {
       handle.close();
     }
@@ -437,6 +469,7 @@ export class Agent {
   ): Promise<StageResult> {
     const committed = this.#index.get(name);
     if (committed) return await this.#stageAgainstCommitted(committed, file, source, expectedSize);
+    if (this.#committing.has(name)) throw this.#beingCommitted(name);
 
     const uploads = this.#uploads.get(name) ?? new Map<string, number>();
     this.#uploads.set(name, uploads);
@@ -467,6 +500,8 @@ export class Agent {
       await this.#store.syncBlobs(name); // the blob's name, before the meta that points at it
       const draft: DraftFile = { ...written, file, blob: blob.id };
       await this.#drafts.run(name, async () => {
+        // The name may have been committed (or pulled) while the bytes streamed.
+        if (this.#index.has(name) || this.#committing.has(name)) throw this.#beingCommitted(name);
         const previous = await this.#store.writeDraftFile(name, draft);
         this.#draftBytes.set(name, (this.#draftBytes.get(name) ?? 0) + written.storedBytes);
         if (previous?.blob) {
@@ -492,6 +527,7 @@ export class Agent {
       if (blob) {
         blob.handle.close();
         await this.#store.removeBlob(name, blob.id).catch(() => {});
+        await this.#drafts.run(name, () => this.#store.dropDraftIfEmpty(name)).catch(() => {});
       }
       if (reserved > 0) this.#release(reserved);
       const left = (uploads.get(file) ?? 1) - 1;
@@ -588,7 +624,7 @@ export class Agent {
     try {
       const result = await this.#drafts.run(name, () => this.#commitLocked(name, request));
       this.#metrics.commits.inc({ result: result.created ? "created" : "unchanged" });
-      await this.#enforceBudget().catch((err) => {
+      await this.#enforceBudget(new Set([name])).catch((err) => {
         this.#log.warn("cache over budget after commit", { error: err });
       });
       return result;
@@ -601,6 +637,16 @@ export class Agent {
   async #commitLocked(name: string, request: CommitRequest): Promise<CommitResult> {
     const busy = this.#uploads.get(name);
     if (busy && busy.size > 0) throw this.#uploadBusy(name, busy);
+    // From here until the commit ends, a new upload into the name is refused.
+    this.#committing.add(name);
+    try {
+      return await this.#commitStaged(name, request);
+    } finally {
+      this.#committing.delete(name);
+    }
+  }
+
+  async #commitStaged(name: string, request: CommitRequest): Promise<CommitResult> {
     const drafts = await this.#store.readDraft(name);
     if (drafts.length === 0) {
       throw new SnapmeshError(
@@ -674,6 +720,13 @@ export class Agent {
     const bytes = manifest.files.reduce((n, f) => n + storedBytes(f, chunkSize), 0) +
       prepared.manifestBytes.length;
     const push = this.#pusher !== null && this.config.push !== "off" && remote === null;
+    // The staged bytes are reserved already; the manifest is new.
+    try {
+      await this.#reserve(prepared.manifestBytes.length, new Set([name]));
+    } catch (err) {
+      await this.#store.discard(prepared).catch(() => {});
+      throw err;
+    }
 
     await this.#meta.run(async () => {
       try {
@@ -699,8 +752,11 @@ export class Agent {
         await this.#store.removeSnapshot(name).catch(() => {});
         throw err;
       }
-      this.#release(this.#draftBytes.get(name) ?? 0);
+      this.#release((this.#draftBytes.get(name) ?? 0) + prepared.manifestBytes.length);
       this.#draftBytes.delete(name);
+    }).catch((err) => {
+      if (!this.#index.has(name)) this.#release(prepared.manifestBytes.length);
+      throw err;
     });
     const withDigest = { ...manifest, digest };
     this.#manifests.set(digest, withDigest);
@@ -1035,7 +1091,7 @@ export class Agent {
     this.#manifests.set(digest, { ...manifest, digest });
     this.#log.info("pulled", { name, digest, source: request.source, bytes: request.bytes });
     if (request.push) this.#pusher?.kick();
-    await this.#enforceBudget().catch((err) => {
+    await this.#enforceBudget(new Set([name])).catch((err) => {
       this.#log.warn("cache over budget after a pull", { error: err });
     });
   }
@@ -1046,12 +1102,20 @@ export class Agent {
     this.#assertOpen();
     const entry = this.#index.get(name);
     if (!entry) throw notFound(name);
-    const manifest = await this.#store.readManifest(name, entry.digest);
+    let manifest: ManifestWithDigest;
+    try {
+      manifest = await this.#store.readManifest(name, entry.digest);
+    } catch (err) {
+      if (err instanceof Deno.errors.NotFound) throw notFound(name); // evicted meanwhile
+      throw err;
+    }
     const files: FileVerification[] = [];
     for (const file of manifest.files) {
       files.push(await this.#verifyFile(name, manifest, file));
     }
     const ok = files.every((f) => f.ok);
+    // A snapshot evicted or deleted during the check is gone, not damaged.
+    if (!ok && this.#index.get(name)?.digest !== entry.digest) throw notFound(name);
     if (!ok) {
       this.#metrics.verifyFailures.inc({ source: "local" });
       this.#log.error("verify: local snapshot does not match its manifest", {
@@ -1230,15 +1294,15 @@ export class Agent {
     this.#reserved = Math.max(0, this.#reserved - bytes);
   }
 
-  /** Evicts until the cache fits its budget again (after a commit or a restart). */
-  async #enforceBudget(): Promise<void> {
+  /**
+   * Evicts until the cache fits its budget again (after a commit, a pull or
+   * a restart), never the snapshots in `keep`.
+   */
+  async #enforceBudget(keep: ReadonlySet<string> = new Set()): Promise<void> {
     if (this.usedBytes <= this.config.cacheSize) return;
     await this.#meta.run(async () => {
       while (this.usedBytes > this.config.cacheSize) {
-        const victims = this.#index.planEviction(
-          this.usedBytes - this.config.cacheSize,
-          new Set(),
-        );
+        const victims = this.#index.planEviction(this.usedBytes - this.config.cacheSize, keep);
         if (victims === null) throw this.#insufficient(0);
         for (const victim of victims) await this.#removeLocked(victim, "evict");
       }
@@ -1333,9 +1397,10 @@ export class Agent {
   }
 
   #touch(name: string): void {
-    this.#index.touch(name, this.#now());
+    const at = this.#now();
+    this.#index.touch(name, at);
     this.#touched.delete(name);
-    this.#touched.add(name);
+    this.#touched.set(name, at);
     if (this.#touchTimer === null) {
       this.#touchTimer = setTimeout(() => {
         this.#touchTimer = null;
@@ -1347,11 +1412,18 @@ export class Agent {
   /** Journals access order without fsync (batched, per DESIGN.md §5). */
   #flushTouches(): void {
     if (this.#touched.size === 0) return;
-    const names = [...this.#touched];
+    const touched = [...this.#touched];
     this.#touched.clear();
-    this.#record({ t: "touch", names, at: this.#now() }, false).catch((err) => {
-      this.#log.warn("could not journal access times", { error: err });
-    });
+    // Batches of 500 names keep every record far below the journal's size limit.
+    for (let k = 0; k < touched.length; k += 500) {
+      const batch = touched.slice(k, k + 500);
+      this.#record(
+        { t: "touch", names: batch.map(([n]) => n), times: batch.map(([, t]) => t) },
+        false,
+      ).catch((err) => {
+        this.#log.warn("could not journal access times", { error: err });
+      });
+    }
   }
 
   #hit(): void {
@@ -1374,6 +1446,13 @@ export class Agent {
       `File of ${size} bytes is larger than the ${this.config.maxFileSize}-byte limit ` +
         `(--max-file-size)`,
       { limit: this.config.maxFileSize },
+    );
+  }
+
+  #beingCommitted(name: string): SnapmeshError {
+    return new SnapmeshError(
+      "snapshot_exists",
+      `Snapshot "${name}" is committed or being committed: files cannot be staged into it`,
     );
   }
 
@@ -1509,6 +1588,22 @@ async function moveJournalAside(store: SnapshotStore, log: Logger): Promise<void
   await fs.mkdir(store.journalDir);
   await fs.syncDir(store.root);
   log.warn("rebuild-index: moved the old journal aside", { path: aside });
+}
+
+/** True when absolute path `path` is strictly inside directory `root`. */
+function isUnder(path: string, root: string): boolean {
+  return path.startsWith(root.endsWith("/") ? root : `${root}/`);
+}
+
+function importError(path: string, err: unknown): SnapmeshError {
+  if (err instanceof SnapmeshError) return err;
+  if (err instanceof Deno.errors.NotFound) {
+    return new SnapmeshError("invalid_body", `Cannot import ${path}: no such file`);
+  }
+  if (err instanceof Deno.errors.PermissionDenied) {
+    return new SnapmeshError("path_not_allowed", `Cannot import ${path}: permission denied`);
+  }
+  return new SnapmeshError("invalid_body", `Cannot import ${path}: ${errorMessage(err)}`);
 }
 
 function withoutDigest(manifest: ManifestWithDigest): Manifest {

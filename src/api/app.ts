@@ -239,13 +239,24 @@ function contentLength(c: Context): number | null {
 
 async function jsonBody(c: Context): Promise<Record<string, unknown>> {
   const length = contentLength(c);
-  if (length !== null && length > MAX_JSON_BODY) {
-    throw new SnapmeshError("invalid_body", `JSON body is larger than ${MAX_JSON_BODY} bytes`);
+  if (length !== null && length > MAX_JSON_BODY) throw tooBigBody();
+  // Read with a cap: a chunked body announces no length.
+  const chunks: Uint8Array[] = [];
+  let total = 0;
+  if (c.req.raw.body) {
+    for await (const chunk of c.req.raw.body) {
+      total += chunk.length;
+      if (total > MAX_JSON_BODY) throw tooBigBody();
+      chunks.push(chunk);
+    }
   }
-  const text = await c.req.text();
-  if (text.length > MAX_JSON_BODY) {
-    throw new SnapmeshError("invalid_body", `JSON body is larger than ${MAX_JSON_BODY} bytes`);
+  const bytes = new Uint8Array(total);
+  let at = 0;
+  for (const chunk of chunks) {
+    bytes.set(chunk, at);
+    at += chunk.length;
   }
+  const text = new TextDecoder().decode(bytes);
   if (text.trim() === "") return {};
   let value: unknown;
   try {
@@ -257,6 +268,10 @@ async function jsonBody(c: Context): Promise<Record<string, unknown>> {
     throw new SnapmeshError("invalid_body", "Body must be a JSON object");
   }
   return value as Record<string, unknown>;
+}
+
+function tooBigBody(): SnapmeshError {
+  return new SnapmeshError("invalid_body", `JSON body is larger than ${MAX_JSON_BODY} bytes`);
 }
 
 function decodeSegment(segment: string): string {

@@ -54,6 +54,13 @@ export class SnapshotIndex implements JournalStateMachine {
    * persist them.
    */
   goLive(): void {
+    // Access times reach the journal in batches, after records written
+    // meanwhile, so the replay order alone would misplace them: restore the
+    // order from the times (stable for equal times).
+    const entries = this.entries();
+    entries.sort((a, b) => a.lastAccess - b.lastAccess);
+    this.#lru = newLru();
+    for (const entry of entries) this.#lru.set(entry.name, entry);
     this.#live = true;
   }
 
@@ -96,7 +103,11 @@ export class SnapshotIndex implements JournalStateMachine {
         break;
       }
       case "touch":
-        if (!this.#live) { for (const name of record.names) this.touch(name, record.at); }
+        if (this.#live) break;
+        record.names.forEach((name, i) => {
+          const entry = this.#lru.peek(name);
+          if (entry) entry.lastAccess = Math.max(entry.lastAccess, record.times[i] ?? 0);
+        });
         break;
       case "push_queued":
         this.#push.set(record.name, record.digest);

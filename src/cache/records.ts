@@ -39,11 +39,11 @@ export interface PinRecord {
   name: string;
 }
 
-/** Snapshots were read, most recent last. */
+/** Snapshots were read, with the time of each read (ms), most recent last. */
 export interface TouchRecord {
   t: "touch";
   names: string[];
-  at: number;
+  times: number[];
 }
 
 /** An upload to the origin was queued (async push) or finished. */
@@ -95,7 +95,9 @@ export function decodeStateRecord(record: JournalRecord): StateRecord {
   const out = { t, ...body } as StateRecord;
   const name = (out as { name?: unknown }).name;
   if (out.t === "touch") {
-    if (!Array.isArray(out.names)) throw new TypeError("touch record without names");
+    if (!Array.isArray(out.names) || !Array.isArray(out.times)) {
+      throw new TypeError("touch record without names and times");
+    }
   } else if (typeof name !== "string") {
     throw new TypeError(`${t} record without a name`);
   }

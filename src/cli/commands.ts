@@ -201,9 +201,10 @@ const get: ClientCommand = {
     }
     if (temp) await Deno.rename(temp, out);
     const source = response.headers.get("x-snapmesh-source");
-    if (flagOption(args, "json")) {
-      json(io, { name, file, path: out, size: total, sha256: actual, source });
-    } else if (!toStdout) io.err(`wrote ${out} (${formatSize(total)}, from ${source ?? "node"})`);
+    const report = { name, file, path: out, size: total, sha256: actual, source };
+    // With -o - the file bytes own stdout: the report goes to stderr.
+    if (flagOption(args, "json")) (toStdout ? io.err : io.out)(JSON.stringify(report, null, 2));
+    else if (!toStdout) io.err(`wrote ${out} (${formatSize(total)}, from ${source ?? "node"})`);
     return 0;
   },
 };

@@ -17,10 +17,15 @@ export interface FileHandle {
   writeAt(data: Uint8Array, offset: number): Promise<void>;
   /** Sets the file length (extending makes a hole). */
   truncate(length: number): Promise<void>;
-  /** Flushes data (and the metadata needed to read it) to stable storage. */
-  sync(): Promise<void>;
+  /**
+   * Flushes data (and the metadata needed to read it) to stable storage;
+   * with `metadata`, every inode change too (mode, times): fsync, not fdatasync.
+   */
+  sync(options?: { metadata?: boolean }): Promise<void>;
   /** Current length in bytes. */
   size(): Promise<number>;
+  /** Metadata of the open file itself (not of whatever its path names now). */
+  stat(): Promise<FileStat>;
   close(): void;
 }
 
@@ -53,6 +58,9 @@ export interface FileStat {
   /** 512-byte blocks allocated, where the platform reports them. */
   blocks: number | null;
   mtimeMs: number | null;
+  /** Device and inode: together, the identity of a file (null where unknown). */
+  dev: number | null;
+  ino: number | null;
 }
 
 /** The file operations the agent needs, and nothing more. */
@@ -104,12 +112,16 @@ class DenoFileHandle implements FileHandle {
     return this.#file.truncate(length);
   }
 
-  sync(): Promise<void> {
-    return this.#file.syncData();
+  sync(options: { metadata?: boolean } = {}): Promise<void> {
+    return options.metadata ? this.#file.sync() : this.#file.syncData();
   }
 
   async size(): Promise<number> {
     return (await this.#file.stat()).size;
+  }
+
+  async stat(): Promise<FileStat> {
+    return toStat(await this.#file.stat());
   }
 
   close(): void {
@@ -129,6 +141,8 @@ function toStat(info: Deno.FileInfo): FileStat {
     mode: info.mode,
     blocks: info.blocks,
     mtimeMs: info.mtime?.getTime() ?? null,
+    dev: info.dev,
+    ino: info.ino,
   };
 }
 

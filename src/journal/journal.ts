@@ -283,9 +283,16 @@ export class Journal {
       );
     }
     if (this.#closed) return Promise.reject(new JournalBrokenError("The journal is closed"));
+    // Encode before taking the number: a record that cannot be encoded must
+    // not leave a gap in the sequence.
+    let bytes: Uint8Array;
+    try {
+      bytes = encodeRecord(this.#lastSeq + 1, type, payload, options.sync);
+    } catch (err) {
+      return Promise.reject(err);
+    }
     const seq = ++this.#lastSeq;
-    const record: JournalRecord = { seq, type, payload };
-    const bytes = encodeRecord(seq, type, payload);
+    const record: JournalRecord = { seq, type, payload, durable: options.sync };
     const done = new Promise<number>((resolve, reject) => {
       this.#queue.push({ record, bytes, sync: options.sync, resolve, reject });
     });

@@ -11,6 +11,7 @@
 import {
   decodeJournalHeader,
   decodeRecordAt,
+  DURABLE_FLAG,
   type JournalRecord,
   RECORD_HEADER_BYTES,
 } from "./record.ts";
@@ -74,32 +75,38 @@ export function scanJournal(bytes: Uint8Array, options: ScanOptions = {}): Journ
     detail = result.ok
       ? `record of unknown type ${result.record.type}`
       : `${result.reason.replace("_", " ")} at sequence ${expected}`;
-    const later = findValidRecordAfter(bytes, offset + 1, isKnownType);
+    // Valid records after the damage make it corruption, unless none of them
+    // was ever acknowledged: unsynced appends can reach the disk out of order.
+    const later = findValidRecordsAfter(bytes, offset + 1, isKnownType);
+    const durable = later.find((r) => r.durable);
+    let note = "";
+    if (durable) note = `, followed by a durable record at byte ${durable.offset}`;
+    else if (later.length > 0) note = `, followed only by ${later.length} unsynced record(s)`;
     return {
       baseSeq: header.baseSeq,
       records,
       validEnd: offset,
-      damage: {
-        offset,
-        tornTail: later === null,
-        detail: later === null ? detail : `${detail}, followed by a valid record at byte ${later}`,
-      },
+      damage: { offset, tornTail: durable === undefined, detail: detail + note },
     };
   }
   return { baseSeq: header.baseSeq, records, validEnd: offset, damage: null };
 }
 
-/** Offset of the first complete, checksum-valid record at or after `from`. */
-function findValidRecordAfter(
+/** Complete, checksum-valid records at or after `from`, with their offsets. */
+function findValidRecordsAfter(
   bytes: Uint8Array,
   from: number,
   isKnownType: (type: number) => boolean,
-): number | null {
+): { offset: number; durable: boolean }[] {
+  const found: { offset: number; durable: boolean }[] = [];
   for (let offset = from; offset + RECORD_HEADER_BYTES <= bytes.length; offset++) {
     // Cheap filter before the checksum: the type byte must be a known type.
-    if (!isKnownType(bytes[offset + 16]!)) continue;
+    if (!isKnownType(bytes[offset + 16]! & ~DURABLE_FLAG)) continue;
     const result = decodeRecordAt(bytes, offset);
-    if (result.ok) return offset;
+    if (!result.ok) continue;
+    found.push({ offset, durable: result.record.durable === true });
+    if (result.record.durable) break;
+    offset = result.end - 1;
   }
-  return null;
+  return found;
 }

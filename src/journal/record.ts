@@ -27,7 +27,17 @@ export interface JournalRecord {
   seq: number;
   type: number;
   payload: Uint8Array;
+  /**
+   * True when the record was fsynced before anyone was told it exists. Stored
+   * in the high bit of the type byte: after a power cut, unsynced records may
+   * reach the disk out of order, so damage followed only by unsynced records
+   * is still a torn tail.
+   */
+  durable?: boolean;
 }
+
+/** High bit of the type byte: the record was appended with an fsync. */
+export const DURABLE_FLAG = 0x80;
 
 const encoder = new TextEncoder();
 
@@ -38,21 +48,26 @@ export function crc32c(...parts: Uint8Array[]): number {
   return crc.digest() >>> 0;
 }
 
-/** Encodes one record. */
-export function encodeRecord(seq: number, type: number, payload: Uint8Array): Uint8Array {
+/** Encodes one record (`durable`: it will be fsynced before it is acknowledged). */
+export function encodeRecord(
+  seq: number,
+  type: number,
+  payload: Uint8Array,
+  durable = false,
+): Uint8Array {
   if (payload.length > MAX_PAYLOAD_BYTES) {
     throw new RangeError(
       `Journal record of ${payload.length} bytes exceeds the ${MAX_PAYLOAD_BYTES}-byte limit`,
     );
   }
-  if (!Number.isInteger(type) || type < 1 || type > 255) {
-    throw new RangeError(`Journal record type ${type} is not in 1..255`);
+  if (!Number.isInteger(type) || type < 1 || type > 127) {
+    throw new RangeError(`Journal record type ${type} is not in 1..127`);
   }
   const bytes = new Uint8Array(RECORD_HEADER_BYTES + payload.length);
   const view = new DataView(bytes.buffer);
   view.setUint32(4, payload.length, true);
   view.setBigUint64(8, BigInt(seq), true);
-  view.setUint8(16, type);
+  view.setUint8(16, durable ? type | DURABLE_FLAG : type);
   bytes.set(payload, RECORD_HEADER_BYTES);
   view.setUint32(0, crc32c(bytes.subarray(4)), true);
   return bytes;
@@ -82,12 +97,14 @@ export function decodeRecordAt(bytes: Uint8Array, offset: number): DecodeResult 
   }
   const seq = view.getBigUint64(8, true);
   if (seq > BigInt(Number.MAX_SAFE_INTEGER)) return { ok: false, reason: "bad_checksum" };
+  const typeByte = view.getUint8(16);
   return {
     ok: true,
     record: {
       seq: Number(seq),
-      type: view.getUint8(16),
+      type: typeByte & ~DURABLE_FLAG,
       payload: bytes.slice(offset + RECORD_HEADER_BYTES, end),
+      durable: (typeByte & DURABLE_FLAG) !== 0,
     },
     end,
   };

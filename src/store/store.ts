@@ -154,7 +154,7 @@ export class SnapshotStore {
         // The mode is inode metadata, which no directory fsync covers.
         const handle = await fs.open(target);
         try {
-          await handle.sync();
+          await handle.sync({ metadata: true });
         } finally {
           handle.close();
         }
@@ -296,7 +296,7 @@ export class SnapshotStore {
       await fs.chmod(path, 0o444);
       const handle = await fs.open(path);
       try {
-        await handle.sync();
+        await handle.sync({ metadata: true });
       } finally {
         handle.close();
       }
@@ -433,6 +433,11 @@ export class SnapshotStore {
       }
     }
     return latest;
+  }
+
+  /** Removes the draft directory of `name` when it holds no staged file. */
+  async dropDraftIfEmpty(name: string): Promise<void> {
+    if ((await this.readDraft(name)).length === 0) await this.dropDraft(name);
   }
 
   /** Names that have a draft directory. */

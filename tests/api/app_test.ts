@@ -1,4 +1,5 @@
 import { assert, assertEquals, assertMatch } from "../helpers/assert.ts";
+import { DenoFileSystem, type OpenOptions } from "../../src/fs/mod.ts";
 import { errorCode, publish, testNode } from "../helpers/in_process.ts";
 import { randomBytes, sha256 } from "../helpers/temp.ts";
 
@@ -450,4 +451,97 @@ Deno.test("abandoned drafts are dropped after --draft-ttl and free their space",
     "draft_not_found",
   );
   assertEquals((await node.request("/v1/snapshots/fresh/commit", { method: "POST" })).status, 201);
+});
+
+Deno.test("a PUT that starts while a commit runs is refused and leaves nothing behind", async () => {
+  await using node = await testNode();
+  await node.request("/v1/snapshots/x/files/a", { method: "PUT", body: randomBytes(1000, 1) });
+  let release!: () => void;
+  const gate = new Promise<void>((r) => (release = r));
+  // A body that finishes only after the commit has started.
+  const slow = new ReadableStream<Uint8Array>({
+    async pull(controller) {
+      await gate;
+      controller.enqueue(randomBytes(1000, 2));
+      controller.close();
+    },
+  });
+  const commit = node.request("/v1/snapshots/x/commit", { method: "POST" });
+  const put = node.request("/v1/snapshots/x/files/b", { method: "PUT", body: slow });
+  await new Promise((r) => setTimeout(r, 20));
+  release();
+  const [c, p] = await Promise.all([commit, put]);
+  // Either the commit saw the upload (409) or the upload saw the commit (409); never both 2xx.
+  const statuses = [c.status, p.status].sort();
+  assert(statuses[0]! >= 200 && statuses[0]! < 300 && statuses[1] === 409, `statuses ${statuses}`);
+  await c.body?.cancel();
+  await p.body?.cancel();
+  if (c.status === 201) {
+    assertEquals(node.agent.reservedBytes, 0);
+    assert(!(await Deno.stat(`${node.dir}/drafts/x`).then(() => true, () => false)));
+  }
+});
+
+Deno.test("a commit into a nearly full cache never evicts the snapshot it creates", async () => {
+  await using node = await testNode({ "cache-size": "2MiB" });
+  assertEquals((await publish(node, "p", { f: randomBytes(MiB, 3) })).status, 201);
+  await node.request("/v1/snapshots/p/pin", { method: "PUT" });
+  const room = 2 * MiB - node.agent.usedBytes - 100; // the manifest will not fit on top
+  const staged = await node.request("/v1/snapshots/q/files/f", {
+    method: "PUT",
+    body: randomBytes(room, 4),
+  });
+  assertEquals(staged.status, 201);
+  const commit = await node.request("/v1/snapshots/q/commit", { method: "POST" });
+  // Either refused for lack of room, or committed and still there.
+  if (commit.status === 201) {
+    assertEquals((await node.request("/v1/snapshots/q")).status, 200);
+  } else {
+    assertEquals([commit.status, await errorCode(commit)], [507, "insufficient_storage"]);
+    assertEquals((await node.request("/v1/snapshots/q")).status, 404);
+  }
+  assert(node.agent.usedBytes <= 2 * MiB);
+});
+
+Deno.test("JSON bodies are capped while they are read, chunked or not", async () => {
+  await using node = await testNode();
+  await node.request("/v1/snapshots/j/files/a", { method: "PUT", body: "abc" });
+  const huge = new ReadableStream<Uint8Array>({
+    pull(controller) {
+      controller.enqueue(new TextEncoder().encode(" ".repeat(64 * 1024)));
+    },
+  });
+  const response = await node.request("/v1/snapshots/j/commit", { method: "POST", body: huge });
+  assertEquals([response.status, await errorCode(response)], [400, "invalid_body"]);
+});
+
+Deno.test("import refuses a file swapped for one outside the root while it is opened", async () => {
+  const root = await Deno.makeTempDir({ prefix: "snapmesh-import-" });
+  const outside = await Deno.makeTempDir({ prefix: "snapmesh-outside-" });
+  try {
+    await Deno.mkdir(`${root}/d`);
+    await Deno.writeTextFile(`${root}/d/s`, "inside\n");
+    await Deno.writeTextFile(`${outside}/s`, "secret\n");
+    // A file system whose open() lands on the outside file, as if a directory
+    // was swapped for a symlink just before the open and back just after.
+    class SwappingFs extends DenoFileSystem {
+      override async open(path: string, options?: OpenOptions) {
+        if (path.startsWith(`${root}/d/`)) return await super.open(`${outside}/s`, options);
+        return await super.open(path, options);
+      }
+    }
+    await using node = await testNode({ "import-root": root }, { fs: new SwappingFs() });
+    const response = await node.request("/v1/snapshots/i/files/s/import", {
+      method: "POST",
+      body: JSON.stringify({ path: `${root}/d/s` }),
+    });
+    assertEquals([response.status, await errorCode(response)], [403, "path_not_allowed"]);
+    assertEquals(
+      await errorCode(await node.request("/v1/snapshots/i/commit", { method: "POST" })),
+      "draft_not_found",
+    );
+  } finally {
+    await Deno.remove(root, { recursive: true });
+    await Deno.remove(outside, { recursive: true });
+  }
 });

@@ -27,7 +27,8 @@ Deno.test("SnapshotIndex keeps LRU order and byte totals", () => {
   add(index, "b", 200);
   add(index, "c", 300);
   assertEquals(index.totalBytes, 600);
-  apply(index, { t: "touch", names: ["a"], at: 99 });
+  apply(index, { t: "touch", names: ["a"], times: [99] });
+  index.goLive();
   assertEquals(index.entries().map((e) => e.name), ["b", "c", "a"]);
   apply(index, { t: "remove", name: "b", digest: "d-b", reason: "evict" });
   assertEquals(index.totalBytes, 400);
@@ -55,7 +56,8 @@ Deno.test("SnapshotIndex round-trips through a checkpoint with order, pins and p
   add(index, "y", 20);
   add(index, "z", 30);
   apply(index, { t: "pin", name: "y" });
-  apply(index, { t: "touch", names: ["x"], at: 1234 });
+  apply(index, { t: "touch", names: ["x"], times: [1234] });
+  index.goLive();
   apply(index, { t: "push_queued", name: "z", digest: "d-z" });
   const copy = new SnapshotIndex(silentLogger);
   copy.restore(index.snapshot());
@@ -67,6 +69,29 @@ Deno.test("SnapshotIndex round-trips through a checkpoint with order, pins and p
   assertEquals(copy.pushQueue(), []);
 });
 
+Deno.test("SnapshotIndex orders replayed touches by access time, not by journal position", () => {
+  const index = new SnapshotIndex(silentLogger);
+  const at = (name: string, time: number) =>
+    apply(index, {
+      t: "add",
+      name,
+      digest: `d-${name}`,
+      bytes: 1,
+      size: 1,
+      files: 1,
+      source: "local",
+      at: time,
+    });
+  at("a", 50);
+  at("b", 100);
+  at("c", 300);
+  // "a" was read at 200, between the adds of b and c, but its touch batch
+  // reached the journal after c's add.
+  apply(index, { t: "touch", names: ["a"], times: [200] });
+  index.goLive();
+  assertEquals(index.entries().map((e) => e.name), ["b", "a", "c"]);
+});
+
 Deno.test("SnapshotIndex applies touches live, and only replays them from the journal", () => {
   const index = new SnapshotIndex(silentLogger);
   add(index, "a", 1);
@@ -75,6 +100,6 @@ Deno.test("SnapshotIndex applies touches live, and only replays them from the jo
   index.touch("a", 5);
   assertEquals(index.entries().map((e) => e.name), ["b", "a"]);
   // The record persisting that touch (and an older one) must not reorder again.
-  apply(index, { t: "touch", names: ["b"], at: 4 });
+  apply(index, { t: "touch", names: ["b"], times: [4] });
   assertEquals(index.entries().map((e) => e.name), ["b", "a"]);
 });

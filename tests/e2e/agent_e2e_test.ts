@@ -321,3 +321,33 @@ Deno.test("the CLI draws a progress bar on a TTY and stays quiet otherwise", asy
   assertMatch(text, /100% 8\.00 MiB\/8\.00 MiB/);
   assertMatch(text, /committed tty-test [0-9a-f]{64}/);
 });
+
+Deno.test("after kill -9 the LRU order follows access times, even for reads journaled late", async () => {
+  await using tmp = await tempDir();
+  const args = ["--cache-size", "12MiB"];
+  const first = await startAgent({ dataDir: tmp.path, args });
+  const blob = (seed: number) => randomBytes(3 * MiB, seed);
+  for (const [name, seed] of [["a", 1], ["b", 2]] as const) {
+    assertEquals((await put(first.url, name, "mem", blob(seed))).status, 201);
+    assertEquals((await commit(first.url, name)).status, 201);
+  }
+  assertEquals((await put(first.url, "c", "mem", blob(3))).status, 201);
+  // Read "a", then commit "c" at once: the access-time batch for "a" reaches
+  // the journal after the record that adds "c".
+  await (await fetch(`${first.url}/v1/snapshots/a/files/mem`, { headers: { Range: "bytes=0-0" } }))
+    .arrayBuffer();
+  assertEquals((await commit(first.url, "c")).status, 201);
+  await new Promise((r) => setTimeout(r, 400));
+  await first.kill();
+  await using second = await startAgent({ dataDir: tmp.path, args });
+  // True order b, a, c. (Replaying in journal order would give b, c, a;
+  // ignoring the read would give a, b, c.) Each new 3 MiB snapshot evicts one.
+  const names = async () =>
+    (await (await fetch(`${second.url}/v1/snapshots`)).json()).map((s: { name: string }) => s.name);
+  assertEquals((await put(second.url, "d", "mem", blob(4))).status, 201);
+  assertEquals((await commit(second.url, "d")).status, 201);
+  assertEquals(await names(), ["a", "c", "d"]);
+  assertEquals((await put(second.url, "e", "mem", blob(5))).status, 201);
+  assertEquals((await commit(second.url, "e")).status, 201);
+  assertEquals(await names(), ["c", "d", "e"]);
+});

@@ -67,14 +67,18 @@ class FaultHandle implements FileHandle {
     return this.#inner.truncate(length);
   }
 
-  async sync(): Promise<void> {
+  async sync(options?: { metadata?: boolean }): Promise<void> {
     this.#fs.beforeSync(this.#path);
-    await this.#inner.sync();
+    await this.#inner.sync(options);
     this.#fs.synced(this.#path, await this.#inner.size());
   }
 
   size(): Promise<number> {
     return this.#inner.size();
+  }
+
+  stat(): Promise<FileStat> {
+    return this.#inner.stat();
   }
 
   close(): void {

@@ -21,8 +21,14 @@ function journalImage(records: Uint8Array[], baseSeq = 1): Uint8Array {
   return out;
 }
 
+/** A durable record (appended with an fsync), as commits, deletes and pins are. */
 function record(seq: number, text = `record ${seq}`): Uint8Array {
-  return encodeRecord(seq, 1, encoder.encode(text));
+  return encodeRecord(seq, 1, encoder.encode(text), true);
+}
+
+/** A record appended without fsync (like an access-time batch). */
+function unsynced(seq: number, text = `access ${seq}`): Uint8Array {
+  return encodeRecord(seq, 1, encoder.encode(text), false);
 }
 
 Deno.test("scanJournal() reads a clean journal", () => {
@@ -96,6 +102,28 @@ Deno.test("scanJournal() bounds a length field of 2^32-1 before allocating", asy
     assertEquals(scan.records.length, 1);
     assertEquals(scan.damage?.tornTail, false);
   });
+});
+
+Deno.test("scanJournal() treats damage followed only by unsynced records as a torn tail", () => {
+  // After a power cut, unsynced appends can reach the disk out of order: a
+  // lost page before a persisted one is not corruption of anything acknowledged.
+  const records = [record(1), unsynced(2), unsynced(3), unsynced(4)];
+  const image = journalImage(records);
+  const second = 20 + records[0]!.length;
+  image.fill(0, second, second + records[1]!.length);
+  const scan = scanJournal(image)!;
+  assertEquals(scan.records.map((r) => r.seq), [1]);
+  assertEquals(scan.damage?.tornTail, true);
+  assert(scan.damage?.detail.includes("only by 2 unsynced record(s)"), scan.damage?.detail);
+  // One durable record after the damage makes it corruption again.
+  const mixed = journalImage([record(1), unsynced(2), unsynced(3), record(4)]);
+  mixed.fill(0, second, second + records[1]!.length);
+  assertEquals(scanJournal(mixed)!.damage?.tornTail, false);
+});
+
+Deno.test("decodeRecordAt() keeps the durable flag out of the type", () => {
+  const scan = scanJournal(journalImage([record(1), unsynced(2)]))!;
+  assertEquals(scan.records.map((r) => [r.type, r.durable]), [[1, true], [1, false]]);
 });
 
 Deno.test("scanJournal() rejects a duplicated record", () => {
