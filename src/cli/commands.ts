@@ -324,8 +324,22 @@ interface Status {
   uptime: number;
   cache: Record<string, number>;
   peers: { id: string; url: string; healthy: boolean; lastSeenMs: number | null }[];
-  origin: { endpoint: string; bucket: string; healthy: boolean } | null;
-  pulls: unknown[];
+  origin: {
+    endpoint: string;
+    bucket: string;
+    healthy: boolean;
+    push: { mode: string; queued: number; failing: unknown[] };
+  } | null;
+  pulls: { name: string; bytesDone: number; bytesTotal: number }[];
+}
+
+function originLine(origin: Status["origin"]): string {
+  if (!origin) return "none";
+  const push = origin.push;
+  return `${origin.endpoint} bucket ${origin.bucket} (${
+    origin.healthy ? "healthy" : "unhealthy"
+  }); ` +
+    `push ${push.mode}: ${push.queued} queued, ${push.failing.length} failing`;
 }
 
 const status: ClientCommand = {
@@ -350,14 +364,10 @@ const status: ClientCommand = {
         `${c.entries} snapshots (${c.pinned ?? 0} pinned); ` +
         `hits ${c.hits} misses ${c.misses} evictions ${c.evictions}`,
         `peers    ${healthy}/${s.peers.length} healthy`,
-        `origin   ${
-          s.origin
-            ? `${s.origin.endpoint} bucket ${s.origin.bucket} (${
-              s.origin.healthy ? "healthy" : "unhealthy"
-            })`
-            : "none"
-        }`,
-        `pulls    ${s.pulls.length} active`,
+        `origin   ${originLine(s.origin)}`,
+        `pulls    ${s.pulls.length} active` +
+        s.pulls.map((p) => `; ${p.name} ${formatSize(p.bytesDone)}/${formatSize(p.bytesTotal)}`)
+          .join(""),
       ].join("\n"),
     );
     return 0;

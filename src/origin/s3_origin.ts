@@ -128,10 +128,9 @@ export class S3Origin {
       responseChecksumValidation: "WHEN_REQUIRED",
       // Deno's native fetch: about 30% less CPU per byte than the SDK's
       // default node:http handler running on Deno's Node compatibility layer.
-      requestHandler: new fetchHandler({
-        keepAlive: true,
-        requestTimeout: options.stallTimeoutMs,
-      }),
+      // No request timeout here: it would also cut a slow but healthy upload.
+      // Our own watchdogs abort only what makes no progress.
+      requestHandler: new fetchHandler({ keepAlive: true }),
     });
   }
 
@@ -281,16 +280,46 @@ export class S3Origin {
           },
           partSize: 8 * 1024 * 1024,
           queueSize: 4,
-          leavePartsOnError: false,
+          // We abort a failed multipart upload ourselves, best effort: letting
+          // the library do it would replace the real error with the abort's
+          // (some S3-compatible servers do not implement the abort at all).
+          leavePartsOnError: true,
         });
         const abort = () => upload.abort().catch(() => {});
         signal.addEventListener("abort", abort, { once: true });
+        // Abort an upload that makes no progress for the stall timeout.
+        let last = Date.now();
+        let stalled: StallError | null = null;
+        const check = () => {
+          const idle = Date.now() - last;
+          if (idle < this.#stallMs) {
+            watchdog = setTimeout(check, this.#stallMs - idle);
+            return;
+          }
+          stalled = new StallError(`Upload of ${key} made no progress for ${this.#stallMs} ms`);
+          abort();
+        };
+        let watchdog = setTimeout(check, this.#stallMs);
         upload.on("httpUploadProgress", (p) => {
+          last = Date.now();
           if (p.loaded !== undefined) onProgress?.(p.loaded);
         });
         try {
           await upload.done();
+        } catch (err) {
+          const uploadId = (upload as unknown as { uploadId?: string }).uploadId;
+          if (uploadId) {
+            this.#client.send(
+              new this.#sdk.AbortMultipartUploadCommand({
+                Bucket: this.bucket,
+                Key: key,
+                UploadId: uploadId,
+              }),
+            ).catch(() => {});
+          }
+          throw stalled ?? err;
         } finally {
+          clearTimeout(watchdog);
           signal.removeEventListener("abort", abort);
         }
       },

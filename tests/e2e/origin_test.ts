@@ -430,3 +430,20 @@ Deno.test("committing other content under a name the origin holds answers 409", 
   assertEquals(same.status, 201);
   assertEquals(same.body.digest, first.body.digest, "same content takes the origin's manifest");
 });
+
+Deno.test("uploads that stall or answer 503 are retried until they land", async () => {
+  await using o = await origin();
+  await using tmp = await tempDir();
+  await using a = await agentWith(o, `${tmp.path}/a`, "--push", "sync");
+  const mem = memFile(40, 14); // 10 MiB: a multipart upload
+  o.proxy.add({ kind: "status", status: 503, method: "PUT", times: 2 });
+  o.proxy.add({ kind: "stall", method: "PUT", times: 1 });
+  const committed = await publish(a.url, "fn-up", { mem });
+  assertEquals(committed.status, 201, JSON.stringify(o.proxy.seen, null, 1));
+  assertEquals(await sha256((await o.s3.get("fn-up/files/mem"))!), await sha256(mem));
+  assert(
+    o.proxy.seen.some((r) => r.fault === "stall") && o.proxy.seen.some((r) => r.fault === "status"),
+  );
+  const metrics = await (await fetch(`${a.url}/metrics`)).text();
+  assertMatch(metrics, /snapmesh_pushes_total 1/);
+});
