@@ -19,6 +19,7 @@ export type ErrorCode =
   | "snapshot_exists"
   | "snapshot_pinned"
   | "upload_in_progress"
+  | "chunk_unavailable"
   | "too_large"
   | "range_not_satisfiable"
   | "not_ready"

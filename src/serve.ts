@@ -101,7 +101,13 @@ export async function runServe(
 
   let exitCode = 0;
   try {
-    agent = await opening;
+    const opened = await opening;
+    const address = server.addr as Deno.NetAddr;
+    const host = address.hostname === "0.0.0.0" || address.hostname === "::"
+      ? safeHostname()
+      : address.hostname;
+    opened.setAdvertise(`http://${formatListen({ hostname: host, port: address.port })}`);
+    agent = opened;
   } catch (err) {
     const message = `Cannot start: ${errorMessage(err)}`;
     log.error(message, { error: err });
@@ -128,6 +134,14 @@ export async function runServe(
   lock.release();
   log.info("stopped", { exitCode });
   return exitCode;
+}
+
+function safeHostname(): string {
+  try {
+    return Deno.hostname();
+  } catch {
+    return "localhost";
+  }
 }
 
 function delay(ms: number): Promise<void> {

@@ -1,8 +1,17 @@
 /**
  * Pulls of snapshots that are not local: one per name at a time (every
- * reader of the name joins it), from the origin for now. A pull keeps its
- * progress in `partial/<digest>/`, so a pull cut short (failure, restart)
- * resumes from the chunks already verified.
+ * reader of the name joins it). A pull keeps its progress in
+ * `partial/<digest>/`, so a pull cut short (failure, restart) resumes from
+ * the chunks already verified.
+ *
+ * Lookup on a miss: the name's owners (the top two of a rendezvous ranking
+ * of this node and its healthy peers) ranked above this node are asked to
+ * fetch it; then a few other healthy peers are asked whether they hold it;
+ * then the origin. An owner asked by a peer pulls in "owner" mode, which
+ * never asks owners in turn, so the origin sends each snapshot about once
+ * per cluster. Chunks then come from wherever they are: other local
+ * snapshots, every peer that holds them (availability is polled), the owner
+ * (which waits for its own pull), the origin last.
  *
  * A name whose origin prefix holds files but no manifest (a vHive-style
  * upload: `<name>/mem_file`, `<name>/snap_file`, …) is adopted: its files are
@@ -17,8 +26,15 @@ import { createHash } from "node:crypto";
 import type { Source } from "../cache/mod.ts";
 import type { ServeConfig } from "../config/mod.ts";
 import { errorMessage, SnapmeshError } from "../errors.ts";
+import { weight } from "../cluster/hrw.ts";
+import type { Membership, Peer, PeerManifest } from "../cluster/mod.ts";
+import { PeerError } from "../cluster/mod.ts";
 import {
+  type ChunkLocator,
+  type ChunkSource,
+  LocalSource,
   OriginSource,
+  PeerSource,
   type PullFile,
   PullJob,
   type PullProgress,
@@ -42,6 +58,7 @@ import {
 import type { Metrics } from "../metrics/mod.ts";
 import type { S3Origin } from "../origin/mod.ts";
 import type { SnapshotStore } from "../store/mod.ts";
+import type { RateLimiter } from "../util/rate.ts";
 
 /** What the puller needs from the agent. */
 export interface PullerDeps {
@@ -50,6 +67,11 @@ export interface PullerDeps {
   log: Logger;
   metrics: Metrics;
   origin: S3Origin | null;
+  membership: Membership | null;
+  /** Local copies of chunks (deduplication across snapshots). */
+  locator: ChunkLocator;
+  /** Paces reads from the origin (`--max-origin-rate`). */
+  originRate: RateLimiter;
   /** Reserves cache budget, evicting as needed; throws `insufficient_storage`. */
   reserve(bytes: number): Promise<void>;
   /** Counts bytes as reserved without evicting (partials found at start). */
@@ -80,7 +102,12 @@ export interface PullReady {
   key: string;
   /** The manifest, or null while adopting (built when the pull completes). */
   manifest: ManifestWithDigest | null;
+  /** Where most bytes are expected from. */
+  source: Source;
 }
+
+/** Who asked for a pull: a local client, or a peer asking this node, an owner, to fetch. */
+export type PullMode = "client" | "owner";
 
 /** A published pull. */
 export interface PullOutcome {
@@ -145,12 +172,25 @@ export class Puller {
     return this.#active.size;
   }
 
+  /** The pull of `name` in flight, when its plan is known already. */
+  readyNow(name: string): PullReady | null {
+    return this.#readyNow.get(name) ?? null;
+  }
+
+  /** True when a pull of `name` is in flight. */
+  isActive(name: string): boolean {
+    return this.#active.has(name);
+  }
+
+  readonly #readyNow = new Map<string, PullReady>();
+
   /** Starts a pull of `name`, or joins the one in flight. */
-  start(name: string): ActivePull {
+  start(name: string, mode: PullMode = "client"): ActivePull {
     const existing = this.#active.get(name);
     if (existing) return existing;
     const started = performance.now();
-    const ready = this.#prepare(name);
+    const ready = this.#prepare(name, mode);
+    ready.then((r) => this.#readyNow.set(name, r), () => {});
     const done = ready.then((r) => this.#complete(name, r, started));
     const pull: ActivePull = { name, ready, done };
     this.#active.set(name, pull);
@@ -164,6 +204,7 @@ export class Puller {
     ).finally(() => {
       if (this.#active.get(name) === pull) this.#active.delete(name);
       this.#jobs.delete(name);
+      this.#readyNow.delete(name);
     });
     return pull;
   }
@@ -223,10 +264,86 @@ export class Puller {
     return dropped;
   }
 
-  async #prepare(name: string): Promise<PullReady> {
-    const { config, store, origin, log, metrics } = this.#deps;
-    if (!origin) throw notFound(name);
-    const manifest = await this.remoteManifest(name);
+  /**
+   * Finds the manifest among peers: owners ranked above this node (asked to
+   * fetch, in client mode), then up to four other healthy peers (asked what
+   * they hold). Null when no peer has it.
+   */
+  async #fromPeers(
+    name: string,
+    mode: PullMode,
+  ): Promise<
+    { manifest: ManifestWithDigest; primary: Peer | null; seen: Map<Peer, PeerManifest> } | null
+  > {
+    const membership = this.#deps.membership;
+    if (!membership || !membership.configured) return null;
+    const ranking = membership.rank(name);
+    const asked = new Set<string>();
+    const seen = new Map<Peer, PeerManifest>();
+    if (mode === "client") {
+      for (const member of ranking.slice(0, 2)) {
+        if (member.self) break; // this node is an owner: nobody above it to ask
+        asked.add(member.id);
+        const answer = await this.#askPeer(member.peer, name, true, 30_000);
+        if (answer) {
+          seen.set(member.peer, answer.raw);
+          return { manifest: answer.manifest, primary: member.peer, seen };
+        }
+      }
+    }
+    const others = ranking.filter((m) => !m.self && !asked.has(m.id)).slice(0, 4);
+    const answers = await Promise.all(
+      others.map(async (m) =>
+        m.self ? null : { peer: m.peer, answer: await this.#askPeer(m.peer, name, false, 2_000) }
+      ),
+    );
+    let manifest: ManifestWithDigest | null = null;
+    for (const a of answers) {
+      if (!a?.answer) continue;
+      manifest ??= a.answer.manifest;
+      if (a.answer.manifest.digest === manifest.digest) seen.set(a.peer, a.answer.raw);
+    }
+    return manifest ? { manifest, primary: null, seen } : null;
+  }
+
+  async #askPeer(
+    peer: Peer,
+    name: string,
+    fetch: boolean,
+    timeoutMs: number,
+  ): Promise<{ manifest: ManifestWithDigest; raw: PeerManifest } | null> {
+    let answer: PeerManifest | null;
+    try {
+      answer = await peer.client.manifest(name, fetch, timeoutMs);
+    } catch (err) {
+      if (!(err instanceof PeerError && err.status < 500)) {
+        this.#deps.membership?.markDown(peer, errorMessage(err));
+      }
+      this.#deps.log.debug("pull: peer could not answer", { name, peer: peer.id, error: err });
+      return null;
+    }
+    if (answer === null) return null;
+    this.#deps.membership?.markSeen(peer);
+    try {
+      // Never trust what a peer says the digest is: it is the hash of these bytes.
+      const manifest = decodeManifest(new TextEncoder().encode(answer.manifest));
+      if (manifest.name !== name) throw new Error(`it describes "${manifest.name}"`);
+      // Availability is keyed by the digest computed here, not the one it reported.
+      return { manifest, raw: { ...answer, digest: manifest.digest } };
+    } catch (err) {
+      this.#deps.log.warn("pull: a peer sent an invalid manifest; ignoring it", {
+        name,
+        peer: peer.id,
+        error: err,
+      });
+      return null;
+    }
+  }
+
+  async #prepare(name: string, mode: PullMode): Promise<PullReady> {
+    const { config, store, origin, log, metrics, membership } = this.#deps;
+    const found = await this.#fromPeers(name, mode);
+    const manifest = found?.manifest ?? (origin ? await this.remoteManifest(name) : null);
     let files: PullFile[];
     let key: string;
     let reservedBytes: number;
@@ -242,10 +359,13 @@ export class Puller {
         chunks: f.chunks,
         hot: f.hot,
       }));
-      for (const f of manifest.files) keys.set(f.name, origin.fileKey(name, f.name));
+      if (origin) {
+        for (const f of manifest.files) keys.set(f.name, origin.fileKey(name, f.name));
+      }
       reservedBytes = manifest.files.reduce((n, f) => n + storedBytes(f, chunkSize), 0) +
         encodeManifest(manifest).length;
     } else {
+      if (!origin) throw notFound(name);
       const prefix = origin.snapshotPrefix(name);
       let objects;
       try {
@@ -293,13 +413,45 @@ export class Puller {
       this.#reserved.set(key, reservedBytes);
     }
     const resuming = (await store.readPartialPlan(key)) !== null;
+
+    // Sources, best first: local copies, peers, the origin.
+    const sources: ChunkSource[] = [];
+    const peerSources: { peer: Peer; source: PeerSource }[] = [];
+    if (manifest) {
+      const digests = new Map(manifest.files.map((f) => [f.name, f.chunks] as const));
+      sources.push(new LocalSource(store.fs, this.#deps.locator, digests, chunkSize));
+      for (const peer of (membership?.healthy() ?? []).slice(0, 16)) {
+        const source = new PeerSource({
+          id: `peer:${peer.id}`,
+          client: peer.client,
+          name,
+          digest: manifest.digest,
+          primary: peer === found?.primary,
+          onSuccess: () => membership?.markSeen(peer),
+          onFailure: (err) => {
+            if (!(err instanceof PeerError && err.status < 500)) {
+              membership?.markDown(peer, errorMessage(err));
+            }
+          },
+        });
+        const answer = found?.seen.get(peer);
+        if (answer) source.update(answer);
+        sources.push(source);
+        peerSources.push({ peer, source });
+      }
+    }
+    if (origin && keys.size > 0) {
+      sources.push(new OriginSource(origin, keys, this.#deps.originRate));
+    }
     const job = new PullJob({
       name,
       files,
       chunkSize,
-      sources: [new OriginSource(origin, keys)],
+      sources,
       openFile: (file) => store.openPartialFile(key, file),
       concurrency: 8,
+      // Nodes pulling the same snapshot at once start at different places.
+      rotate: Number(weight(config.nodeId, name) % 1_000_000n) / 1_000_000,
       log,
       onBytes: (kind, bytes) => metrics.ingestedBytes.inc({ source: kind }, bytes),
       onVerifyFailure: (source) => metrics.verifyFailures.inc({ source: source.kind }),
@@ -321,7 +473,47 @@ export class Puller {
     }
     this.#jobs.set(name, job);
     if (adoption) this.#adoptions.set(key, adoption);
-    return { job, key, manifest };
+    if (peerSources.length > 0 && manifest) {
+      await this.#poll(job, peerSources, name, manifest.digest);
+    }
+    log.info("pull started", {
+      name,
+      mode,
+      digest: manifest?.digest ?? null,
+      primary: found?.primary?.id ?? null,
+      via: found ? "peer" : "origin",
+      peers: peerSources.length,
+    });
+    return { job, key, manifest, source: found ? "peer" : "origin" };
+  }
+
+  /**
+   * Asks the peers what they hold: once now (so the pull knows its holders
+   * before it starts), then every 250 ms while it runs.
+   */
+  async #poll(
+    job: PullJob,
+    sources: { peer: Peer; source: PeerSource }[],
+    name: string,
+    digest: string,
+  ): Promise<void> {
+    const round = async () => {
+      await Promise.all(sources.map(async ({ peer, source }) => {
+        if (job.isBad(source.id)) return;
+        try {
+          source.update(await peer.client.availability(name, digest, 1_000));
+        } catch {
+          // The read path reports failures; availability is only a hint.
+        }
+      }));
+    };
+    await round();
+    (async () => {
+      while (job.progress.state === "running") {
+        await new Promise((r) => setTimeout(r, 250));
+        await round();
+      }
+    })();
   }
 
   readonly #adoptions = new Map<string, Adoption>();

@@ -24,7 +24,7 @@ import {
 } from "../cache/mod.ts";
 import type { ServeConfig } from "../config/mod.ts";
 import { formatSize, normalizePath } from "../config/mod.ts";
-import { errorMessage, SnapmeshError } from "../errors.ts";
+import { errorMessage, hasCode, SnapmeshError } from "../errors.ts";
 import { type FileHandle, type FileSystem, isNoSpace } from "../fs/mod.ts";
 import { Journal, type RecoveryReport } from "../journal/mod.ts";
 import type { Logger } from "../log/mod.ts";
@@ -32,6 +32,7 @@ import {
   assertName,
   chunkCount,
   chunkLength,
+  encodeManifest,
   findFile,
   logicalSize,
   type Manifest,
@@ -55,11 +56,15 @@ import {
   fileRangeStream,
   fileSource,
   isAllZero,
+  parseRange,
   SnapshotStore,
   streamSource,
+  verifiedChunkStream,
   writeChunked,
 } from "../store/mod.ts";
-import { pullingFileStream, type PullProgress } from "../fetch/mod.ts";
+import { type Availability, Membership, type PeerManifest } from "../cluster/mod.ts";
+import { type ChunkLocation, pullingFileStream, type PullProgress } from "../fetch/mod.ts";
+import { RateLimiter } from "../util/rate.ts";
 import { S3Origin } from "../origin/mod.ts";
 import { KeyedMutex, Mutex } from "../util/mutex.ts";
 import { type PublishRequest, Puller } from "./_pull.ts";
@@ -210,6 +215,12 @@ export class Agent {
   readonly #origin: S3Origin | null;
   readonly #puller: Puller;
   readonly #pusher: Pusher | null;
+  readonly #membership: Membership | null;
+  /** Bytes this node serves to peers (`--max-egress`). */
+  readonly #egress: RateLimiter;
+  /** Where each chunk digest lives locally: for deduplication across snapshots. */
+  readonly #chunks = new Map<string, { name: string; file: string; offset: number }[]>();
+  #advertise: string | null = null;
   /** Bytes held outside the index: drafts and uploads in progress. */
   #reserved = 0;
   /** Accesses not yet journaled: name → time, in access order. */
@@ -241,12 +252,28 @@ export class Agent {
     this.recovery = recovery;
     this.startedAt = this.#now();
     this.#origin = origin;
+    this.#egress = new RateLimiter(this.config.maxEgress);
+    const config = this.config;
+    this.#membership =
+      config.peers.length > 0 || config.peersFile !== null || config.peersDns !== null
+        ? new Membership({
+          nodeId: config.nodeId,
+          token: config.token,
+          peers: config.peers,
+          peersFile: config.peersFile,
+          peersDns: config.peersDns,
+          log: this.#log.child({ component: "cluster" }),
+        })
+        : null;
     this.#puller = new Puller({
       config: this.config,
       store,
       log: this.#log,
       metrics: this.#metrics,
       origin,
+      membership: this.#membership,
+      locator: { locate: (digest) => this.#locate(digest) },
+      originRate: new RateLimiter(config.maxOriginRate),
       reserve: (bytes) => this.#reserve(bytes, new Set()),
       holdReserved: (bytes) => (this.#reserved += bytes),
       release: (bytes) => this.#release(bytes),
@@ -315,6 +342,7 @@ export class Agent {
     index.goLive();
     await agent.sweepDrafts();
     agent.#pusher?.start();
+    await agent.#membership?.start();
     if (origin) {
       origin.probe().then((ok) => {
         if (!ok) log.warn("origin does not answer yet", { endpoint: origin!.endpoint });
@@ -361,6 +389,7 @@ export class Agent {
     if (this.#touchTimer !== null) clearTimeout(this.#touchTimer);
     if (this.#sweepTimer !== null) clearInterval(this.#sweepTimer);
     this.#puller.abortAll(new SnapmeshError("shutting_down", "The agent is shutting down"));
+    this.#membership?.stop();
     await this.#pusher?.stop();
     this.#flushTouches();
     await this.#meta.run(() => this.#journal.close({ checkpoint: true }));
@@ -760,6 +789,7 @@ export class Agent {
     });
     const withDigest = { ...manifest, digest };
     this.#manifests.set(digest, withDigest);
+    this.#indexChunks(name, withDigest);
     // The snapshot holds its own links to the bytes; the draft can go. A
     // crash before this line leaves a draft that recovery recognizes and drops.
     await this.#store.dropDraft(name).catch((err) => {
@@ -882,7 +912,8 @@ export class Agent {
       throw new SnapmeshError("file_not_found", `Snapshot "${name}" has no file "${file}"`);
     }
     const local = this.#index.get(name)?.digest === manifest.digest;
-    return { size: info.size, sha256: info.sha256, source: local ? "local" : "origin" };
+    const pulling = this.#puller.readyNow(name)?.source;
+    return { size: info.size, sha256: info.sha256, source: local ? "local" : pulling ?? "origin" };
   }
 
   /**
@@ -944,7 +975,7 @@ export class Agent {
       await pull.done;
       return await this.#openLocal(name, file);
     }
-    const { job, key, manifest } = ready;
+    const { job, key, manifest, source } = ready;
     const index = job.fileIndex(file);
     if (index < 0) {
       throw new SnapmeshError("file_not_found", `Snapshot "${name}" has no file "${file}"`);
@@ -965,20 +996,15 @@ export class Agent {
       file,
       size: info.size,
       sha256: info.sha256,
-      source: "origin",
+      source,
       async ready(start, end) {
         if (end >= start) await job.waitChunk(index, Math.floor(start / job.chunkSize));
       },
       stream(start, end) {
         used = true;
-        return pullingFileStream(
-          job,
-          index,
-          handle,
-          start,
-          end,
-          (sent) => metrics.servedBytes.inc(sent),
-        );
+        return pullingFileStream(job, index, handle, start, end, {
+          onClose: (sent) => metrics.servedBytes.inc(sent),
+        });
       },
       close() {
         if (!used) handle.close();
@@ -1089,6 +1115,7 @@ export class Agent {
       this.#release(request.reservedBytes);
     });
     this.#manifests.set(digest, { ...manifest, digest });
+    this.#indexChunks(name, { ...manifest, digest });
     this.#log.info("pulled", { name, digest, source: request.source, bytes: request.bytes });
     if (request.push) this.#pusher?.kick();
     await this.#enforceBudget(new Set([name])).catch((err) => {
@@ -1117,12 +1144,15 @@ export class Agent {
     // A snapshot evicted or deleted during the check is gone, not damaged.
     if (!ok && this.#index.get(name)?.digest !== entry.digest) throw notFound(name);
     if (!ok) {
-      this.#metrics.verifyFailures.inc({ source: "local" });
-      this.#log.error("verify: local snapshot does not match its manifest", {
+      // No wrong byte is served: the snapshot leaves the cache (a later read
+      // pulls a good copy from a peer or the origin).
+      await this.#quarantine(
         name,
-        digest: entry.digest,
-        files: files.filter((f) => !f.ok).map((f) => f.file),
-      });
+        entry.digest,
+        `verify: ${
+          files.filter((f) => !f.ok).map((f) => f.file).join(", ")
+        } differ from the manifest`,
+      );
     }
     return { name, digest: entry.digest, ok, files };
   }
@@ -1244,6 +1274,7 @@ export class Agent {
     this.#log.debug(reason === "evict" ? "evicting" : "deleting", { name: entry.name });
     await this.#record({ t: "remove", name: entry.name, digest: entry.digest, reason });
     this.#manifests.delete(entry.digest);
+    this.#unindexChunks(entry.name);
     this.counters.evictions++;
     this.#metrics.evictions.inc({ reason: reason === "evict" ? "lru" : "delete" });
     this.#log.info(reason === "evict" ? "evicted" : "deleted", {
@@ -1353,6 +1384,201 @@ export class Agent {
   originStatus(): (Record<string, unknown> & { push: PushStatus & { mode: string } }) | null {
     if (!this.#origin || !this.#pusher) return null;
     return { ...this.#origin.health(), push: { mode: this.config.push, ...this.#pusher.status() } };
+  }
+
+  /** Peers and their health, for `/v1/status`. */
+  peerStatus(): ReturnType<Membership["status"]> {
+    return this.#membership?.status() ?? [];
+  }
+
+  /** Sets the URL peers reach this node at (known once listening). */
+  setAdvertise(url: string): void {
+    this.#advertise = this.config.advertise ?? url;
+    this.#membership?.setAdvertise(this.#advertise);
+  }
+
+  // --- what peers ask (/v1/peer/*) -------------------------------------------
+
+  /** Who this node is, for peers' probes. */
+  peerHello(): { nodeId: string; version: string; advertise: string | null } {
+    return { nodeId: this.config.nodeId, version: this.version, advertise: this.#advertise };
+  }
+
+  /**
+   * This node's manifest of `name` and which chunks it holds, or null. With
+   * `fetch` (a peer asks this node, an owner, to get it), a miss starts a
+   * pull in owner mode and answers once the manifest is known.
+   */
+  async peerManifest(name: string, fetch: boolean): Promise<PeerManifest | null> {
+    assertName("snapshot", name);
+    this.#assertOpen();
+    const entry = this.#index.get(name);
+    if (entry) {
+      const manifest = await this.#manifestOf(entry);
+      return {
+        manifest: new TextDecoder().decode(encodeManifest(manifest)),
+        digest: entry.digest,
+        complete: true,
+        have: {},
+      };
+    }
+    let ready = this.#puller.readyNow(name);
+    if (!ready || !ready.manifest) {
+      if (!fetch) return null;
+      const pull = this.#puller.start(name, "owner");
+      try {
+        ready = await pull.ready;
+        if (!ready.manifest) {
+          await pull.done; // adopting: the manifest exists once the files are hashed
+          return await this.peerManifest(name, false);
+        }
+      } catch (err) {
+        if (hasCode(err, "snapshot_not_found")) return null;
+        throw err;
+      }
+    }
+    return {
+      manifest: new TextDecoder().decode(encodeManifest(ready.manifest!)),
+      digest: ready.manifest!.digest,
+      ...ready.job.availability(),
+    };
+  }
+
+  /** Which chunks of `name` at `digest` this node has verified, or null. */
+  peerAvailability(name: string, digest: string): Availability | null {
+    assertName("snapshot", name);
+    if (this.#index.get(name)?.digest === digest) return { digest, complete: true, have: {} };
+    const ready = this.#puller.readyNow(name);
+    if (ready?.manifest?.digest === digest) return { digest, ...ready.job.availability() };
+    return null;
+  }
+
+  /**
+   * Bytes of a file for a peer: whole chunks only (the range starts and ends
+   * on chunk boundaries), each verified before it is sent. From a local
+   * snapshot, a chunk that fails verification quarantines the snapshot; from
+   * a pull in progress, only chunks already verified are sent (with `wait`,
+   * the others are waited for).
+   */
+  async peerRead(
+    name: string,
+    digest: string,
+    file: string,
+    rangeHeader: string | undefined,
+    wait: boolean,
+  ): Promise<{ size: number; start: number; end: number; stream: ReadableStream<Uint8Array> }> {
+    assertName("snapshot", name);
+    assertName("file", file);
+    this.#assertOpen();
+    const pace = (bytes: number) => this.#egress.take(bytes);
+    const entry = this.#index.get(name);
+    if (entry?.digest === digest) {
+      const manifest = await this.#manifestOf(entry);
+      const info = findFile(manifest, file);
+      if (!info) {
+        throw new SnapmeshError("file_not_found", `Snapshot "${name}" has no file "${file}"`);
+      }
+      const { start, end } = chunkAlignedRange(rangeHeader, info.size, manifest.chunkSize);
+      let handle: FileHandle;
+      try {
+        handle = await this.#store.openFile(name, file);
+      } catch (err) {
+        if (err instanceof Deno.errors.NotFound) throw notFound(name);
+        throw err;
+      }
+      this.#touch(name);
+      const stream = verifiedChunkStream(handle, info, manifest.chunkSize, start, end, {
+        pace,
+        onCorrupt: (index) => {
+          this.#quarantine(
+            name,
+            digest,
+            `chunk ${index} of "${file}" failed verification while serving a peer`,
+          )
+            .catch((err) => this.#log.error("quarantine failed", { name, error: err }));
+        },
+        onSent: (bytes) => this.#metrics.servedBytes.inc(bytes),
+      });
+      return { size: info.size, start, end, stream };
+    }
+    const ready = this.#puller.readyNow(name);
+    if (ready?.manifest?.digest === digest) {
+      const { job, key } = ready;
+      const index = job.fileIndex(file);
+      if (index < 0) {
+        throw new SnapmeshError("file_not_found", `Snapshot "${name}" has no file "${file}"`);
+      }
+      const info = ready.manifest.files[index]!;
+      const { start, end } = chunkAlignedRange(rangeHeader, info.size, job.chunkSize);
+      if (!wait) {
+        for (let i = Math.floor(start / job.chunkSize); i <= Math.floor(end / job.chunkSize); i++) {
+          if (!job.isDone(index, i)) {
+            throw new SnapmeshError("chunk_unavailable", `Chunk ${i} of "${file}" is not here yet`);
+          }
+        }
+      }
+      let handle: FileHandle;
+      try {
+        handle = await this.#store.openPartialRead(key, file);
+      } catch (err) {
+        if (!(err instanceof Deno.errors.NotFound)) throw err;
+        return await this.peerRead(name, digest, file, rangeHeader, wait); // published meanwhile
+      }
+      const stream = pullingFileStream(job, index, handle, start, end, {
+        pace,
+        onClose: (bytes) => this.#metrics.servedBytes.inc(bytes),
+      });
+      return { size: info.size, start, end, stream };
+    }
+    throw notFound(name);
+  }
+
+  /**
+   * Takes a snapshot whose bytes do not match its manifest out of the cache
+   * and moves its files to `quarantine/` for inspection.
+   */
+  async #quarantine(name: string, digest: string, why: string): Promise<void> {
+    await this.#meta.run(async () => {
+      const entry = this.#index.get(name);
+      if (!entry || entry.digest !== digest) return;
+      await this.#record({ t: "remove", name, digest, reason: "quarantine" });
+      this.#manifests.delete(digest);
+      this.#unindexChunks(name);
+      const where = await this.#store.quarantine(name);
+      this.#metrics.verifyFailures.inc({ source: "local" });
+      this.#log.error("quarantined a snapshot whose bytes do not match its manifest", {
+        name,
+        digest,
+        why,
+        movedTo: where,
+      });
+    });
+  }
+
+  #indexChunks(name: string, manifest: ManifestWithDigest): void {
+    for (const file of manifest.files) {
+      file.chunks.forEach((digest, i) => {
+        if (digest === ZERO_CHUNK) return;
+        const list = this.#chunks.get(digest) ?? [];
+        if (!list.some((l) => l.name === name)) {
+          list.push({ name, file: file.name, offset: i * manifest.chunkSize });
+        }
+        this.#chunks.set(digest, list);
+      });
+    }
+  }
+
+  #unindexChunks(name: string): void {
+    for (const [digest, list] of this.#chunks) {
+      const kept = list.filter((l) => l.name !== name);
+      if (kept.length === 0) this.#chunks.delete(digest);
+      else if (kept.length !== list.length) this.#chunks.set(digest, kept);
+    }
+  }
+
+  #locate(digest: string): ChunkLocation | undefined {
+    const where = this.#chunks.get(digest)?.[0];
+    return where && { path: this.#store.filePath(where.name, where.file), offset: where.offset };
   }
 
   /** Pulls in progress, for `/v1/status`. */
@@ -1536,6 +1762,7 @@ export class Agent {
       }
     }
     this.#manifests.set(entry.digest, manifest);
+    this.#indexChunks(entry.name, manifest);
     return null;
   }
 
@@ -1604,6 +1831,21 @@ function importError(path: string, err: unknown): SnapmeshError {
     return new SnapmeshError("path_not_allowed", `Cannot import ${path}: permission denied`);
   }
   return new SnapmeshError("invalid_body", `Cannot import ${path}: ${errorMessage(err)}`);
+}
+
+/** A peer's range: required, single, starting and ending on chunk boundaries. */
+function chunkAlignedRange(
+  header: string | undefined,
+  size: number,
+  chunkSize: number,
+): { start: number; end: number } {
+  const range = parseRange(header ?? null, size) ?? { start: 0, end: size - 1 };
+  if (
+    range.start % chunkSize !== 0 || ((range.end + 1) % chunkSize !== 0 && range.end !== size - 1)
+  ) {
+    throw new SnapmeshError("invalid_range", "Peer reads must cover whole chunks");
+  }
+  return range;
 }
 
 function withoutDigest(manifest: ManifestWithDigest): Manifest {

@@ -191,10 +191,47 @@ export function createApp(deps: AppDeps): Hono<Env> {
       ready: deps.isReady(),
       dataDir: agent.config.dataDir,
       cache: agent.cacheStatus(),
-      peers: [],
+      peers: agent.peerStatus(),
       origin: agent.originStatus(),
       pulls: agent.pullStatus(),
       journal: agent.journalStatus(),
+    });
+  });
+
+  // Node to node (same token). Documented in the README.
+  v1.get("/peer/hello", (c) => c.json(c.get("agent").peerHello()));
+
+  v1.get("/peer/snapshots/:name/manifest", async (c) => {
+    const answer = await c.get("agent").peerManifest(
+      c.req.param("name"),
+      c.req.query("fetch") === "1",
+    );
+    if (answer === null) throw new SnapmeshError("snapshot_not_found", "Not here");
+    return c.json(answer);
+  });
+
+  v1.get("/peer/snapshots/:name/have", (c) => {
+    const answer = c.get("agent").peerAvailability(c.req.param("name"), digestParam(c));
+    if (answer === null) throw new SnapmeshError("snapshot_not_found", "Not here");
+    return c.json(answer);
+  });
+
+  v1.get("/peer/snapshots/:name/files/:file", async (c) => {
+    const { name, file } = c.req.param();
+    const read = await c.get("agent").peerRead(
+      name,
+      digestParam(c),
+      file,
+      c.req.header("range"),
+      c.req.query("wait") === "1",
+    );
+    return new Response(read.stream, {
+      status: 206,
+      headers: {
+        "Content-Type": "application/octet-stream",
+        "Content-Length": String(read.end - read.start + 1),
+        "Content-Range": `bytes ${read.start}-${read.end}/${read.size}`,
+      },
     });
   });
 
@@ -226,6 +263,17 @@ async function readyAgent(deps: AppDeps): Promise<Agent> {
   } finally {
     clearTimeout(timer);
   }
+}
+
+function digestParam(c: Context): string {
+  const digest = c.req.query("digest") ?? "";
+  if (!/^[0-9a-f]{64}$/.test(digest)) {
+    throw new SnapmeshError(
+      "invalid_body",
+      "Query parameter digest must be 64 lowercase hex digits",
+    );
+  }
+  return digest;
 }
 
 function contentLength(c: Context): number | null {

@@ -20,6 +20,7 @@ const STATUS: Record<ErrorCode, ContentfulStatusCode> = {
   snapshot_exists: 409,
   snapshot_pinned: 409,
   upload_in_progress: 409,
+  chunk_unavailable: 409,
   too_large: 413,
   range_not_satisfiable: 416,
   not_ready: 503,

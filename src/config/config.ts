@@ -40,6 +40,10 @@ export interface ServeConfig {
   logLevel: LogLevel;
   /** Move a damaged journal aside and rebuild the index from a verified scan. */
   rebuildIndex: boolean;
+  /** Bytes per second this node serves to peers (0: unlimited). */
+  maxEgress: number;
+  /** Bytes per second this node reads from the origin (0: unlimited). */
+  maxOriginRate: number;
 }
 
 /** Value kinds a setting may have. */
@@ -200,6 +204,20 @@ export const SETTINGS: readonly Setting[] = [
     defaultText: "64GiB",
   },
   {
+    key: "maxEgress",
+    flag: "max-egress",
+    kind: "size",
+    help: "bytes per second served to peers, like 50MB (0: unlimited)",
+    defaultText: "0 (unlimited)",
+  },
+  {
+    key: "maxOriginRate",
+    flag: "max-origin-rate",
+    kind: "size",
+    help: "bytes per second read from the origin (0: unlimited)",
+    defaultText: "0 (unlimited)",
+  },
+  {
     key: "logLevel",
     flag: "log-level",
     kind: "level",
@@ -289,6 +307,8 @@ export function resolveServeConfig(sources: ConfigSources): ServeConfig {
     maxFileSize: 64 * 1024 ** 3,
     logLevel: "info",
     rebuildIndex: false,
+    maxEgress: 0,
+    maxOriginRate: 0,
   };
   for (const setting of SETTINGS) {
     const given = raw(setting);

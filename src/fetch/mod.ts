@@ -4,7 +4,9 @@
  * @module
  */
 
+export * from "./local_source.ts";
 export * from "./origin_source.ts";
+export * from "./peer_source.ts";
 export * from "./pull_job.ts";
 export * from "./pull_stream.ts";
 export * from "./source.ts";

@@ -5,6 +5,7 @@
  */
 
 import type { S3Origin } from "../origin/mod.ts";
+import type { RateLimiter } from "../util/rate.ts";
 import { type ChunkRequest, type ChunkSource, SourceFailedError } from "./source.ts";
 
 /** Reads chunks of a snapshot's files from the origin. */
@@ -15,11 +16,17 @@ export class OriginSource implements ChunkSource {
   readonly strikes = 3;
   readonly #origin: S3Origin;
   readonly #keys: ReadonlyMap<string, string>;
+  readonly #rate: RateLimiter | null;
 
-  /** `keys` maps each file name to its object key. */
-  constructor(origin: S3Origin, keys: ReadonlyMap<string, string>) {
+  /** `keys` maps each file name to its object key; `rate` paces the reads. */
+  constructor(
+    origin: S3Origin,
+    keys: ReadonlyMap<string, string>,
+    rate: RateLimiter | null = null,
+  ) {
     this.#origin = origin;
     this.#keys = keys;
+    this.#rate = rate;
   }
 
   has(request: ChunkRequest): boolean {
@@ -28,6 +35,7 @@ export class OriginSource implements ChunkSource {
 
   async read(request: ChunkRequest, signal: AbortSignal): Promise<Uint8Array> {
     const key = this.#keys.get(request.file)!;
+    await this.#rate?.take(request.end - request.start + 1);
     const bytes = await this.#origin.getObject(key, {
       range: [request.start, request.end],
       signal,

@@ -22,6 +22,7 @@ import type { Logger } from "../log/mod.ts";
 import { chunkCount, chunkLength, ZERO_CHUNK } from "../manifest/mod.ts";
 import { isAllZero } from "../store/mod.ts";
 import { Mutex } from "../util/mutex.ts";
+import { encodeBitmap } from "../cluster/mod.ts";
 import type { ChunkRequest, ChunkSource, SourceKind } from "./source.ts";
 
 /** A file as the pull sees it. Chunk digests may be unknown (null) when adopting. */
@@ -48,6 +49,12 @@ export interface PullJobOptions {
    * bytes (each chunk still verified on its own). @default 4 MiB
    */
   maxRequestBytes?: number;
+  /**
+   * Where in each file (a fraction, 0..1) the fetch order starts. Nodes
+   * pulling the same snapshot at once start at different places, so they
+   * soon hold different chunks to trade. @default 0
+   */
+  rotate?: number;
   log: Logger;
   /** Called for every verified chunk, with its source kind and byte count. */
   onBytes?: (kind: SourceKind, bytes: number) => void;
@@ -66,6 +73,8 @@ export interface PullProgress {
   startedAt: number;
   state: "running" | "done" | "failed";
 }
+
+const DEFAULT_PRIORITY: Record<SourceKind, number> = { local: 0, peer: 1, origin: 3 };
 
 const MISSING = 0;
 const BUSY = 1;
@@ -98,6 +107,7 @@ export class PullJob {
   readonly #handles = new Map<number, { handle: FileHandle; lock: Mutex }>();
   readonly #strikes = new Map<string, number>();
   readonly #bad = new Set<string>();
+  readonly #inFlight = new Map<string, number>();
   readonly #abort = new AbortController();
   readonly #idle: (() => void)[] = [];
   #remaining = 0;
@@ -208,8 +218,12 @@ export class PullJob {
     });
     this.#hotRemaining = this.#hot.size;
     if (this.#hotRemaining === 0) this.#hotResolve();
+    const rotate = Math.min(Math.max(this.#options.rotate ?? 0, 0), 1);
     files.forEach((f, fi) => {
-      for (let i = 0; i < f.chunks.length; i++) {
+      const n = f.chunks.length;
+      const first = Math.floor(rotate * n) % Math.max(n, 1);
+      for (let k = 0; k < n; k++) {
+        const i = (first + k) % n;
         if (this.#state[fi]![i] === DONE || this.#hot.has(`${fi}:${i}`)) continue;
         this.#queue.push({ file: fi, index: i, count: 1 });
       }
@@ -297,8 +311,7 @@ export class PullJob {
       const start = first * size;
       const end = Math.min(file.size, (first + count) * size) - 1;
       const request: ChunkRequest = { file: file.name, index: first, count, start, end };
-      const source = this.#options.sources.find((s) => !this.#bad.has(s.id) && s.has(request)) ??
-        (count > 1 ? null : undefined);
+      const source = this.#pick(request) ?? (count > 1 ? null : undefined);
       if (source === null) {
         // Nobody serves the whole run: split it, one chunk at a time.
         for (let i = first + 1; i < first + count; i++) {
@@ -317,6 +330,7 @@ export class PullJob {
         );
       }
       let bytes: Uint8Array;
+      this.#inFlight.set(source.id, (this.#inFlight.get(source.id) ?? 0) + 1);
       try {
         bytes = await source.read(request, this.#abort.signal);
         if (bytes.length !== end - start + 1) {
@@ -335,6 +349,8 @@ export class PullJob {
         });
         this.#bad.add(source.id);
         continue;
+      } finally {
+        this.#inFlight.set(source.id, this.#inFlight.get(source.id)! - 1);
       }
       // Verify chunk by chunk; keep the good ones, refetch the rest.
       const failed: number[] = [];
@@ -373,6 +389,50 @@ export class PullJob {
       first = failed[0]!;
       count = 1;
     }
+  }
+
+  /**
+   * The source for a request: the lowest priority among those that can serve
+   * it, then the one with the fewest requests in flight (spreading load over
+   * holders), then at random.
+   */
+  #pick(request: ChunkRequest): ChunkSource | undefined {
+    let best: ChunkSource | undefined;
+    let bestKey = [Infinity, Infinity, 0];
+    for (const source of this.#options.sources) {
+      if (this.#bad.has(source.id) || !source.has(request)) continue;
+      const key = [
+        source.priority?.(request) ?? DEFAULT_PRIORITY[source.kind],
+        this.#inFlight.get(source.id) ?? 0,
+        Math.random(),
+      ];
+      if (
+        key[0]! < bestKey[0]! || (key[0] === bestKey[0] && (key[1]! < bestKey[1]! ||
+          (key[1] === bestKey[1] && key[2]! < bestKey[2]!)))
+      ) {
+        best = source;
+        bestKey = key;
+      }
+    }
+    return best;
+  }
+
+  /** Verified chunks of each file, as base64 bitmaps (for peers asking what this node holds). */
+  availability(): { complete: boolean; have: Record<string, string> } {
+    const have: Record<string, string> = {};
+    let complete = true;
+    this.files.forEach((f, fi) => {
+      const state = this.#state[fi]!;
+      const bits = Array.from(state, (s) => s === DONE);
+      if (bits.some((b) => !b)) complete = false;
+      have[f.name] = encodeBitmap(bits);
+    });
+    return { complete, have };
+  }
+
+  /** True when `source` was given up on for this pull. */
+  isBad(sourceId: string): boolean {
+    return this.#bad.has(sourceId);
   }
 
   async #write(file: number, bytes: Uint8Array, offset: number): Promise<void> {

@@ -12,6 +12,14 @@ import type { PullJob } from "./pull_job.ts";
 
 const PIECE = 1024 * 1024;
 
+/** Options for {@linkcode pullingFileStream}. */
+export interface PullingFileStreamOptions {
+  /** Waits until `bytes` may be sent (a rate limit). */
+  pace?: (bytes: number) => Promise<void>;
+  /** Called once when the stream ends, with the bytes sent. */
+  onClose?: (bytes: number) => void;
+}
+
 /** Bytes `start..end` (inclusive) of file `file` of `job`, read through `handle` (closed at the end). */
 export function pullingFileStream(
   job: PullJob,
@@ -19,8 +27,9 @@ export function pullingFileStream(
   handle: FileHandle,
   start: number,
   end: number,
-  onClose?: (bytes: number) => void,
+  options: PullingFileStreamOptions = {},
 ): ReadableStream<Uint8Array> {
+  const onClose = options.onClose;
   let position = start;
   let closed = false;
   const finish = () => {
@@ -44,6 +53,7 @@ export function pullingFileStream(
         const buffer = new Uint8Array(length);
         const n = await handle.readAt(buffer, position);
         if (n !== length) throw new Error(`Partial file ended at byte ${position + n}`);
+        await options.pace?.(n);
         position += n;
         controller.enqueue(buffer);
         noteTransientBytes(n);

@@ -30,6 +30,12 @@ export interface ChunkSource {
   has(request: ChunkRequest): boolean;
   /** Reads the chunk; rejects on any failure (after the source's own retries). */
   read(request: ChunkRequest, signal: AbortSignal): Promise<Uint8Array>;
+  /**
+   * Preference for this request: lower first. Defaults by kind: local 0,
+   * peer 1, origin 3. Among equals, the source with fewer requests in
+   * flight is chosen.
+   */
+  priority?(request: ChunkRequest): number;
 }
 
 /** A source gave up for good on a request (for example the object is gone). */

@@ -9,3 +9,4 @@ export * from "./file_stream.ts";
 export * from "./lock.ts";
 export * from "./range.ts";
 export * from "./store.ts";
+export * from "./verified_stream.ts";

@@ -203,6 +203,20 @@ export class SnapshotStore {
     await this.#fs.syncDir(`${this.root}/snapshots`);
   }
 
+  /**
+   * Moves a snapshot directory to `quarantine/<name>.<time>` (kept for
+   * inspection, outside the cache budget) and returns where it went.
+   */
+  async quarantine(name: string): Promise<string> {
+    const dir = `${this.root}/quarantine`;
+    await this.#ensureDir(dir);
+    const target = `${dir}/${name}.${new Date().toISOString().replace(/[:.]/g, "-")}`;
+    await this.#fs.rename(this.snapshotDir(name), target);
+    await this.#fs.syncDir(`${this.root}/snapshots`);
+    await this.#fs.syncDir(dir);
+    return target;
+  }
+
   /** Renames `path` into `tmp/` and deletes it without waiting. */
   async moveToTrash(path: string): Promise<void> {
     const trash = this.tmpPath("trash");

@@ -1,0 +1,90 @@
+/**
+ * A peer as a chunk source. It serves the chunks its availability bitmap
+ * says it has verified; the primary peer (an owner fetching the snapshot on
+ * everyone's behalf) also serves chunks it has yet to fetch, by waiting.
+ *
+ * @module
+ */
+
+import { type Availability, decodeBitmap, hasBit, type PeerClient } from "../cluster/mod.ts";
+import type { ChunkRequest, ChunkSource } from "./source.ts";
+
+/** Options for {@linkcode PeerSource}. */
+export interface PeerSourceOptions {
+  id: string;
+  client: PeerClient;
+  name: string;
+  digest: string;
+  /** The owner fetching for everyone: it may be asked for chunks it does not hold yet. */
+  primary: boolean;
+  /** Called after each successful read (for membership's last-seen). */
+  onSuccess?: () => void;
+  /** Called when a read fails (the peer may be gone). */
+  onFailure?: (err: unknown) => void;
+}
+
+/** Reads chunks from one peer. */
+export class PeerSource implements ChunkSource {
+  readonly id: string;
+  readonly kind = "peer" as const;
+  /** A peer that sends one bad chunk is avoided for the rest of the pull. */
+  readonly strikes = 1;
+  readonly primary: boolean;
+  readonly #options: PeerSourceOptions;
+  #complete = false;
+  #have = new Map<string, Uint8Array>();
+
+  constructor(options: PeerSourceOptions) {
+    this.#options = options;
+    this.id = options.id;
+    this.primary = options.primary;
+  }
+
+  /** Updates what the peer holds (null: nothing, or it does not know the snapshot). */
+  update(availability: Availability | null): void {
+    if (availability === null || availability.digest !== this.#options.digest) {
+      this.#complete = false;
+      this.#have.clear();
+      return;
+    }
+    this.#complete = availability.complete;
+    this.#have = new Map(
+      Object.entries(availability.have).map(([file, bits]) => [file, decodeBitmap(bits)]),
+    );
+  }
+
+  /** True when the peer has verified every chunk of the request. */
+  holds(request: ChunkRequest): boolean {
+    if (this.#complete) return true;
+    const bits = this.#have.get(request.file);
+    if (!bits) return false;
+    for (let i = request.index; i < request.index + request.count; i++) {
+      if (!hasBit(bits, i)) return false;
+    }
+    return true;
+  }
+
+  has(request: ChunkRequest): boolean {
+    return this.primary || this.holds(request);
+  }
+
+  /** Holders first; the primary waiting for a chunk it lacks comes after them. */
+  priority(request: ChunkRequest): number {
+    return this.holds(request) ? 1 : 2;
+  }
+
+  async read(request: ChunkRequest, signal: AbortSignal): Promise<Uint8Array> {
+    const { client, name, digest } = this.#options;
+    try {
+      const bytes = await client.read(name, digest, request.file, request.start, request.end, {
+        wait: !this.holds(request),
+        signal,
+      });
+      this.#options.onSuccess?.();
+      return bytes;
+    } catch (err) {
+      if (!signal.aborted) this.#options.onFailure?.(err);
+      throw err;
+    }
+  }
+}
