@@ -8,6 +8,7 @@
 const BENCHES: Record<string, string> = {
   local: "./bench/local.ts",
   origin: "./bench/origin.ts",
+  fleet: "./bench/fleet.ts",
 };
 
 const [name, ...rest] = Deno.args;

@@ -8,11 +8,17 @@
 export const ROOT = new URL("../../", import.meta.url).pathname.replace(/\/$/, "");
 
 /** Permission flags of `deno task start` (the agent runs as users run it). */
-export function agentCommand(args: string[]): Deno.Command {
+export function agentFlags(): string[] {
   const start: string = JSON.parse(Deno.readTextFileSync(`${ROOT}/deno.json`)).tasks.start;
-  const flags = /^deno run (.*) mod\.ts serve$/.exec(start)![1]!.split(/\s+/);
-  return new Deno.Command(Deno.execPath(), {
-    args: ["run", ...flags, `${ROOT}/mod.ts`, "serve", ...args],
+  return /^deno run (.*) mod\.ts serve$/.exec(start)![1]!.split(/\s+/);
+}
+
+/** `snapmesh serve` as users run it, optionally inside a network namespace. */
+export function agentCommand(args: string[], netns?: string): Deno.Command {
+  const serve = [Deno.execPath(), "run", ...agentFlags(), `${ROOT}/mod.ts`, "serve", ...args];
+  const [cmd, ...rest] = netns ? ["ip", "netns", "exec", netns, ...serve] : serve;
+  return new Deno.Command(cmd!, {
+    args: rest,
     stdout: "piped",
     stderr: "null",
     env: { SNAPMESH_LOG_LEVEL: "warn" },
@@ -25,9 +31,10 @@ export interface BenchAgent extends AsyncDisposable {
   pid: number;
 }
 
-/** Starts an agent on a free port and waits for its listen line. */
-export async function startAgent(args: string[]): Promise<BenchAgent> {
-  const child = agentCommand(["--listen", "127.0.0.1:0", ...args]).spawn();
+/** Starts an agent (on a free loopback port unless `--listen` is given) and waits for its listen line. */
+export async function startAgent(args: string[], netns?: string): Promise<BenchAgent> {
+  const listen = args.includes("--listen") ? [] : ["--listen", "127.0.0.1:0"];
+  const child = agentCommand([...listen, ...args], netns).spawn();
   const reader = child.stdout.pipeThrough(new TextDecoderStream()).getReader();
   let text = "";
   while (!/listening on (http:\/\/\S+)/.test(text)) {

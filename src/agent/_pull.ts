@@ -423,6 +423,7 @@ export class Puller {
       for (const peer of (membership?.healthy() ?? []).slice(0, 16)) {
         const source = new PeerSource({
           id: `peer:${peer.id}`,
+          nodeId: peer.id,
           client: peer.client,
           name,
           digest: manifest.digest,
@@ -452,6 +453,7 @@ export class Puller {
       concurrency: 8,
       // Nodes pulling the same snapshot at once start at different places.
       rotate: Number(weight(config.nodeId, name) % 1_000_000n) / 1_000_000,
+      selfId: config.nodeId,
       log,
       onBytes: (kind, bytes) => metrics.ingestedBytes.inc({ source: kind }, bytes),
       onVerifyFailure: (source) => metrics.verifyFailures.inc({ source: source.kind }),
@@ -503,9 +505,12 @@ export class Puller {
         try {
           source.update(await peer.client.availability(name, digest, 1_000));
         } catch {
-          // The read path reports failures; availability is only a hint.
+          // Availability is only a hint (the read path reports failures), but
+          // a silent peer must not keep chunks "pending" forever.
+          source.update(null);
         }
       }));
+      job.nudge();
     };
     await round();
     (async () => {

@@ -20,6 +20,12 @@ export interface Availability {
   complete: boolean;
   /** Per file: base64 bitmap of verified chunks (bit i = chunk i); absent when complete. */
   have: Record<string, string>;
+  /**
+   * Per file: chunks the node is fetching from the owner right now. Others
+   * leave those to it (and take them from it afterwards) instead of asking
+   * the owner for the same chunk.
+   */
+  pending?: Record<string, string>;
 }
 
 /** A peer's manifest answer: the canonical manifest text and what it holds. */

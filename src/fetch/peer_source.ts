@@ -12,6 +12,8 @@ import type { ChunkRequest, ChunkSource } from "./source.ts";
 /** Options for {@linkcode PeerSource}. */
 export interface PeerSourceOptions {
   id: string;
+  /** The peer's node id. */
+  nodeId: string;
   client: PeerClient;
   name: string;
   digest: string;
@@ -30,26 +32,36 @@ export class PeerSource implements ChunkSource {
   /** A peer that sends one bad chunk is avoided for the rest of the pull. */
   readonly strikes = 1;
   readonly primary: boolean;
+  readonly participantId: string;
   readonly #options: PeerSourceOptions;
+  #pulling = false;
   #complete = false;
   #have = new Map<string, Uint8Array>();
+  #pending = new Map<string, Uint8Array>();
 
   constructor(options: PeerSourceOptions) {
     this.#options = options;
     this.id = options.id;
     this.primary = options.primary;
+    this.participantId = options.nodeId;
   }
 
   /** Updates what the peer holds (null: nothing, or it does not know the snapshot). */
   update(availability: Availability | null): void {
     if (availability === null || availability.digest !== this.#options.digest) {
       this.#complete = false;
+      this.#pulling = false;
       this.#have.clear();
+      this.#pending.clear();
       return;
     }
     this.#complete = availability.complete;
+    this.#pulling = !availability.complete;
     this.#have = new Map(
       Object.entries(availability.have).map(([file, bits]) => [file, decodeBitmap(bits)]),
+    );
+    this.#pending = new Map(
+      Object.entries(availability.pending ?? {}).map(([file, bits]) => [file, decodeBitmap(bits)]),
     );
   }
 
@@ -64,13 +76,30 @@ export class PeerSource implements ChunkSource {
     return true;
   }
 
+  participant(): boolean {
+    return this.#pulling && !this.primary;
+  }
+
+  pending(request: ChunkRequest): boolean {
+    const bits = this.#pending.get(request.file);
+    return bits !== undefined && hasBit(bits, request.index);
+  }
+
   has(request: ChunkRequest): boolean {
     return this.primary || this.holds(request);
   }
 
-  /** Holders first; the primary waiting for a chunk it lacks comes after them. */
-  priority(request: ChunkRequest): number {
-    return this.holds(request) ? 1 : 2;
+  /**
+   * Other holders first; the primary after them, held or not. If every node
+   * took each new chunk from the primary the moment it appears there, the
+   * primary would upload every chunk once per node; limited to a couple of
+   * requests per node (see the pull's waiting slots), it uploads each chunk
+   * about once, and the nodes relay it to each other.
+   */
+  priority(): number {
+    // Even once the primary holds everything: when it completes, every node
+    // would turn to it at once (measured: N=8 went from 12.7 s to 18.6 s).
+    return this.primary ? 2 : 1;
   }
 
   async read(request: ChunkRequest, signal: AbortSignal): Promise<Uint8Array> {

@@ -49,6 +49,8 @@ export interface PullJobOptions {
    * bytes (each chunk still verified on its own). @default 4 MiB
    */
   maxRequestBytes?: number;
+  /** This node's id (to find its share of the chunks it asks the owner for). */
+  selfId?: string;
   /**
    * Where in each file (a fraction, 0..1) the fetch order starts. Nodes
    * pulling the same snapshot at once start at different places, so they
@@ -75,6 +77,12 @@ export interface PullProgress {
 }
 
 const DEFAULT_PRIORITY: Record<SourceKind, number> = { local: 0, peer: 1, origin: 3 };
+/** A peer source at this priority is the owner waiting for a chunk it lacks. */
+const WAITING_PRIORITY = 2;
+/** Requests that may wait on the owner at once: the rest of the workers stay free for chunks other peers hold. */
+const MAX_WAITING = 2;
+/** How far ahead in fetch order a worker looks for a chunk it can get without waiting. */
+const LOOKAHEAD = 256;
 
 const MISSING = 0;
 const BUSY = 1;
@@ -108,6 +116,10 @@ export class PullJob {
   readonly #strikes = new Map<string, number>();
   readonly #bad = new Set<string>();
   readonly #inFlight = new Map<string, number>();
+  /** Requests in flight that a peer answers only once it has fetched the chunk itself. */
+  readonly #waiting = new Map<string, number>();
+  /** Chunks being fetched from the owner right now, as "file:index". */
+  readonly #fromOwner = new Set<string>();
   readonly #abort = new AbortController();
   readonly #idle: (() => void)[] = [];
   #remaining = 0;
@@ -250,30 +262,124 @@ export class PullJob {
     }
   }
 
-  #next(): Task | null {
-    let task: Task | null = null;
-    while (task === null && this.#urgent.length > 0) {
-      const next = this.#urgent.shift()!;
-      if (this.#state[next.file]![next.index] === MISSING) task = next;
+  /**
+   * The next request to send, and where: a chunk a reader waits for; else the
+   * first chunk (looking ahead in fetch order) that some source can serve
+   * now without waiting (a local copy, a peer that holds it); else the next
+   * chunk in order, from a source that waits for it (the owner fetching for
+   * everyone, at most {@linkcode MAX_WAITING} such requests at a time) or the
+   * origin. Null when nothing can be sent now.
+   */
+  #next(): { task: Task; source: ChunkSource } | null {
+    while (this.#urgent.length > 0) {
+      const task = this.#urgent.shift()!;
+      if (this.#state[task.file]![task.index] !== MISSING) continue;
+      const source = this.#pick(this.#request(task.file, task.index, 1), true);
+      if (source) return this.#claim(task, source);
+      this.#urgent.unshift(task); // no capacity now: keep its place
+      break;
     }
-    while (task === null && this.#queue.length > 0) {
-      const next = this.#queue.pop()!;
-      if (this.#state[next.file]![next.index] === MISSING) task = next;
+    const queue = this.#queue;
+    while (queue.length > 0 && !this.#isMissing(queue[queue.length - 1]!)) queue.pop();
+    let scanned = 0;
+    for (let k = queue.length - 1; k >= 0 && scanned < LOOKAHEAD; k--) {
+      const task = queue[k]!;
+      if (!this.#isMissing(task)) continue;
+      scanned++;
+      const source = this.#pick(this.#request(task.file, task.index, 1), true);
+      if (source && this.#priority(source, this.#request(task.file, task.index, 1)) <= 1) {
+        queue.splice(k, 1);
+        return this.#claim(task, source);
+      }
     }
-    if (task === null) return null;
-    // Extend over the following missing chunks, up to the request size.
+    // Nothing to take without waiting: the next chunk in order from a
+    // waiting source (the owner, or the origin). Each node asks the owner
+    // only for its share of the chunks (split among the nodes pulling this
+    // snapshot) and skips chunks another node is fetching from it right now:
+    // the owner then uploads each chunk about once and the nodes relay the
+    // rest to each other. Near the end, any missing chunk will do.
+    // Chunks the owner already holds come first (they are sent at once and
+    // leave its origin download undisturbed); then chunks it must fetch.
+    const members = this.#participants();
+    const endgame = this.#remaining <= Math.max(16, this.progress.chunksTotal / 20);
+    for (const held of [true, false]) {
+      scanned = 0;
+      for (let k = queue.length - 1; k >= 0 && scanned < LOOKAHEAD * 4; k--) {
+        const task = queue[k]!;
+        if (!this.#isMissing(task)) continue;
+        scanned++;
+        const request = this.#request(task.file, task.index, 1);
+        const source = this.#pick(request, true);
+        if (!source) return null; // waiting slots full
+        const fromOwner = source.kind === "peer" &&
+          this.#priority(source, request) >= WAITING_PRIORITY;
+        if (fromOwner) {
+          if (held && !source.holds?.(request)) continue;
+          if (!endgame) {
+            const share = members[(task.index + task.file) % members.length];
+            if (share !== this.#options.selfId || this.#pendingElsewhere(request)) continue;
+          }
+        }
+        queue.splice(k, 1);
+        return this.#claim(task, source);
+      }
+    }
+    return null;
+  }
+
+  /** This node and the peers pulling the same snapshot (not the owner), sorted. */
+  #participants(): string[] {
+    const self = this.#options.selfId ?? "self";
+    const ids = new Set([self]);
+    for (const source of this.#options.sources) {
+      if (!this.#bad.has(source.id) && source.participant?.()) {
+        ids.add(source.participantId ?? source.id);
+      }
+    }
+    return [...ids].sort();
+  }
+
+  #pendingElsewhere(request: ChunkRequest): boolean {
+    return this.#options.sources.some((s) => !this.#bad.has(s.id) && s.pending?.(request) === true);
+  }
+
+  #isMissing(task: Task): boolean {
+    return this.#state[task.file]![task.index] === MISSING;
+  }
+
+  #request(file: number, index: number, count: number): ChunkRequest {
+    const f = this.files[file]!;
+    const start = index * this.chunkSize;
+    const end = Math.min(f.size, (index + count) * this.chunkSize) - 1;
+    return { file: f.name, index, count, start, end };
+  }
+
+  /** Marks the chunk, and the following ones the same source serves as well, as busy. */
+  #claim(task: Task, source: ChunkSource): { task: Task; source: ChunkSource } {
     const state = this.#state[task.file]!;
     const maxChunks = Math.max(
       1,
       Math.floor((this.#options.maxRequestBytes ?? 4 * 1024 * 1024) / this.chunkSize),
     );
+    const priority = this.#priority(source, this.#request(task.file, task.index, 1));
+    // One chunk at a time from the primary: the sooner a chunk is complete
+    // here, the sooner this node can relay it.
+    const limit = priority >= WAITING_PRIORITY && source.kind === "peer" ? 1 : maxChunks;
     let count = 1;
     while (
-      count < maxChunks && task.index + count < state.length &&
-      state[task.index + count] === MISSING
-    ) count++;
+      count < limit && task.index + count < state.length && state[task.index + count] === MISSING
+    ) {
+      const run = this.#request(task.file, task.index, count + 1);
+      if (!source.has(run) || this.#priority(source, run) !== priority) break;
+      count++;
+    }
     for (let i = 0; i < count; i++) state[task.index + i] = BUSY;
-    return { ...task, count };
+    return { task: { ...task, count }, source };
+  }
+
+  /** Lets idle workers look again (new availability, a chunk done, a failure). */
+  nudge(): void {
+    this.#wake();
   }
 
   #wake(): void {
@@ -282,14 +388,15 @@ export class PullJob {
 
   async #worker(): Promise<void> {
     while (this.#remaining > 0 && !this.#failure) {
-      const task = this.#next();
-      if (task === null) {
-        // Everything left is in flight elsewhere; wait for a retry or the end.
+      const next = this.#next();
+      if (next === null) {
+        // Nothing can be sent now: wait for a chunk to complete, new
+        // availability from peers, a retry, or the end.
         await new Promise<void>((resolve) => this.#idle.push(resolve));
         continue;
       }
       try {
-        await this.#fetch(task);
+        await this.#fetch(next.task, next.source);
       } catch (err) {
         this.#fail(
           err instanceof SnapmeshError
@@ -301,17 +408,21 @@ export class PullJob {
     this.#wake();
   }
 
-  async #fetch(task: Task): Promise<void> {
+  async #fetch(task: Task, chosen: ChunkSource): Promise<void> {
     const file = this.files[task.file]!;
     const size = this.chunkSize;
     const tried: string[] = [];
     let first = task.index;
     let count = task.count;
+    let preferred: ChunkSource | null = chosen;
     while (count > 0 && !this.#failure) {
       const start = first * size;
       const end = Math.min(file.size, (first + count) * size) - 1;
       const request: ChunkRequest = { file: file.name, index: first, count, start, end };
-      const source = this.#pick(request) ?? (count > 1 ? null : undefined);
+      // After a failure, any source that can serve it, waiting slots or not.
+      const source = (preferred && !this.#bad.has(preferred.id) ? preferred : null) ??
+        this.#pick(request, false) ?? (count > 1 ? null : undefined);
+      preferred = null;
       if (source === null) {
         // Nobody serves the whole run: split it, one chunk at a time.
         for (let i = first + 1; i < first + count; i++) {
@@ -330,7 +441,12 @@ export class PullJob {
         );
       }
       let bytes: Uint8Array;
+      const waiting = this.#priority(source, request) >= WAITING_PRIORITY && source.kind === "peer";
       this.#inFlight.set(source.id, (this.#inFlight.get(source.id) ?? 0) + 1);
+      if (waiting) {
+        this.#waiting.set(source.id, (this.#waiting.get(source.id) ?? 0) + 1);
+        for (let i = first; i < first + count; i++) this.#fromOwner.add(`${task.file}:${i}`);
+      }
       try {
         bytes = await source.read(request, this.#abort.signal);
         if (bytes.length !== end - start + 1) {
@@ -351,6 +467,11 @@ export class PullJob {
         continue;
       } finally {
         this.#inFlight.set(source.id, this.#inFlight.get(source.id)! - 1);
+        if (waiting) {
+          this.#waiting.set(source.id, this.#waiting.get(source.id)! - 1);
+          for (let i = first; i < first + count; i++) this.#fromOwner.delete(`${task.file}:${i}`);
+        }
+        this.#wake();
       }
       // Verify chunk by chunk; keep the good ones, refetch the rest.
       const failed: number[] = [];
@@ -396,13 +517,13 @@ export class PullJob {
    * it, then the one with the fewest requests in flight (spreading load over
    * holders), then at random.
    */
-  #pick(request: ChunkRequest): ChunkSource | undefined {
+  #pick(request: ChunkRequest, limits: boolean): ChunkSource | undefined {
     let best: ChunkSource | undefined;
     let bestKey = [Infinity, Infinity, 0];
     for (const source of this.#options.sources) {
       if (this.#bad.has(source.id) || !source.has(request)) continue;
       const key = [
-        source.priority?.(request) ?? DEFAULT_PRIORITY[source.kind],
+        this.#priority(source, request),
         this.#inFlight.get(source.id) ?? 0,
         Math.random(),
       ];
@@ -414,20 +535,38 @@ export class PullJob {
         bestKey = key;
       }
     }
+    // The owner that fetches for everyone has all its waiting slots taken:
+    // wait for one rather than fall back to a worse source (the origin).
+    if (
+      limits && best && bestKey[0]! >= WAITING_PRIORITY && best.kind === "peer" &&
+      (this.#waiting.get(best.id) ?? 0) >= MAX_WAITING
+    ) return undefined;
     return best;
   }
 
+  #priority(source: ChunkSource, request: ChunkRequest): number {
+    return source.priority?.(request) ?? DEFAULT_PRIORITY[source.kind];
+  }
+
   /** Verified chunks of each file, as base64 bitmaps (for peers asking what this node holds). */
-  availability(): { complete: boolean; have: Record<string, string> } {
+  availability(): {
+    complete: boolean;
+    have: Record<string, string>;
+    pending: Record<string, string>;
+  } {
     const have: Record<string, string> = {};
+    const pending: Record<string, string> = {};
     let complete = true;
     this.files.forEach((f, fi) => {
       const state = this.#state[fi]!;
       const bits = Array.from(state, (s) => s === DONE);
       if (bits.some((b) => !b)) complete = false;
       have[f.name] = encodeBitmap(bits);
+      pending[f.name] = encodeBitmap(
+        Array.from(state, (_, i) => this.#fromOwner.has(`${fi}:${i}`)),
+      );
     });
-    return { complete, have };
+    return { complete, have, pending };
   }
 
   /** True when `source` was given up on for this pull. */
@@ -459,7 +598,7 @@ export class PullJob {
     for (const waiter of this.#waiters.get(key) ?? []) waiter.resolve();
     this.#waiters.delete(key);
     if (this.#hot.delete(key) && --this.#hotRemaining === 0) this.#hotResolve();
-    if (this.#remaining === 0) this.#wake();
+    this.#wake();
   }
 
   #fail(err: SnapmeshError): void {

@@ -36,6 +36,14 @@ export interface ChunkSource {
    * flight is chosen.
    */
   priority?(request: ChunkRequest): number;
+  /** True when this source is fetching the chunk from the owner right now (so it will hold it soon). */
+  pending?(request: ChunkRequest): boolean;
+  /** True when the source holds every chunk of the request now (without fetching it first). */
+  holds?(request: ChunkRequest): boolean;
+  /** True when this source is a peer pulling the same snapshot now (not the owner). */
+  participant?(): boolean;
+  /** The node id the source stands for (shares are split by node id). */
+  readonly participantId?: string;
 }
 
 /** A source gave up for good on a request (for example the object is gone). */
