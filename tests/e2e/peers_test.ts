@@ -342,3 +342,19 @@ Deno.test("(g) owners down: other peers, then the origin", async () => {
   assertEquals(fromOrigin.body.bytes.origin, nonZeroBytes(mem));
   assertEquals(await sha256(await Deno.readFile(fromOrigin.body.paths.mem)), await sha256(mem));
 });
+
+Deno.test("chunks already held in another local snapshot are copied, not fetched", async () => {
+  await using tmp = await tempDir();
+  await using c = await cluster(tmp.path, ["a", "b"]);
+  const v1 = memFile(40, 8);
+  const v2 = v1.slice();
+  v2.set(randomBytes(CHUNK, 99), 5 * CHUNK); // the next snapshot of the function differs in one chunk
+  await publish(c.get("a"), "fn-v1", { mem: v1 });
+  await publish(c.get("a"), "fn-v2", { mem: v2 });
+  assertEquals((await pull(c.get("b"), "fn-v1")).status, 200);
+  const second = await pull(c.get("b"), "fn-v2");
+  assertEquals(second.status, 200, JSON.stringify(second.body));
+  assertEquals(second.body.bytes.peer, CHUNK);
+  assertEquals(second.body.bytes.local, nonZeroBytes(v2) - CHUNK);
+  assertEquals(await sha256(await Deno.readFile(second.body.paths.mem)), await sha256(v2));
+});
