@@ -5,12 +5,13 @@
  * @module
  */
 
+import { serveFlags } from "../flags.ts";
+
 export const ROOT = new URL("../../", import.meta.url).pathname.replace(/\/$/, "");
 
 /** Permission flags of `deno task start` (the agent runs as users run it). */
 export function agentFlags(): string[] {
-  const start: string = JSON.parse(Deno.readTextFileSync(`${ROOT}/deno.json`)).tasks.start;
-  return /^deno run (.*) mod\.ts serve$/.exec(start)![1]!.split(/\s+/);
+  return serveFlags();
 }
 
 /** `snapmesh serve` as users run it, optionally inside a network namespace. */

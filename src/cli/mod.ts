@@ -5,7 +5,7 @@
  * @module
  */
 
-import { ConfigError } from "../config/mod.ts";
+import { ConfigError, envName, SETTINGS } from "../config/mod.ts";
 import { VERSION } from "../version.ts";
 import { UsageError } from "./args.ts";
 import { CLIENT_COMMANDS, type CommandIo, runClientCommand } from "./commands.ts";
@@ -19,12 +19,34 @@ function writeLine(stream: { writeSync(p: Uint8Array): number }, text: string): 
   while (at < bytes.length) at += stream.writeSync(bytes.subarray(at));
 }
 
+/**
+ * The environment variables snapmesh reads, and only those: the binary is
+ * built with `--allow-env=SNAPMESH_*,AWS_*,…`, not access to everything.
+ */
+export function snapmeshEnv(): Record<string, string | undefined> {
+  const names = [
+    ...SETTINGS.map((s) => envName(s.flag)),
+    "SNAPMESH_CONFIG",
+    "SNAPMESH_NODE",
+    "SNAPMESH_TOKEN",
+  ];
+  const env: Record<string, string | undefined> = {};
+  for (const name of names) {
+    try {
+      env[name] = Deno.env.get(name);
+    } catch {
+      // Not permitted: treat as unset.
+    }
+  }
+  return env;
+}
+
 /** Standard streams and the process environment. */
 export function processIo(): CommandIo {
   return {
     out: (text) => writeLine(Deno.stdout, text),
     err: (text) => writeLine(Deno.stderr, text),
-    env: Deno.env.toObject(),
+    env: snapmeshEnv(),
   };
 }
 

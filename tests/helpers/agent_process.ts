@@ -7,15 +7,13 @@
  * @module
  */
 
+import { serveFlags } from "../../scripts/flags.ts";
+
 const ROOT = new URL("../../", import.meta.url).pathname.replace(/\/$/, "");
 
 /** Permission flags of `deno task start`, the single source of truth. */
 export function agentPermissionFlags(): string[] {
-  const config = JSON.parse(Deno.readTextFileSync(`${ROOT}/deno.json`));
-  const start: string = config.tasks.start;
-  const match = /^deno run (.*) mod\.ts serve$/.exec(start);
-  if (!match) throw new Error(`Unexpected start task: ${start}`);
-  return match[1]!.split(/\s+/);
+  return serveFlags();
 }
 
 /** The command that runs snapmesh: [executable, ...leading args]. */
@@ -28,6 +26,8 @@ export function snapmeshCommand(): [string, string[]] {
 /** Options for {@linkcode startAgent}. */
 export interface StartAgentOptions {
   dataDir: string;
+  /** Run this instead of {@linkcode snapmeshCommand} (for example a compiled binary). */
+  command?: [string, string[]];
   /** Extra `serve` flags. */
   args?: string[];
   env?: Record<string, string>;
@@ -61,9 +61,14 @@ export interface RunResult {
 /** Runs snapmesh to completion (for CLI tests and startup failures). */
 export async function runSnapmesh(
   args: string[],
-  options: { env?: Record<string, string>; stdin?: Uint8Array; cwd?: string } = {},
+  options: {
+    env?: Record<string, string>;
+    stdin?: Uint8Array;
+    cwd?: string;
+    command?: [string, string[]];
+  } = {},
 ): Promise<RunResult> {
-  const [exe, lead] = snapmeshCommand();
+  const [exe, lead] = options.command ?? snapmeshCommand();
   const child = new Deno.Command(exe, {
     args: [...lead, ...args],
     env: options.env ?? {},
@@ -87,7 +92,7 @@ export async function runSnapmesh(
 
 /** Starts an agent on 127.0.0.1:0 and waits for its listen line (and readiness). */
 export async function startAgent(options: StartAgentOptions): Promise<AgentProcess> {
-  const [exe, lead] = snapmeshCommand();
+  const [exe, lead] = options.command ?? snapmeshCommand();
   const child = new Deno.Command(exe, {
     args: [
       ...lead,
