@@ -37,7 +37,7 @@ import {
   PeerSource,
   type PullFile,
   PullJob,
-  type PullProgress,
+  type PullReport,
   verifyChunk,
 } from "../fetch/mod.ts";
 import type { Logger } from "../log/mod.ts";
@@ -164,8 +164,8 @@ export class Puller {
   }
 
   /** Progress of the pulls in flight. */
-  active(): PullProgress[] {
-    return [...this.#jobs.values()].map((job) => ({ ...job.progress }));
+  active(): PullReport[] {
+    return [...this.#jobs.values()].map((job) => job.report());
   }
 
   get activeCount(): number {

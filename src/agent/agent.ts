@@ -63,7 +63,7 @@ import {
   writeChunked,
 } from "../store/mod.ts";
 import { type Availability, Membership, type PeerManifest } from "../cluster/mod.ts";
-import { type ChunkLocation, pullingFileStream, type PullProgress } from "../fetch/mod.ts";
+import { type ChunkLocation, pullingFileStream, type PullReport } from "../fetch/mod.ts";
 import { RateLimiter } from "../util/rate.ts";
 import { S3Origin } from "../origin/mod.ts";
 import { KeyedMutex, Mutex } from "../util/mutex.ts";
@@ -366,6 +366,8 @@ export class Agent {
       ready: () => !agent.#closed,
       pushQueued: () => index.pushQueue().length,
       pullsActive: () => agent.#puller.activeCount,
+      peersUp: () => agent.#membership?.healthy().length ?? 0,
+      peersKnown: () => agent.#membership?.peers().length ?? 0,
     });
     log.info("recovered", {
       snapshots: index.count,
@@ -1582,7 +1584,7 @@ export class Agent {
   }
 
   /** Pulls in progress, for `/v1/status`. */
-  pullStatus(): PullProgress[] {
+  pullStatus(): PullReport[] {
     return this.#puller.active();
   }
 

@@ -6,6 +6,7 @@
  */
 
 import { type Context, Hono } from "hono";
+import { streamSSE } from "hono/streaming";
 import type { Agent } from "../agent/mod.ts";
 import { SnapmeshError } from "../errors.ts";
 import { assertName } from "../manifest/mod.ts";
@@ -180,6 +181,28 @@ export function createApp(deps: AppDeps): Hono<Env> {
 
   v1.delete("/snapshots/:name/pin", async (c) => {
     return c.json(await c.get("agent").setPinned(c.req.param("name"), false));
+  });
+
+  v1.get("/pulls", (c) => c.json(c.get("agent").pullStatus()));
+
+  // Server-sent events: the same list, twice a second, while the client listens.
+  v1.get("/pulls/events", (c) => {
+    const agent = c.get("agent");
+    return streamSSE(c, async (stream) => {
+      let id = 0;
+      let open = true;
+      stream.onAbort(() => {
+        open = false;
+      });
+      while (open) {
+        await stream.writeSSE({
+          event: "pulls",
+          id: String(id++),
+          data: JSON.stringify(agent.pullStatus()),
+        });
+        await stream.sleep(500);
+      }
+    });
   });
 
   v1.get("/status", (c) => {

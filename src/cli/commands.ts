@@ -219,13 +219,27 @@ const pull: ClientCommand = {
     if (flagOption(args, "hot")) query.set("hot", "true");
     if (flagOption(args, "no-wait")) query.set("wait", "false");
     const qs = query.size > 0 ? `?${query}` : "";
-    const result = await client.json<{
+    const request = client.json<{
       digest?: string;
       source?: string;
       ms?: number;
       paths?: Record<string, string>;
       bytes?: Record<string, number>;
     }>("POST", `/v1/snapshots/${segment(name)}/pull${qs}`);
+    // On a terminal, draw the pull's progress from the node's event stream
+    // while the request runs.
+    let watch: Promise<void> | null = null;
+    const stop = new AbortController();
+    if (progressEnabled(flagOption(args, "json")) && !flagOption(args, "no-wait")) {
+      watch = watchPull(client, name, stop.signal).catch(() => {});
+    }
+    let result;
+    try {
+      result = await request;
+    } finally {
+      stop.abort();
+      await watch;
+    }
     if (flagOption(args, "json")) {
       json(io, result);
       return 0;
@@ -243,6 +257,40 @@ const pull: ClientCommand = {
     return 0;
   },
 };
+
+/** Draws a progress bar for the pull of `name` from `/v1/pulls/events` until aborted. */
+async function watchPull(client: NodeClient, name: string, signal: AbortSignal): Promise<void> {
+  const response = await client.request("GET", "/v1/pulls/events", { signal });
+  let bar: ReturnType<typeof progressBar> | null = null;
+  try {
+    for await (const data of sseData(response.body!)) {
+      const pulls = JSON.parse(data) as { name: string; bytesDone: number; bytesTotal: number }[];
+      const mine = pulls.find((p) => p.name === name);
+      if (!mine) continue;
+      bar ??= progressBar(`pull ${name}`, mine.bytesTotal, true);
+      bar.update(mine.bytesDone);
+    }
+  } finally {
+    bar?.finish();
+  }
+}
+
+/** The `data` of each server-sent event of a stream. */
+async function* sseData(body: ReadableStream<Uint8Array>): AsyncIterable<string> {
+  let buffer = "";
+  for await (const text of body.pipeThrough(new TextDecoderStream())) {
+    buffer += text;
+    let end: number;
+    while ((end = buffer.indexOf("\n\n")) >= 0) {
+      const event = buffer.slice(0, end);
+      buffer = buffer.slice(end + 2);
+      const data = event.split("\n").filter((l) => l.startsWith("data:")).map((l) =>
+        l.slice(5).trimStart()
+      );
+      if (data.length > 0) yield data.join("\n");
+    }
+  }
+}
 
 interface Summary {
   name: string;

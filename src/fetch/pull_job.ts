@@ -76,6 +76,14 @@ export interface PullProgress {
   state: "running" | "done" | "failed";
 }
 
+/** Progress as `/v1/pulls` reports it. */
+export interface PullReport extends PullProgress {
+  /** Bytes per second over the last few seconds. */
+  rateBytesPerSecond: number;
+  /** Seconds left at that rate, or null. */
+  etaSeconds: number | null;
+}
+
 const DEFAULT_PRIORITY: Record<SourceKind, number> = { local: 0, peer: 1, origin: 3 };
 /** A peer source at this priority is the owner waiting for a chunk it lacks. */
 const WAITING_PRIORITY = 2;
@@ -569,6 +577,21 @@ export class PullJob {
     return { complete, have, pending };
   }
 
+  /** Progress with the current rate (over the last three seconds). */
+  report(now = Date.now()): PullReport {
+    const window = this.#samples.filter(([t]) => now - t <= 3000);
+    const first = window[0];
+    const elapsed = first ? (now - first[0]) / 1000 : 0;
+    const rate = first && elapsed > 0.2 ? (this.progress.bytesDone - first[1]) / elapsed : 0;
+    const left = this.progress.bytesTotal - this.progress.bytesDone;
+    return {
+      ...this.progress,
+      bySource: { ...this.progress.bySource },
+      rateBytesPerSecond: Math.round(rate),
+      etaSeconds: rate > 0 ? Math.round(left / rate) : null,
+    };
+  }
+
   /** True when `source` was given up on for this pull. */
   isBad(sourceId: string): boolean {
     return this.#bad.has(sourceId);
@@ -586,6 +609,9 @@ export class PullJob {
     await lock.run(() => handle.writeAt(bytes, offset));
   }
 
+  /** (time, bytesDone) after each chunk, the last few seconds only. */
+  readonly #samples: [number, number][] = [];
+
   #complete(file: number, index: number, digest: string, bytes: number, kind: SourceKind): void {
     this.#state[file]![index] = DONE;
     this.received[file]![index] = digest;
@@ -594,6 +620,9 @@ export class PullJob {
     this.progress.chunksDone++;
     this.progress.bySource[kind] += bytes;
     this.#options.onBytes?.(kind, bytes);
+    const now = Date.now();
+    this.#samples.push([now, this.progress.bytesDone]);
+    while (this.#samples.length > 1 && now - this.#samples[0]![0] > 3000) this.#samples.shift();
     const key = `${file}:${index}`;
     for (const waiter of this.#waiters.get(key) ?? []) waiter.resolve();
     this.#waiters.delete(key);

@@ -19,6 +19,8 @@ export interface GaugeSource {
   ready(): boolean;
   pushQueued(): number;
   pullsActive(): number;
+  peersUp(): number;
+  peersKnown(): number;
 }
 
 /** Every metric the agent exports. */
@@ -186,6 +188,12 @@ export class Metrics {
       () => source.pushQueued(),
     );
     gauge("snapmesh_pulls_active", "Pulls in progress", () => source.pullsActive());
+    gauge("snapmesh_peers_up", "Peers answering their probes", () => source.peersUp());
+    gauge(
+      "snapmesh_peers_known",
+      "Peers in the list (file, DNS, flags)",
+      () => source.peersKnown(),
+    );
   }
 
   /** The exposition text. */
