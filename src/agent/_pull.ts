@@ -27,8 +27,8 @@ import type { Source } from "../cache/mod.ts";
 import type { ServeConfig } from "../config/mod.ts";
 import { errorMessage, SnapmeshError } from "../errors.ts";
 import { weight } from "../cluster/hrw.ts";
-import type { Membership, Peer, PeerManifest } from "../cluster/mod.ts";
-import { PeerError } from "../cluster/mod.ts";
+import type { Availability, Membership, Peer, PeerManifest } from "../cluster/mod.ts";
+import { isConnectionError } from "../cluster/mod.ts";
 import {
   type ChunkLocator,
   type ChunkSource,
@@ -246,6 +246,45 @@ export class Puller {
     this.#remote.delete(name);
   }
 
+  /** Resolves once the pull of `name` in flight (if any) has ended, either way. */
+  async settled(name: string): Promise<void> {
+    await this.#active.get(name)?.done.catch(() => {});
+  }
+
+  /**
+   * Stops the pull of `name` (a delete): its job is aborted, its partial
+   * removed and its reservation released. Resolves once it has ended; a
+   * pull that published just before is then an ordinary local snapshot.
+   */
+  async cancel(name: string, reason: SnapmeshError): Promise<void> {
+    this.#remote.delete(name);
+    const pull = this.#active.get(name);
+    if (!pull) return;
+    const ready = await pull.ready.catch(() => null);
+    ready?.job.abort(reason);
+    await pull.done.catch(() => {});
+    if (!ready || this.#active.has(name)) return; // a new pull took over the partial
+    await this.#deps.store.removePartial(ready.key);
+    this.#deps.release(this.#reserved.get(ready.key) ?? 0);
+    this.#reserved.delete(ready.key);
+    this.#adoptions.delete(ready.key);
+  }
+
+  /**
+   * The manifest of `name` from a peer that holds it (or is pulling it),
+   * without asking anyone to fetch it: the owners and a few other healthy
+   * peers are asked at once. Null when none has it.
+   */
+  async peerManifest(name: string): Promise<ManifestWithDigest | null> {
+    const membership = this.#deps.membership;
+    if (!membership || !membership.configured) return null;
+    const asked = membership.rank(name).filter((m) => !m.self).slice(0, 6);
+    const answers = await Promise.all(
+      asked.map((m) => m.self ? null : this.#askPeer(m.peer, name, false, 2_000)),
+    );
+    return answers.find((a) => a !== null)?.manifest ?? null;
+  }
+
   /** Drops partial pulls idle for longer than `ttlMs`; returns their keys. */
   async sweep(ttlMs: number): Promise<string[]> {
     const { store } = this.#deps;
@@ -316,9 +355,9 @@ export class Puller {
     try {
       answer = await peer.client.manifest(name, fetch, timeoutMs);
     } catch (err) {
-      if (!(err instanceof PeerError && err.status < 500)) {
-        this.#deps.membership?.markDown(peer, errorMessage(err));
-      }
+      // Only a peer that cannot be reached is down; a slow or odd answer
+      // (an owner still fetching, a 5xx) says nothing about its health.
+      if (isConnectionError(err)) this.#deps.membership?.markDown(peer, errorMessage(err));
       this.#deps.log.debug("pull: peer could not answer", { name, peer: peer.id, error: err });
       return null;
     }
@@ -420,7 +459,7 @@ export class Puller {
     if (manifest) {
       const digests = new Map(manifest.files.map((f) => [f.name, f.chunks] as const));
       sources.push(new LocalSource(store.fs, this.#deps.locator, digests, chunkSize));
-      for (const peer of (membership?.healthy() ?? []).slice(0, 16)) {
+      for (const peer of this.#candidates(name, found)) {
         const source = new PeerSource({
           id: `peer:${peer.id}`,
           nodeId: peer.id,
@@ -430,13 +469,11 @@ export class Puller {
           primary: peer === found?.primary,
           onSuccess: () => membership?.markSeen(peer),
           onFailure: (err) => {
-            if (!(err instanceof PeerError && err.status < 500)) {
-              membership?.markDown(peer, errorMessage(err));
-            }
+            if (isConnectionError(err)) membership?.markDown(peer, errorMessage(err));
           },
         });
         const answer = found?.seen.get(peer);
-        if (answer) source.update(answer);
+        if (answer) updateSource(source, answer, log, peer.id);
         sources.push(source);
         peerSources.push({ peer, source });
       }
@@ -503,7 +540,8 @@ export class Puller {
       await Promise.all(sources.map(async ({ peer, source }) => {
         if (job.isBad(source.id)) return;
         try {
-          source.update(await peer.client.availability(name, digest, 1_000));
+          const answer = await peer.client.availability(name, digest, 1_000);
+          updateSource(source, answer, this.#deps.log, peer.id);
         } catch {
           // Availability is only a hint (the read path reports failures), but
           // a silent peer must not keep chunks "pending" forever.
@@ -522,6 +560,26 @@ export class Puller {
   }
 
   readonly #adoptions = new Map<string, Adoption>();
+
+  /**
+   * The peers a pull reads from: the primary and every peer that answered
+   * with the snapshot, then the rest of the healthy peers by rendezvous rank
+   * for the name (so nodes pulling the same name favour the same peers), up
+   * to {@linkcode MAX_PEER_SOURCES} in all.
+   */
+  #candidates(
+    name: string,
+    found: { primary: Peer | null; seen: Map<Peer, PeerManifest> } | null,
+  ): Peer[] {
+    const chosen = new Set<Peer>();
+    if (found?.primary) chosen.add(found.primary);
+    for (const peer of found?.seen.keys() ?? []) chosen.add(peer);
+    for (const member of this.#deps.membership?.rank(name) ?? []) {
+      if (chosen.size >= MAX_PEER_SOURCES) break;
+      if (!member.self) chosen.add(member.peer);
+    }
+    return [...chosen];
+  }
 
   /** Marks the chunks a cut-short pull already verified. */
   async #resume(job: PullJob, key: string): Promise<void> {
@@ -634,6 +692,24 @@ export class Puller {
       labels: { "snapmesh.adopted-from": `${origin!.bucket}/${origin!.snapshotPrefix(name)}` },
       files,
     };
+  }
+}
+
+/** Peers one pull reads from (beyond the primary and those known to hold it). */
+const MAX_PEER_SOURCES = 16;
+
+/** Applies a peer's availability; a malformed one counts as "holds nothing". */
+function updateSource(
+  source: PeerSource,
+  answer: Availability | null,
+  log: Logger,
+  peer: string,
+): void {
+  try {
+    source.update(answer);
+  } catch (err) {
+    log.debug("pull: ignoring malformed availability from a peer", { peer, error: err });
+    source.update(null);
   }
 }
 

@@ -8,6 +8,7 @@
  * @module
  */
 
+import { createHash } from "node:crypto";
 import type { SnapshotIndex } from "../cache/mod.ts";
 import { errorMessage } from "../errors.ts";
 import type { Logger } from "../log/mod.ts";
@@ -25,6 +26,8 @@ export interface PusherDeps {
   metrics: Metrics;
   /** Journals that the push of `name` at `digest` is finished (fsynced). */
   markDone(name: string, digest: string): Promise<void>;
+  /** Takes a snapshot whose bytes do not match its manifest out of the cache. */
+  quarantine(name: string, digest: string, why: string): Promise<void>;
 }
 
 /** Push queue state for `/v1/status`. */
@@ -32,6 +35,14 @@ export interface PushStatus {
   queued: number;
   inProgress: string[];
   failing: { name: string; attempts: number; lastError: string; retryInMs: number }[];
+}
+
+/** A local file no longer matches its manifest: it must not reach the origin. */
+export class CorruptFileError extends Error {
+  constructor(message: string) {
+    super(message);
+    this.name = "CorruptFileError";
+  }
 }
 
 /** The origin already holds other content under the name: retrying cannot help. */
@@ -178,7 +189,12 @@ export class Pusher {
         const path = store.filePath(name, file.name);
         await origin.uploadFile(
           origin.fileKey(name, file.name),
-          () => lazyFileStream(store.fs, path, 0, file.size - 1),
+          // Hashed on the way out: an upload whose bytes are not the
+          // manifest's fails before its last part, and no manifest follows.
+          () =>
+            lazyFileStream(store.fs, path, 0, file.size - 1).pipeThrough(
+              verifyingStream(file.sha256, file.size, `${name}/${file.name}`),
+            ),
           file.size,
         );
         bytes += file.size;
@@ -188,6 +204,20 @@ export class Pusher {
       await origin.putBytes(origin.manifestKey(name), encodeManifest(manifest));
       await this.#finish(name, digest, bytes, started);
     } catch (err) {
+      const corrupt = findCorrupt(err);
+      if (corrupt) {
+        // Nothing to retry: the local copy is wrong. Out of the cache with it.
+        metrics.pushFailures.inc({ reason: "corrupt" });
+        log.error("push: a local file does not match its manifest; quarantining", {
+          name,
+          digest,
+          error: corrupt,
+        });
+        this.#failures.set(name, { attempts: 1, nextAt: Infinity, lastError: corrupt.message });
+        await this.#deps.markDone(name, digest).catch(() => {});
+        await this.#deps.quarantine(name, digest, corrupt.message).catch(() => {});
+        throw corrupt;
+      }
       const permanent = err instanceof PushConflictError;
       metrics.pushFailures.inc({ reason: permanent ? "conflict" : "error" });
       const previous = this.#failures.get(name);
@@ -226,4 +256,37 @@ export class Pusher {
       ms: Math.round(performance.now() - started),
     });
   }
+}
+
+/** Passes bytes through, failing at the end when their size or sha256 is not the expected one. */
+function verifyingStream(
+  sha256: string,
+  size: number,
+  what: string,
+): TransformStream<Uint8Array, Uint8Array> {
+  const hash = createHash("sha256");
+  let seen = 0;
+  return new TransformStream({
+    transform(chunk, controller) {
+      hash.update(chunk);
+      seen += chunk.length;
+      controller.enqueue(chunk);
+    },
+    flush() {
+      const digest = hash.digest("hex");
+      if (seen !== size || digest !== sha256) {
+        throw new CorruptFileError(
+          `${what} read back as ${seen} bytes with sha256 ${digest}; the manifest says ${size} bytes, ${sha256}`,
+        );
+      }
+    },
+  });
+}
+
+/** The CorruptFileError behind `err`, however the upload library wrapped it. */
+function findCorrupt(err: unknown): CorruptFileError | null {
+  for (let e = err, depth = 0; e instanceof Error && depth < 5; e = e.cause, depth++) {
+    if (e instanceof CorruptFileError) return e;
+  }
+  return null;
 }

@@ -262,6 +262,9 @@ export class Agent {
           peers: config.peers,
           peersFile: config.peersFile,
           peersDns: config.peersDns,
+          // A peer that sends nothing for this long is given up on (a
+          // waiting read, for an owner still fetching, gets six times more).
+          peerStallMs: Math.min(config.originStallTimeoutMs, 10_000),
           log: this.#log.child({ component: "cluster" }),
         })
         : null;
@@ -288,6 +291,7 @@ export class Agent {
         metrics: this.#metrics,
         markDone: (name, digest) =>
           this.#meta.run(() => this.#record({ t: "push_done", name, digest })),
+        quarantine: (name, digest, why) => this.#quarantine(name, digest, why),
       })
       : null;
   }
@@ -883,23 +887,33 @@ export class Agent {
   }
 
   /**
-   * The manifest of a snapshot: local, or read through from the origin
-   * (without pulling the files; an adopted upload is pulled whole, since its
-   * manifest only exists once its files were hashed).
+   * The manifest of a snapshot: local, from a peer that holds it, or read
+   * through from the origin (without pulling the files; an adopted upload
+   * is pulled whole, since its manifest only exists once its files were
+   * hashed).
    */
   async manifest(name: string): Promise<ManifestWithDigest> {
+    return (await this.#findManifest(name)).manifest;
+  }
+
+  async #findManifest(name: string): Promise<{ manifest: ManifestWithDigest; source: Source }> {
     assertName("snapshot", name);
     this.#assertOpen();
     const entry = this.#index.get(name);
     if (entry) {
       this.#hit();
-      return await this.#manifestOf(entry);
+      return { manifest: await this.#manifestOf(entry), source: "local" };
     }
     this.#miss();
+    const pulling = this.#puller.readyNow(name);
+    if (pulling?.manifest) return { manifest: pulling.manifest, source: pulling.source };
+    const fromPeer = await this.#puller.peerManifest(name);
+    if (fromPeer) return { manifest: fromPeer, source: "peer" };
     const remote = await this.#puller.remoteManifest(name);
-    if (remote) return remote;
+    if (remote) return { manifest: remote, source: "origin" };
     if (!this.#origin) throw notFound(name);
-    return (await this.#puller.start(name).done).manifest;
+    const outcome = await this.#puller.start(name).done;
+    return { manifest: outcome.manifest, source: outcome.source };
   }
 
   /** Size, sha256 and source of a file, without reading it (for HEAD). */
@@ -907,15 +921,13 @@ export class Agent {
     assertName("snapshot", name);
     assertName("file", file);
     this.#assertOpen();
-    const entry = this.#index.get(name);
-    const manifest = entry ? await this.#manifestOf(entry) : await this.manifest(name);
+    const { manifest, source } = await this.#findManifest(name);
     const info = findFile(manifest, file);
     if (!info) {
       throw new SnapmeshError("file_not_found", `Snapshot "${name}" has no file "${file}"`);
     }
     const local = this.#index.get(name)?.digest === manifest.digest;
-    const pulling = this.#puller.readyNow(name)?.source;
-    return { size: info.size, sha256: info.sha256, source: local ? "local" : pulling ?? "origin" };
+    return { size: info.size, sha256: info.sha256, source: local ? "local" : source };
   }
 
   /**
@@ -1217,6 +1229,14 @@ export class Agent {
     this.#assertOpen();
     if (options.origin && !this.#origin) {
       throw new SnapmeshError("invalid_body", "This node has no origin (--origin-endpoint)");
+    }
+    // A pull of the name in flight stops first (its partial goes too); one
+    // that published just before is deleted below like any snapshot.
+    if (!this.#index.get(name)?.pinned || options.force) {
+      await this.#puller.cancel(
+        name,
+        new SnapmeshError("snapshot_not_found", `Snapshot "${name}" was deleted while pulling`),
+      );
     }
     const local = await this.#meta.run(async () => {
       const entry = this.#index.get(name);
@@ -1524,7 +1544,10 @@ export class Agent {
         handle = await this.#store.openPartialRead(key, file);
       } catch (err) {
         if (!(err instanceof Deno.errors.NotFound)) throw err;
-        return await this.peerRead(name, digest, file, rangeHeader, wait); // published meanwhile
+        // Published (or given up) meanwhile: look again once the pull has ended.
+        await this.#puller.settled(name);
+        if (this.#puller.readyNow(name) === ready) throw notFound(name);
+        return await this.peerRead(name, digest, file, rangeHeader, wait);
       }
       const stream = pullingFileStream(job, index, handle, start, end, {
         pace,

@@ -36,6 +36,8 @@ export interface MembershipOptions {
   peersFile: string | null;
   peersDns: string | null;
   log: Logger;
+  /** A peer request or body idle this long is aborted. @default 10000 */
+  peerStallMs?: number;
   /** @default 1000 */
   probeIntervalMs?: number;
   /** @default 1000 */
@@ -215,7 +217,10 @@ export class Membership {
         lastSeen: null,
         lastError: "not probed yet",
         failures: 0,
-        client: new PeerClient(url, { token: this.#options.token }),
+        client: new PeerClient(url, {
+          token: this.#options.token,
+          stallMs: this.#options.peerStallMs,
+        }),
       });
     }
     for (const url of [...this.#peers.keys()]) {

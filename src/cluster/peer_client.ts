@@ -33,6 +33,20 @@ export interface PeerManifest extends Availability {
   manifest: string;
 }
 
+/** Largest manifest answer accepted from a peer. */
+const MAX_MANIFEST_ANSWER = 32 * 1024 * 1024;
+/** Largest availability answer accepted from a peer. */
+const MAX_AVAILABILITY_ANSWER = 8 * 1024 * 1024;
+
+/**
+ * True for failures that say the peer cannot be reached (refused, reset,
+ * unreachable), as opposed to an answer we did not like or a slow one.
+ */
+export function isConnectionError(err: unknown): boolean {
+  // Deno's fetch rejects with a TypeError when the connection fails.
+  return err instanceof TypeError;
+}
+
 /** A peer refused us (wrong token) or broke the protocol. */
 export class PeerError extends Error {
   readonly status: number;
@@ -81,7 +95,11 @@ export class PeerClient {
       await response.body?.cancel();
       return null;
     }
-    return await response.json() as PeerManifest;
+    const answer = await readJson(response, MAX_MANIFEST_ANSWER, this.url) as PeerManifest;
+    if (typeof answer?.manifest !== "string") {
+      throw new PeerError(502, `peer ${this.url} sent a manifest answer without a manifest`);
+    }
+    return answer;
   }
 
   /** Which chunks of `name` at `digest` the peer holds, or null. */
@@ -99,7 +117,7 @@ export class PeerClient {
       await response.body?.cancel();
       return null;
     }
-    return await response.json() as Availability;
+    return await readJson(response, MAX_AVAILABILITY_ANSWER, this.url) as Availability;
   }
 
   /**
@@ -182,6 +200,31 @@ export class PeerClient {
       response.status,
       `peer ${this.url} answered ${response.status}: ${text.slice(0, 200)}`,
     );
+  }
+}
+
+/** Reads a JSON body of at most `max` bytes. */
+async function readJson(response: Response, max: number, url: string): Promise<unknown> {
+  const parts: Uint8Array[] = [];
+  let size = 0;
+  for await (const part of response.body ?? []) {
+    size += part.length;
+    if (size > max) {
+      // Leaving the loop cancels the body.
+      throw new PeerError(502, `peer ${url} sent an answer larger than ${max} bytes`);
+    }
+    parts.push(part);
+  }
+  const bytes = new Uint8Array(size);
+  let at = 0;
+  for (const part of parts) {
+    bytes.set(part, at);
+    at += part.length;
+  }
+  try {
+    return JSON.parse(new TextDecoder().decode(bytes));
+  } catch {
+    throw new PeerError(502, `peer ${url} sent an answer that is not JSON`);
   }
 }
 

@@ -9,8 +9,13 @@
  * - A chunk that fails verification is discarded; its source gets a strike,
  *   and a source out of strikes (or failing outright) is avoided for the rest
  *   of the pull. The chunk is fetched again from another source.
- * - When no source is left for some chunk, the pull fails with
- *   `upstream_failed`, naming what was tried.
+ * - Each node asks the owner only for its share of the chunks; when views
+ *   of who pulls differ, chunks can be nobody's share: a node with nothing
+ *   in flight and no chunk done for {@linkcode SHARE_STALL_MS} takes any
+ *   chunk no other node is fetching from the owner.
+ * - When no source is left for some chunk and none can appear (no peer
+ *   still pulling), the pull fails with `upstream_failed`, naming what was
+ *   tried; when no chunk arrives for `stallMs` with nothing in flight, too.
  *
  * @module
  */
@@ -62,6 +67,11 @@ export interface PullJobOptions {
   onBytes?: (kind: SourceKind, bytes: number) => void;
   /** Called when a chunk fails verification. */
   onVerifyFailure?: (source: ChunkSource) => void;
+  /**
+   * The pull fails when no chunk arrives for this long while nothing is in
+   * flight (sources that may still get the chunks, but do not). @default 15000
+   */
+  stallMs?: number;
 }
 
 /** Live progress of a pull. */
@@ -91,6 +101,12 @@ const WAITING_PRIORITY = 2;
 const MAX_WAITING = 2;
 /** How far ahead in fetch order a worker looks for a chunk it can get without waiting. */
 const LOOKAHEAD = 256;
+/** Idle this long with no chunk done, a node stops keeping to its share. */
+export const SHARE_STALL_MS = 2000;
+/** How often the job looks for stalls. */
+const TICK_MS = 250;
+/** A pull with no source for some chunk and none that may get it fails after this long. */
+const HOPELESS_MS = 2000;
 
 const MISSING = 0;
 const BUSY = 1;
@@ -120,7 +136,8 @@ export class PullJob {
   readonly #queue: Task[] = [];
   readonly #urgent: Task[] = [];
   readonly #waiters = new Map<string, Waiter[]>();
-  readonly #handles = new Map<number, { handle: FileHandle; lock: Mutex }>();
+  /** Open partial files (the promise, so two writers never open one twice). */
+  readonly #handles = new Map<number, Promise<{ handle: FileHandle; lock: Mutex }>>();
   readonly #strikes = new Map<string, number>();
   readonly #bad = new Set<string>();
   readonly #inFlight = new Map<string, number>();
@@ -132,6 +149,14 @@ export class PullJob {
   readonly #idle: (() => void)[] = [];
   #remaining = 0;
   #hotRemaining = 0;
+  /** When the last chunk was verified (or the pull started). */
+  #lastProgress = Date.now();
+  /** Shares are off: this node takes any chunk no other node fetches from the owner. */
+  #anyShare = false;
+  /** Since when some missing chunk had no source and none could appear, or 0. */
+  #hopelessSince = 0;
+  /** Why sources were given up on, for the failure message. */
+  readonly #tried: string[] = [];
   readonly #hot: Set<string>;
   #failure: SnapmeshError | null = null;
   #hotResolve!: () => void;
@@ -250,6 +275,8 @@ export class PullJob {
     });
     this.#queue.reverse(); // taken from the end
     this.#remaining = this.#state.reduce((n, s) => n + s.filter((x) => x !== DONE).length, 0);
+    this.#lastProgress = Date.now();
+    const ticker = setInterval(() => this.#tick(), TICK_MS);
     try {
       if (this.#remaining > 0) {
         await Promise.all(Array.from({ length: concurrency }, () => this.#worker()));
@@ -265,9 +292,75 @@ export class PullJob {
       );
       throw this.#failure;
     } finally {
-      for (const { handle } of this.#handles.values()) handle.close();
+      clearInterval(ticker);
+      for (const slot of this.#handles.values()) {
+        await slot.then(({ handle }) => handle.close(), () => {});
+      }
       this.#handles.clear();
     }
+  }
+
+  /**
+   * Every {@linkcode TICK_MS}: wakes idle workers (so stall rules take
+   * effect without new events), and fails the pull when it cannot finish.
+   */
+  #tick(): void {
+    if (this.#failure || this.#remaining === 0) return;
+    const now = Date.now();
+    const idle = this.#busyCount() === 0;
+    if (idle && this.#hopeless()) {
+      this.#hopelessSince ||= now;
+      if (now - this.#hopelessSince >= HOPELESS_MS && idle) {
+        this.#fail(this.#stuck("no source holds the missing chunks and none is fetching them"));
+        return;
+      }
+    } else {
+      this.#hopelessSince = 0;
+    }
+    const stallMs = this.#options.stallMs ?? 15_000;
+    if (idle && now - this.#lastProgress >= stallMs) {
+      this.#fail(this.#stuck(`no chunk arrived for ${Math.round(stallMs / 1000)} s`));
+      return;
+    }
+    this.#wake();
+  }
+
+  #stuck(why: string): SnapmeshError {
+    const tried = this.#tried.length ? `; tried: ${this.#tried.slice(-8).join("; ")}` : "";
+    return new SnapmeshError(
+      "upstream_failed",
+      `Pull of "${this.name}" cannot finish: ${why} (${this.#remaining} chunk(s) missing)${tried}`,
+    );
+  }
+
+  /** True when some source not given up on is a peer still pulling (it may come to hold chunks). */
+  #mayAppear(): boolean {
+    return this.#options.sources.some((s) => !this.#bad.has(s.id) && s.participant?.() === true);
+  }
+
+  /** Requests in flight to any source. */
+  #busyCount(): number {
+    let n = 0;
+    for (const count of this.#inFlight.values()) n += count;
+    return n;
+  }
+
+  /**
+   * True when some missing chunk has no source that can serve it, and no
+   * source can come to hold it (a peer still pulling may).
+   */
+  #hopeless(): boolean {
+    if (this.#mayAppear()) return false;
+    const live = this.#options.sources.filter((s) => !this.#bad.has(s.id));
+    for (let fi = 0; fi < this.files.length; fi++) {
+      const state = this.#state[fi]!;
+      for (let i = 0; i < state.length; i++) {
+        if (state[i] !== MISSING) continue;
+        const request = this.#request(fi, i, 1);
+        if (!live.some((s) => s.has(request))) return true;
+      }
+    }
+    return false;
   }
 
   /**
@@ -310,6 +403,20 @@ export class PullJob {
     // leave its origin download undisturbed); then chunks it must fetch.
     const members = this.#participants();
     const endgame = this.#remaining <= Math.max(16, this.progress.chunksTotal / 20);
+    // Idle and nothing arriving: this node's share is done, yet chunks are
+    // missing that nobody fetches (the nodes disagree on who pulls). From
+    // now on, take any that no other node is fetching from the owner.
+    if (
+      !this.#anyShare && !endgame && this.#busyCount() === 0 &&
+      Date.now() - this.#lastProgress >= SHARE_STALL_MS
+    ) {
+      this.#anyShare = true;
+      this.#options.log.info("pull: no progress on this node's share; taking any chunk", {
+        name: this.name,
+        missing: this.#remaining,
+      });
+    }
+    const stalled = this.#anyShare && !endgame;
     for (const held of [true, false]) {
       scanned = 0;
       for (let k = queue.length - 1; k >= 0 && scanned < LOOKAHEAD * 4; k--) {
@@ -318,12 +425,17 @@ export class PullJob {
         scanned++;
         const request = this.#request(task.file, task.index, 1);
         const source = this.#pick(request, true);
-        if (!source) return null; // waiting slots full
+        if (!source) {
+          if (this.#pick(request, false)) return null; // waiting slots full
+          continue; // nobody can serve this one now
+        }
         const fromOwner = source.kind === "peer" &&
           this.#priority(source, request) >= WAITING_PRIORITY;
         if (fromOwner) {
           if (held && !source.holds?.(request)) continue;
-          if (!endgame) {
+          if (stalled) {
+            if (this.#pendingElsewhere(request)) continue;
+          } else if (!endgame) {
             const share = members[(task.index + task.file) % members.length];
             if (share !== this.#options.selfId || this.#pendingElsewhere(request)) continue;
           }
@@ -441,6 +553,14 @@ export class PullJob {
         this.#wake();
         continue;
       }
+      if (!source && this.#mayAppear()) {
+        // A peer still pulling may come to hold it: back in the queue (the
+        // job's stall watchdog ends the pull if nothing ever arrives).
+        this.#state[task.file]![first] = MISSING;
+        this.#queue.push({ file: task.file, index: first, count: 1 });
+        this.#wake();
+        return;
+      }
       if (!source) {
         const why = tried.length ? tried.join("; ") : "no source holds it";
         throw new SnapmeshError(
@@ -463,6 +583,7 @@ export class PullJob {
       } catch (err) {
         if (this.#failure) return;
         tried.push(`${source.id}: ${errorMessage(err)}`);
+        this.#tried.push(`${source.id}: ${errorMessage(err)}`);
         this.#options.log.warn("pull: source failed; avoiding it for this pull", {
           name: this.name,
           source: source.id,
@@ -498,6 +619,7 @@ export class PullJob {
       }
       if (failed.length === 0) return;
       tried.push(`${source.id}: ${failed.length} chunk(s) failed verification`);
+      this.#tried.push(`${source.id}: chunks failed verification`);
       this.#options.onVerifyFailure?.(source);
       const strikes = (this.#strikes.get(source.id) ?? 0) + 1;
       this.#strikes.set(source.id, strikes);
@@ -600,10 +722,13 @@ export class PullJob {
   async #write(file: number, bytes: Uint8Array, offset: number): Promise<void> {
     let slot = this.#handles.get(file);
     if (!slot) {
-      slot = { handle: await this.#options.openFile(this.files[file]!.name), lock: new Mutex() };
+      slot = this.#options.openFile(this.files[file]!.name).then((handle) => ({
+        handle,
+        lock: new Mutex(),
+      }));
       this.#handles.set(file, slot);
     }
-    const { handle, lock } = slot;
+    const { handle, lock } = await slot;
     // An all-zero chunk of an adopted file stays a hole.
     if (isAllZero(bytes)) return;
     await lock.run(() => handle.writeAt(bytes, offset));
@@ -616,6 +741,7 @@ export class PullJob {
     this.#state[file]![index] = DONE;
     this.received[file]![index] = digest;
     this.#remaining--;
+    this.#lastProgress = Date.now();
     this.progress.bytesDone += bytes;
     this.progress.chunksDone++;
     this.progress.bySource[kind] += bytes;

@@ -59,9 +59,10 @@ export function statusOf(err: unknown): number | undefined {
 /** True for failures another attempt may cure. */
 export function isRetryable(err: unknown): boolean {
   if (!(err instanceof Error)) return false;
+  // By name first: S3 answers RequestTimeout with HTTP 400.
+  if (RETRYABLE_NAMES.has(err.name)) return true;
   const status = statusOf(err);
   if (status !== undefined) return status >= 500 || status === 429 || status === 408;
-  if (RETRYABLE_NAMES.has(err.name)) return true;
   const code = (err as { code?: string }).code;
   if (code && RETRYABLE_MESSAGE.test(code)) return true;
   return RETRYABLE_MESSAGE.test(err.message) ||

@@ -194,7 +194,7 @@ export class S3Origin {
     options: { range?: [number, number]; signal?: AbortSignal } = {},
   ): Promise<Uint8Array | null> {
     try {
-      return await this.#call(`get ${key}`, async (signal) => {
+      return await this.#call(`get ${key}`, async (signal, answered) => {
         const response = await this.#client.send(
           new this.#sdk.GetObjectCommand({
             Bucket: this.bucket,
@@ -203,6 +203,9 @@ export class S3Origin {
           }),
           { abortSignal: signal },
         );
+        // The head arrived: from here the body's own watchdog (progress,
+        // not total time) is the only one.
+        answered();
         const expected = response.ContentLength ?? null;
         return await this.#readBody(
           response.Body as { transformToWebStream(): ReadableStream<Uint8Array> },
@@ -269,12 +272,23 @@ export class S3Origin {
     await this.#call(
       `upload ${key}`,
       async (signal) => {
+        // Progress is every byte the upload reads from the file, and every
+        // part the origin acknowledges.
+        let last = Date.now();
+        const counted = open().pipeThrough(
+          new TransformStream<Uint8Array, Uint8Array>({
+            transform(chunk, controller) {
+              last = Date.now();
+              controller.enqueue(chunk);
+            },
+          }),
+        );
         const upload = new this.#upload({
           client: this.#client,
           params: {
             Bucket: this.bucket,
             Key: key,
-            Body: open(),
+            Body: counted,
             ContentLength: size,
             ContentType: "application/octet-stream",
           },
@@ -288,7 +302,6 @@ export class S3Origin {
         const abort = () => upload.abort().catch(() => {});
         signal.addEventListener("abort", abort, { once: true });
         // Abort an upload that makes no progress for the stall timeout.
-        let last = Date.now();
         let stalled: StallError | null = null;
         const check = () => {
           const idle = Date.now() - last;
@@ -370,7 +383,7 @@ export class S3Origin {
    */
   async #call<T>(
     what: string,
-    attemptFn: (signal: AbortSignal) => Promise<T>,
+    attemptFn: (signal: AbortSignal, answered: () => void) => Promise<T>,
     outer?: AbortSignal,
     options: { stall?: boolean } = {},
   ): Promise<T> {
@@ -381,7 +394,7 @@ export class S3Origin {
         const controller = new AbortController();
         const onOuter = () => controller.abort(outer!.reason);
         outer?.addEventListener("abort", onOuter, { once: true });
-        const watchdog = options.stall === false ? undefined : setTimeout(
+        let watchdog = options.stall === false ? undefined : setTimeout(
           () =>
             controller.abort(
               new StallError(`Origin did not answer ${what} for ${this.#stallMs} ms`),
@@ -389,7 +402,10 @@ export class S3Origin {
           this.#stallMs,
         );
         try {
-          return await attemptFn(controller.signal);
+          return await attemptFn(controller.signal, () => {
+            clearTimeout(watchdog);
+            watchdog = undefined;
+          });
         } catch (err) {
           // An abort by the watchdog surfaces as an AbortError: report the stall.
           if (controller.signal.aborted && controller.signal.reason instanceof StallError) {

@@ -5,58 +5,19 @@
 
 import { assert, assertEquals, assertMatch } from "../helpers/assert.ts";
 import { type AgentProcess, startAgent } from "../helpers/agent_process.ts";
-import { FaultProxy } from "../helpers/fault_proxy.ts";
-import { startS3, type TestS3 } from "../helpers/s3.ts";
+import {
+  CHUNK,
+  memFile,
+  nonZeroBytes,
+  originArgs,
+  startOrigin as origin,
+  type TestOrigin as Origin,
+} from "../helpers/fixtures.ts";
 import { randomBytes, sha256, tempDir } from "../helpers/temp.ts";
-
-const CHUNK = 256 * 1024;
-
-/** A memory-like file: `chunks` chunks of CHUNK bytes, about 30% of them zero. */
-function memFile(chunks: number, seed: number): Uint8Array<ArrayBuffer> {
-  const bytes = new Uint8Array(chunks * CHUNK);
-  for (let i = 0; i < chunks; i++) {
-    if (i % 10 < 3) continue;
-    bytes.set(randomBytes(CHUNK, seed * 1000 + i), i * CHUNK);
-  }
-  return bytes;
-}
-
-function nonZeroBytes(bytes: Uint8Array): number {
-  let n = 0;
-  for (let at = 0; at < bytes.length; at += CHUNK) {
-    if (bytes.subarray(at, at + CHUNK).some((b) => b !== 0)) {
-      n += Math.min(CHUNK, bytes.length - at);
-    }
-  }
-  return n;
-}
-
-interface Origin {
-  s3: TestS3;
-  proxy: FaultProxy;
-}
-
-async function origin(): Promise<Origin & AsyncDisposable> {
-  const s3 = await startS3();
-  const proxy = await FaultProxy.start(s3.endpoint);
-  return {
-    s3,
-    proxy,
-    async [Symbol.asyncDispose]() {
-      await proxy[Symbol.asyncDispose]();
-      await s3[Symbol.asyncDispose]();
-    },
-  };
-}
 
 function agentArgs(o: Origin, ...extra: string[]): string[] {
   return [
-    "--origin-endpoint",
-    o.proxy.url,
-    "--origin-bucket",
-    o.s3.bucket,
-    "--origin-prefix",
-    o.s3.prefix,
+    ...originArgs(o),
     "--chunk-size",
     "256KiB",
     "--origin-stall-timeout",
@@ -446,4 +407,32 @@ Deno.test("uploads that stall or answer 503 are retried until they land", async 
   );
   const metrics = await (await fetch(`${a.url}/metrics`)).text();
   assertMatch(metrics, /snapmesh_pushes_total 1/);
+});
+
+Deno.test("a slow but steady origin body is not a stall, however long it takes", async () => {
+  await using o = await origin();
+  await using tmp = await tempDir();
+  const mem = memFile(10, 15); // 7 non-zero chunks in a row: one 1.75 MiB ranged GET
+  {
+    await using a = await agentWith(o, `${tmp.path}/a`, "--push", "sync");
+    assertEquals((await publish(a.url, "fn-slow", { mem })).status, 201);
+  }
+  // 64 KiB every 100 ms: each gap is far below the 1 s stall timeout, the
+  // whole body takes about 2.8 s.
+  o.proxy.add({
+    kind: "trickle",
+    method: "GET",
+    path: /files/,
+    sliceBytes: 65536,
+    intervalMs: 100,
+  });
+  await using b = await agentWith(o, `${tmp.path}/b`);
+  const started = Date.now();
+  const pull = await fetch(`${b.url}/v1/snapshots/fn-slow/pull`, { method: "POST" });
+  assertEquals(pull.status, 200, await pull.clone().text());
+  const result = await pull.json();
+  assert(Date.now() - started > 1500, "the body really was slow");
+  assertEquals(await sha256(await Deno.readFile(result.paths.mem)), await sha256(mem));
+  const metrics = await (await fetch(`${b.url}/metrics`)).text();
+  assertMatch(metrics, /snapmesh_origin_retries_total 0/);
 });

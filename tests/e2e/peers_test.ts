@@ -4,107 +4,24 @@
  */
 
 import { assert, assertEquals, assertMatch } from "../helpers/assert.ts";
-import type { AgentProcess } from "../helpers/agent_process.ts";
 import { type Cluster, startCluster } from "../helpers/cluster.ts";
-import { FaultProxy } from "../helpers/fault_proxy.ts";
-import { startS3, type TestS3 } from "../helpers/s3.ts";
+import type { FaultProxy } from "../helpers/fault_proxy.ts";
+import {
+  auth,
+  CHUNK,
+  memFile,
+  nonZeroBytes,
+  originArgs,
+  publish,
+  pull,
+  startOrigin as origin,
+  type TestOrigin,
+  TOKEN,
+} from "../helpers/fixtures.ts";
 import { randomBytes, sha256, tempDir } from "../helpers/temp.ts";
 import { rank } from "../../src/cluster/hrw.ts";
 
-const CHUNK = 256 * 1024;
-const TOKEN = "cluster-token";
-const auth = { Authorization: `Bearer ${TOKEN}` };
-
-/** `chunks` chunks of CHUNK bytes, 3 of every 10 zero. */
-function memFile(chunks: number, seed: number): Uint8Array<ArrayBuffer> {
-  const bytes = new Uint8Array(chunks * CHUNK);
-  for (let i = 0; i < chunks; i++) {
-    if (i % 10 < 3) continue;
-    bytes.set(randomBytes(CHUNK, seed * 1000 + i), i * CHUNK);
-  }
-  return bytes;
-}
-
-function nonZeroBytes(bytes: Uint8Array): number {
-  let n = 0;
-  for (let at = 0; at < bytes.length; at += CHUNK) {
-    if (bytes.subarray(at, at + CHUNK).some((b) => b !== 0)) {
-      n += Math.min(CHUNK, bytes.length - at);
-    }
-  }
-  return n;
-}
-
-async function origin(): Promise<{ s3: TestS3; proxy: FaultProxy } & AsyncDisposable> {
-  const s3 = await startS3();
-  const proxy = await FaultProxy.start(s3.endpoint);
-  return {
-    s3,
-    proxy,
-    async [Symbol.asyncDispose]() {
-      await proxy[Symbol.asyncDispose]();
-      await s3[Symbol.asyncDispose]();
-    },
-  };
-}
-
-function originArgs(o: { s3: TestS3; proxy: FaultProxy }): string[] {
-  return [
-    "--origin-endpoint",
-    o.proxy.url,
-    "--origin-bucket",
-    o.s3.bucket,
-    "--origin-prefix",
-    o.s3.prefix,
-  ];
-}
-
 const BASE = ["--chunk-size", "256KiB", "--origin-stall-timeout", "2s"];
-
-async function publish(
-  agent: AgentProcess,
-  name: string,
-  files: Record<string, Uint8Array<ArrayBuffer>>,
-  body = {},
-) {
-  for (const [file, bytes] of Object.entries(files)) {
-    const r = await fetch(`${agent.url}/v1/snapshots/${name}/files/${file}`, {
-      method: "PUT",
-      body: bytes,
-      headers: auth,
-    });
-    assertEquals(r.status, 201, await r.text());
-  }
-  const r = await fetch(`${agent.url}/v1/snapshots/${name}/commit`, {
-    method: "POST",
-    headers: auth,
-    body: JSON.stringify(body),
-  });
-  const json = await r.json();
-  assertEquals(r.status, 201, JSON.stringify(json));
-  return json;
-}
-
-/** What a pull answers (or an error body). */
-interface PullBody {
-  digest: string;
-  complete: boolean;
-  ms: number;
-  bytes: { local: number; peer: number; origin: number };
-  paths: { mem: string };
-}
-
-async function pull(
-  agent: AgentProcess,
-  name: string,
-  query = "",
-): Promise<{ status: number; body: PullBody }> {
-  const r = await fetch(`${agent.url}/v1/snapshots/${name}/pull${query}`, {
-    method: "POST",
-    headers: auth,
-  });
-  return { status: r.status, body: await r.json() };
-}
 
 /** Origin bytes of file objects (not manifests) the proxy delivered. */
 function fileBytesFromOrigin(proxy: FaultProxy): number {
@@ -155,7 +72,7 @@ Deno.test("(a) published on A, pulled by B, C and D at the same moment: all veri
 
 /** Puts a snapshot into the origin with an agent outside the cluster. */
 async function seedOrigin(
-  o: { s3: TestS3; proxy: FaultProxy },
+  o: TestOrigin,
   dir: string,
   name: string,
   files: Record<string, Uint8Array<ArrayBuffer>>,

@@ -21,6 +21,11 @@ export interface ClusterOptions {
   token?: (id: string) => string;
   /** Wait until every agent sees all the others healthy. @default true */
   waitHealthy?: boolean;
+  /**
+   * The agents each one has in its peers file (default: all). With this,
+   * every agent gets a peers file of its own.
+   */
+  sees?: (id: string) => string[];
 }
 
 /** A running cluster. */
@@ -36,15 +41,17 @@ export interface Cluster extends AsyncDisposable {
 
 /** Starts the agents and waits until each sees all the others healthy. */
 export async function startCluster(options: ClusterOptions): Promise<Cluster> {
-  const peersFile = `${options.dir}/peers.txt`;
-  await Deno.writeTextFile(peersFile, "");
+  const shared = `${options.dir}/peers.txt`;
+  const fileOf = (id: string) => options.sees ? `${options.dir}/peers-${id}.txt` : shared;
+  for (const id of options.ids) await Deno.writeTextFile(fileOf(id), "");
+  const sees = (id: string) => (options.sees?.(id) ?? options.ids).filter((x) => x !== id);
   const token = options.token ?? (() => "cluster-token");
   const argsFor = (id: string) =>
     typeof options.args === "function" ? options.args(id) : options.args ?? [];
   const start = (id: string) =>
     startAgent({
       dataDir: `${options.dir}/${id}`,
-      args: ["--node-id", id, "--peers-file", peersFile, "--token", token(id), ...argsFor(id)],
+      args: ["--node-id", id, "--peers-file", fileOf(id), "--token", token(id), ...argsFor(id)],
       env: options.env ?? {},
     });
   const agents = new Map<string, AgentProcess>();
@@ -54,10 +61,21 @@ export async function startCluster(options: ClusterOptions): Promise<Cluster> {
     for (const agent of agents.values()) await agent.kill();
     throw err;
   }
-  await Deno.writeTextFile(peersFile, [...agents.values()].map((a) => a.url).join("\n") + "\n");
+  const writePeers = async () => {
+    const written = new Set<string>();
+    for (const id of options.ids) {
+      const file = fileOf(id);
+      if (written.has(file)) continue;
+      written.add(file);
+      const ids = options.sees ? sees(id) : options.ids;
+      const urls = ids.flatMap((x) => agents.has(x) ? [agents.get(x)!.url] : []);
+      await Deno.writeTextFile(file, urls.join("\n") + "\n");
+    }
+  };
+  await writePeers();
   const cluster: Cluster = {
     agents,
-    peersFile,
+    peersFile: shared,
     get(id) {
       const agent = agents.get(id);
       if (!agent) throw new Error(`no agent ${id}`);
@@ -66,8 +84,7 @@ export async function startCluster(options: ClusterOptions): Promise<Cluster> {
     async restart(id) {
       const agent = await start(id);
       agents.set(id, agent);
-      // The new port goes into the shared peers file.
-      await Deno.writeTextFile(peersFile, [...agents.values()].map((a) => a.url).join("\n") + "\n");
+      await writePeers(); // the new port goes into the peers files
       return agent;
     },
     async waitForPeers(id, healthy, timeoutMs = 15_000) {
@@ -96,7 +113,7 @@ export async function startCluster(options: ClusterOptions): Promise<Cluster> {
   };
   if (options.waitHealthy ?? true) {
     try {
-      for (const id of options.ids) await cluster.waitForPeers(id, options.ids.length - 1);
+      for (const id of options.ids) await cluster.waitForPeers(id, sees(id).length);
     } catch (err) {
       await cluster[Symbol.asyncDispose]();
       throw err;

@@ -11,7 +11,7 @@ import http from "node:http";
 
 /** One kind of fault, applied to the next `times` matching requests. */
 export interface FaultRule {
-  kind: "status" | "reset" | "stall" | "flip";
+  kind: "status" | "reset" | "stall" | "flip" | "trickle";
   /** Requests it applies to. @default every request */
   method?: string;
   path?: RegExp;
@@ -25,6 +25,10 @@ export interface FaultRule {
   afterBytes?: number;
   /** For "flip": flip again every this many bytes after the first. */
   every?: number;
+  /** For "trickle": bytes sent per tick. @default 16384 */
+  sliceBytes?: number;
+  /** For "trickle": pause between slices. @default 100 */
+  intervalMs?: number;
 }
 
 /** A request the proxy saw. */
@@ -156,6 +160,50 @@ export class FaultProxy implements AsyncDisposable {
     let sent = 0;
     const stream = new ReadableStream<Uint8Array>({
       start: (controller) => {
+        if (rule?.kind === "trickle") {
+          // Slow but steady: small slices with pauses between them.
+          const slice = rule.sliceBytes ?? 16384;
+          const interval = rule.intervalMs ?? 100;
+          let chain = Promise.resolve();
+          let closed = false;
+          upstream.on("data", (chunk: Uint8Array) => {
+            const copy = new Uint8Array(chunk);
+            upstream.pause();
+            chain = chain.then(async () => {
+              for (let at = 0; at < copy.length && !closed; at += slice) {
+                await new Promise((r) => setTimeout(r, interval));
+                const part = copy.subarray(at, at + slice);
+                try {
+                  controller.enqueue(part);
+                } catch {
+                  closed = true;
+                  return;
+                }
+                sent += part.length;
+                if (counted) this.getBytes += part.length;
+              }
+              upstream.resume();
+            });
+          });
+          upstream.on("end", () => {
+            chain = chain.then(() => {
+              try {
+                controller.close();
+              } catch {
+                // Cancelled.
+              }
+            });
+          });
+          upstream.on("error", (err) => {
+            closed = true;
+            try {
+              controller.error(err);
+            } catch {
+              // Already closed.
+            }
+          });
+          return;
+        }
         upstream.on("data", (chunk: Uint8Array) => {
           let piece = new Uint8Array(chunk);
           if (
