@@ -10,7 +10,7 @@
 import { Agent } from "./agent/mod.ts";
 import { createApp } from "./api/mod.ts";
 import { formatListen, type ServeConfig } from "./config/mod.ts";
-import { errorMessage } from "./errors.ts";
+import { errorMessage, SnapmeshError } from "./errors.ts";
 import { DenoFileSystem, type FileSystem } from "./fs/mod.ts";
 import { createLogger, type Logger } from "./log/mod.ts";
 import { Metrics } from "./metrics/mod.ts";
@@ -27,6 +27,14 @@ export interface RunServeOptions {
   announce?: (line: string) => void;
   /** Most time a graceful shutdown waits for open requests. @default 10000 */
   shutdownGraceMs?: number;
+  /** Most time a graceful shutdown waits for uploads in flight. @default 5000 */
+  pushGraceMs?: number;
+  /**
+   * The process exits (code 1) if a shutdown takes longer than this, and at
+   * a second signal. For the CLI only: the journal makes that safe, but a
+   * library caller's process is not ours to end. @default off
+   */
+  hardExitMs?: number;
 }
 
 /** Runs the agent until a signal; returns the process exit code. */
@@ -67,7 +75,13 @@ export async function runServe(
   });
 
   const stop = new AbortController();
-  const onSignal = () => stop.abort();
+  const onSignal = () => {
+    if (stop.signal.aborted && options.hardExitMs !== undefined) {
+      log.warn("second signal during shutdown: exiting now");
+      Deno.exit(1);
+    }
+    stop.abort();
+  };
   const signals: Deno.Signal[] = ["SIGTERM", "SIGINT"];
   for (const s of signals) Deno.addSignalListener(s, onSignal);
   options.signal?.addEventListener("abort", onSignal, { once: true });
@@ -83,6 +97,14 @@ export async function runServe(
         log.info("listening", { address: where, version: VERSION, dataDir: config.dataDir });
       },
       onError: (err) => {
+        if (err instanceof SnapmeshError && err.code === "shutting_down") {
+          // A response streamed from a pull that shutdown ended: expected.
+          log.info("response cut short by shutdown");
+          return new Response(
+            '{"error":{"code":"shutting_down","message":"The agent is shutting down"}}',
+            { status: 503, headers: { "Content-Type": "application/json" } },
+          );
+        }
         log.error("unhandled request error", { error: err });
         return new Response('{"error":{"code":"internal","message":"Internal error"}}', {
           status: 500,
@@ -119,12 +141,24 @@ export async function runServe(
   if (!stop.signal.aborted) {
     await new Promise<void>((resolve) => stop.signal.addEventListener("abort", () => resolve()));
   }
-  log.info("shutting down");
   const grace = options.shutdownGraceMs ?? 10_000;
-  await Promise.race([server.shutdown(), delay(grace)]);
+  const pushGrace = options.pushGraceMs ?? 5000;
+  log.info("shutting down", { graceMs: grace, pushGraceMs: pushGrace });
+  if (options.hardExitMs !== undefined) {
+    // Everything below is bounded; this is the belt to those braces.
+    const hard = setTimeout(() => {
+      log.error("shutdown took too long: exiting now", { afterMs: options.hardExitMs });
+      Deno.exit(1);
+    }, options.hardExitMs);
+    Deno.unrefTimer(hard);
+  }
+  // No new connections; pulls end now; open requests get the grace time.
+  const closing = server.shutdown();
+  agent?.stopTransfers();
+  await Promise.race([closing, delay(grace)]);
   if (agent) {
     try {
-      await agent.close();
+      await agent.close({ pushGraceMs: pushGrace });
     } catch (err) {
       log.error("shutdown: closing the agent failed", { error: err });
       exitCode = 1;

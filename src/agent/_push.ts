@@ -68,6 +68,8 @@ export class Pusher {
   readonly #inFlight = new Map<string, Promise<void>>();
   readonly #failures = new Map<string, Failure>();
   #stopped = false;
+  /** Aborts uploads in flight (at shutdown, once the grace time is over). */
+  readonly #abort = new AbortController();
   #wake: (() => void) | null = null;
   #loop: Promise<void> | null = null;
 
@@ -85,12 +87,29 @@ export class Pusher {
     this.#wake?.();
   }
 
-  /** Stops the loop and waits for uploads in flight to settle. */
-  async stop(): Promise<void> {
+  /**
+   * Stops the loop; uploads in flight get `graceMs` to finish, then are
+   * aborted. An aborted push stays queued in the journal and starts over
+   * at the next start.
+   */
+  async stop(graceMs = 5000): Promise<void> {
     this.#stopped = true;
     this.kick();
     await this.#loop;
-    await Promise.allSettled([...this.#inFlight.values()]);
+    const settled = Promise.allSettled([...this.#inFlight.values()]);
+    let timer: ReturnType<typeof setTimeout> | undefined;
+    const late = await Promise.race([
+      settled.then(() => false),
+      new Promise<boolean>((resolve) => timer = setTimeout(() => resolve(true), graceMs)),
+    ]);
+    clearTimeout(timer);
+    if (late) {
+      this.#deps.log.warn("shutdown: aborting uploads in flight; they stay queued", {
+        names: [...this.#inFlight.keys()],
+      });
+      this.#abort.abort(new Error("The agent is shutting down"));
+      await settled;
+    }
   }
 
   /** Pushes one snapshot now (single-flight per name); rejects when it fails. */
@@ -151,6 +170,7 @@ export class Pusher {
   async #pushOnce(name: string, digest: string): Promise<void> {
     const { origin, store, log, metrics } = this.#deps;
     const started = performance.now();
+    const signal = this.#abort.signal;
     try {
       const manifest = await store.readManifest(name, digest).catch((err) => {
         if (err instanceof Deno.errors.NotFound) return null;
@@ -196,6 +216,8 @@ export class Pusher {
               verifyingStream(file.sha256, file.size, `${name}/${file.name}`),
             ),
           file.size,
+          undefined,
+          signal,
         );
         bytes += file.size;
         metrics.pushedBytes.inc(file.size);
@@ -204,6 +226,7 @@ export class Pusher {
       await origin.putBytes(origin.manifestKey(name), encodeManifest(manifest));
       await this.#finish(name, digest, bytes, started);
     } catch (err) {
+      if (signal.aborted) throw err; // shutting down: it stays queued, untouched
       const corrupt = findCorrupt(err);
       if (corrupt) {
         // Nothing to retry: the local copy is wrong. Out of the cache with it.

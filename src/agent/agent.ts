@@ -388,15 +388,28 @@ export class Agent {
     return agent;
   }
 
-  /** Flushes access times, checkpoints the journal and closes it. */
-  async close(): Promise<void> {
+  /**
+   * First step of a shutdown: pulls in flight are aborted (their verified
+   * chunks stay for a resume), so requests waiting on them end now rather
+   * than at the end of the grace time.
+   */
+  stopTransfers(): void {
+    this.#puller.abortAll(new SnapmeshError("shutting_down", "The agent is shutting down"));
+  }
+
+  /**
+   * Stops pulls, gives uploads in flight `pushGraceMs` to finish (then
+   * aborts them; they stay queued), flushes access times, checkpoints the
+   * journal and closes it.
+   */
+  async close(options: { pushGraceMs?: number } = {}): Promise<void> {
     if (this.#closed) return;
     this.#closed = true;
     if (this.#touchTimer !== null) clearTimeout(this.#touchTimer);
     if (this.#sweepTimer !== null) clearInterval(this.#sweepTimer);
-    this.#puller.abortAll(new SnapmeshError("shutting_down", "The agent is shutting down"));
+    this.stopTransfers();
     this.#membership?.stop();
-    await this.#pusher?.stop();
+    await this.#pusher?.stop(options.pushGraceMs);
     this.#flushTouches();
     await this.#meta.run(() => this.#journal.close({ checkpoint: true }));
   }
@@ -1398,6 +1411,8 @@ export class Agent {
       checkpoints: this.#journal.stats.checkpoints,
       healthy: this.#journal.broken === null,
       recoveryMs: this.recovery.ms,
+      /** Records replayed after the last checkpoint at start (0 after a clean shutdown). */
+      replayedRecords: this.recovery.replayed,
       truncatedBytes: this.recovery.truncatedBytes,
     };
   }

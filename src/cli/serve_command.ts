@@ -6,12 +6,14 @@
 
 import {
   ConfigError,
+  configTemplate,
   describeConfig,
   envName,
   resolveServeConfig,
   type ServeConfig,
   SETTINGS,
 } from "../config/mod.ts";
+import { parse as parseJsonc, type ParseError, printParseErrorCode } from "jsonc-parser";
 import { runServe } from "../serve.ts";
 import { type OptionSpec, parseCommandArgs, stringOption, UsageError } from "./args.ts";
 import type { CommandIo } from "./commands.ts";
@@ -33,6 +35,8 @@ export function serveHelp(): string {
     "Options:",
     `  ${"--config PATH".padEnd(30)} JSON config file (env SNAPMESH_CONFIG)`,
     `  ${"--print-config".padEnd(30)} print the effective config (secrets redacted) and exit`,
+    `  ${"--config-template".padEnd(30)} print a commented config file (settings given as flags`,
+    `  ${"".padEnd(30)} become keys; the token never does) and exit`,
     ...lines,
     "  -h, --help                     show this help",
   ].join("\n");
@@ -42,10 +46,11 @@ export function serveHelp(): string {
 export async function loadServeConfig(
   argv: string[],
   io: CommandIo,
-): Promise<{ config: ServeConfig; printConfig: boolean } | "help"> {
+): Promise<{ config: ServeConfig; printConfig: boolean } | { template: string } | "help"> {
   const options: Record<string, OptionSpec> = {
     config: { type: "string" },
     "print-config": { type: "boolean" },
+    "config-template": { type: "boolean" },
   };
   for (const s of SETTINGS) options[s.flag] = { type: s.kind === "bool" ? "boolean" : "string" };
   const args = parseCommandArgs(argv, options);
@@ -57,6 +62,11 @@ export async function loadServeConfig(
   for (const s of SETTINGS) {
     if (args.values[s.flag] !== undefined) flags[s.flag] = args.values[s.flag];
   }
+  if (args.values["config-template"] === true) {
+    // Validate what was given, so a template never holds a bad value.
+    resolveServeConfig({ flags, env: {}, file: null, cwd: "/", hostname: "snapmesh" });
+    return { template: configTemplate(flags) };
+  }
   const configPath = stringOption(args, "config") ?? io.env.SNAPMESH_CONFIG;
   let file: unknown = null;
   if (configPath !== undefined && configPath !== "") {
@@ -66,11 +76,7 @@ export async function loadServeConfig(
     } catch (err) {
       throw new ConfigError(`Cannot read config file ${configPath}: ${(err as Error).message}`);
     }
-    try {
-      file = JSON.parse(text);
-    } catch (err) {
-      throw new ConfigError(`Config file ${configPath} is not JSON: ${(err as Error).message}`);
-    }
+    file = parseConfigText(text, configPath);
   }
   const config = resolveServeConfig({
     flags,
@@ -89,11 +95,36 @@ export async function serveCommand(argv: string[], io: CommandIo): Promise<numbe
     io.out(serveHelp());
     return 0;
   }
+  if ("template" in loaded) {
+    io.out(loaded.template.trimEnd());
+    return 0;
+  }
   if (loaded.printConfig) {
     io.out(JSON.stringify(describeConfig(loaded.config), null, 2));
     return 0;
   }
-  return await runServe(loaded.config);
+  // Bounded: 10 s for open requests, 5 s for uploads, then the checkpoint.
+  return await runServe(loaded.config, { hardExitMs: 30_000 });
+}
+
+/**
+ * Parses a config file: JSON, with `//` and `/* *\/` comments and trailing
+ * commas allowed (the installed file explains every key in comments).
+ */
+export function parseConfigText(text: string, path: string): unknown {
+  const errors: ParseError[] = [];
+  const value = parseJsonc(text, errors, { allowTrailingComma: true, disallowComments: false });
+  const first = errors[0];
+  if (first) {
+    const before = text.slice(0, first.offset);
+    const line = before.split("\n").length;
+    const column = first.offset - before.lastIndexOf("\n");
+    throw new ConfigError(
+      `Config file ${path} is not valid JSON at line ${line}, column ${column}: ` +
+        `${printParseErrorCode(first.error)} (comments and trailing commas are allowed)`,
+    );
+  }
+  return value;
 }
 
 function safeHostname(): string {

@@ -6,3 +6,4 @@
 
 export * from "./config.ts";
 export * from "./size.ts";
+export * from "./template.ts";

@@ -268,6 +268,7 @@ export class S3Origin {
     open: () => ReadableStream<Uint8Array>,
     size: number,
     onProgress?: (bytes: number) => void,
+    signal?: AbortSignal,
   ): Promise<void> {
     await this.#call(
       `upload ${key}`,
@@ -336,7 +337,7 @@ export class S3Origin {
           signal.removeEventListener("abort", abort);
         }
       },
-      undefined,
+      signal,
       { stall: false },
     );
     this.stats.bytesWritten += size;

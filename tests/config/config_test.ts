@@ -1,11 +1,14 @@
 import { assert, assertEquals, assertThrows } from "../helpers/assert.ts";
+import { parseConfigText } from "../../src/cli/serve_command.ts";
 import {
   ConfigError,
   type ConfigSources,
+  configTemplate,
   describeConfig,
   parseListen,
   parseSize,
   resolveServeConfig,
+  SETTINGS,
 } from "../../src/config/mod.ts";
 
 const base: ConfigSources = { flags: {}, env: {}, file: null, cwd: "/work", hostname: "node-1" };
@@ -137,4 +140,36 @@ Deno.test("describeConfig() redacts the token", () => {
   const text = JSON.stringify(describeConfig(c));
   assert(!text.includes("s3cret"));
   assert(text.includes("[redacted]"));
+});
+
+Deno.test("parseConfigText() takes comments and trailing commas, and points at errors", () => {
+  const value = parseConfigText(
+    '// header\n{\n  /* block */ "cache-size": "1GiB", // why\n  "peers": ["http://a:1",],\n}\n',
+    "c.json",
+  );
+  assertEquals(value, { "cache-size": "1GiB", peers: ["http://a:1"] });
+  assertThrows(
+    () => parseConfigText('{\n  "cache-size": "1GiB"\n  "push": "off"\n}', "/etc/x.json"),
+    (e) =>
+      e instanceof ConfigError && /\/etc\/x\.json/.test(e.message) &&
+      /line 3, column 3/.test(e.message),
+  );
+});
+
+Deno.test("configTemplate(): every example is valid, given flags become keys, never the token", () => {
+  const template = configTemplate({ "data-dir": "/var/lib/snapmesh", token: "sekret" });
+  assert(!template.includes("sekret"), "the token is never written");
+  // As printed: only the given keys are active.
+  const active = resolveServeConfig({ ...base, file: parseConfigText(template, "t") });
+  assertEquals(active.dataDir, "/var/lib/snapmesh");
+  assertEquals(active.cacheSize, 10 * 1024 ** 3);
+  // Every commented example, uncommented, is a valid setting.
+  const uncommented = template.replace(/^( *)\/\/ ("[a-z-]+": )/gm, "$1$2");
+  const file = parseConfigText(uncommented, "t") as Record<string, unknown>;
+  const documented = SETTINGS.map((s) => s.flag).filter((f) => f !== "token");
+  assertEquals(Object.keys(file).sort(), documented.sort());
+  const all = resolveServeConfig({ ...base, file });
+  assertEquals(all.peers, ["http://10.0.0.18:7070", "http://10.0.0.19:7070"]);
+  assertEquals(all.originEndpoint, "http://minio.internal:9000");
+  assertEquals(all.token, null);
 });

@@ -1,7 +1,8 @@
 /**
  * A small HTTP proxy in front of the S3 server that counts what the origin
  * sends and injects faults: 503 bursts, connections reset mid-body, bodies
- * that stall, flipped bytes. Requests go upstream through node:http so the
+ * that stall, requests that are never answered ("hang", until `clear()`),
+ * flipped bytes. Requests go upstream through node:http so the
  * Host header (part of the SigV4 signature) is kept as the client sent it.
  *
  * @module
@@ -11,7 +12,7 @@ import http from "node:http";
 
 /** One kind of fault, applied to the next `times` matching requests. */
 export interface FaultRule {
-  kind: "status" | "reset" | "stall" | "flip" | "trickle";
+  kind: "status" | "reset" | "stall" | "flip" | "trickle" | "hang";
   /** Requests it applies to. @default every request */
   method?: string;
   path?: RegExp;
@@ -125,6 +126,13 @@ export class FaultProxy implements AsyncDisposable {
           `<Message>Please reduce your request rate (injected)</Message></Error>`,
         { status, headers: { "Content-Type": "application/xml" } },
       );
+    }
+    if (rule?.kind === "hang") {
+      // Neither read the request body nor answer, until clear().
+      this.seen.push({ method: req.method, path, status: 503, fault: "hang" });
+      await new Promise<void>((resolve) => this.#stalls.add(resolve));
+      await req.body?.cancel().catch(() => {});
+      return new Response(null, { status: 503 });
     }
     const body = req.body ? new Uint8Array(await req.arrayBuffer()) : null;
     const headers: Record<string, string> = {};
