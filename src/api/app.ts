@@ -15,6 +15,7 @@ import type { Metrics } from "../metrics/mod.ts";
 import { parseRange } from "../store/mod.ts";
 import { bearerToken } from "./auth.ts";
 import { HttpError } from "./errors.ts";
+import { STATUS_PAGE } from "./status_page.ts";
 
 /** Dependencies of {@linkcode createApp}. */
 export interface AppDeps {
@@ -79,6 +80,8 @@ export function createApp(deps: AppDeps): Hono<Env> {
 
   app.notFound(() => new HttpError("not_found", "No such route").toResponse());
 
+  // The status page: public, it holds no data; its script reads /v1 with the token.
+  app.get("/", () => new Response(STATUS_PAGE.html, { headers: STATUS_PAGE.headers }));
   app.get("/healthz", (c) => c.json({ status: "ok" }));
   app.get("/readyz", (c) => {
     if (!deps.isReady()) throw new SnapmeshError("not_ready", "Recovery has not finished");
