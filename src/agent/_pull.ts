@@ -195,10 +195,15 @@ export class Puller {
     const pull: ActivePull = { name, ready, done };
     this.#active.set(name, pull);
     ready.catch(() => {});
+    const seconds = () => (performance.now() - started) / 1000;
     done.then(
-      () => this.#deps.metrics.pulls.inc({ result: "done" }),
+      () => {
+        this.#deps.metrics.pulls.inc({ result: "done" });
+        this.#deps.metrics.pullDuration.observe({ result: "done" }, seconds());
+      },
       (err) => {
         this.#deps.metrics.pulls.inc({ result: "failed" });
+        this.#deps.metrics.pullDuration.observe({ result: "failed" }, seconds());
         this.#deps.log.warn("pull failed", { name, error: err });
       },
     ).finally(() => {

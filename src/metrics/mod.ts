@@ -40,6 +40,7 @@ export class Metrics {
   readonly pushedBytes: client.Counter;
   readonly pushFailures: client.Counter<"reason">;
   readonly pulls: client.Counter<"result">;
+  readonly pullDuration: client.Histogram<"result">;
   readonly originRequests: client.Counter;
   readonly originRetries: client.Counter;
   readonly originErrors: client.Counter;
@@ -116,6 +117,13 @@ export class Metrics {
       name: "snapmesh_push_failures_total",
       help: "Failed upload attempts, by reason (error: retried, conflict: given up)",
       labelNames: ["reason"],
+      registers,
+    });
+    this.pullDuration = new client.Histogram({
+      name: "snapmesh_pull_duration_seconds",
+      help: "Time from the start of a pull to its end, by result (done, failed)",
+      labelNames: ["result"],
+      buckets: [0.1, 0.5, 1, 2, 5, 10, 30, 60, 120, 300, 900],
       registers,
     });
     this.pulls = new client.Counter({

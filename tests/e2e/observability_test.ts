@@ -101,6 +101,7 @@ Deno.test("/v1/pulls and /v1/pulls/events follow a pull; the CLI draws it on a t
   for (
     const line of [
       /snapmesh_pulls_total\{result="done"\} 1/,
+      /snapmesh_pull_duration_seconds_count\{result="done"\} 1/,
       /snapmesh_ingested_bytes_total\{source="peer"\} 6291456/,
       /snapmesh_peers_up 2/,
       /snapmesh_peers_known 2/,
