@@ -1085,7 +1085,7 @@ export class Agent {
           return {
             name,
             digest: ready.manifest.digest,
-            source: "origin",
+            source: ready.source,
             bytes: { ...progress.bySource },
             ms: Math.round(performance.now() - started),
             paths: this.#paths(name, ready.manifest),

@@ -59,7 +59,7 @@ export class Membership {
   readonly #peers = new Map<string, Peer & { failures: number }>();
   #fromFile: string[] = [];
   #fromDns: string[] = [];
-  #fileMtime: number | null = null;
+  #fileText: string | null = null;
   #timers: ReturnType<typeof setInterval>[] = [];
   #stopped = false;
 
@@ -234,22 +234,22 @@ export class Membership {
   async #reloadFile(): Promise<void> {
     const path = this.#options.peersFile;
     if (!path) return;
-    let stat;
+    let text;
     try {
-      stat = await Deno.stat(path);
+      text = await Deno.readTextFile(path);
     } catch {
       if (this.#fromFile.length > 0) {
         this.#log.warn("peers file is gone; keeping no peers from it", { path });
       }
       this.#fromFile = [];
-      this.#fileMtime = null;
+      this.#fileText = null;
       return;
     }
-    const mtime = stat.mtime?.getTime() ?? 0;
-    if (mtime === this.#fileMtime) return;
-    this.#fileMtime = mtime;
+    // Compared by content, not mtime: coarse timestamps would hide a quick rewrite.
+    if (text === this.#fileText) return;
+    this.#fileText = text;
     const urls: string[] = [];
-    for (const raw of (await Deno.readTextFile(path)).split("\n")) {
+    for (const raw of text.split("\n")) {
       const line = raw.replace(/#.*$/, "").trim();
       if (line === "") continue;
       try {

@@ -176,6 +176,7 @@ Deno.test("(e) ?hot=true answers before the whole snapshot is local; hot ranges 
   const early = await pull(c.get("b"), "fn-hot", "?hot=true");
   assertEquals(early.status, 200, JSON.stringify(early.body));
   assertEquals(early.body.complete, false);
+  assertEquals(early.body.source, "peer");
   assert(
     early.body.bytes.peer < nonZeroBytes(mem),
     `answered with ${early.body.bytes.peer} bytes local`,

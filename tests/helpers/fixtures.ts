@@ -100,6 +100,7 @@ export async function publish(
 /** What a pull answers (or an error body). */
 export interface PullBody {
   digest: string;
+  source: "local" | "peer" | "origin";
   complete: boolean;
   ms: number;
   bytes: { local: number; peer: number; origin: number };
