@@ -1,0 +1,563 @@
+#!/usr/bin/env bash
+# Installs, upgrades or removes the snapmesh agent as a systemd service.
+# Usage: scripts/install.sh --help
+#
+# Exit codes as for snapmesh itself: 0 success, 1 failed, 2 bad usage.
+set -euo pipefail
+umask 022
+
+PROG=install.sh
+SCRIPT_DIR=$(cd -- "$(dirname -- "${BASH_SOURCE[0]}")" && pwd -P)
+REPO=$(dirname -- "$SCRIPT_DIR")
+
+# Where things live on the installed system. --root DESTDIR prefixes every one
+# of them on disk; the unit and the wrapper always name the real paths.
+BIN=/usr/local/bin/snapmesh
+APP_DIR=/opt/snapmesh
+CACHE_DIR=/var/cache/snapmesh
+CONF_DIR=/etc/snapmesh
+CONFIG=$CONF_DIR/config.json
+ENV_FILE=$CONF_DIR/env
+DATA_DIR=/var/lib/snapmesh
+UNIT_DIR=/etc/systemd/system
+UNIT=$UNIT_DIR/snapmesh.service
+SERVICE=snapmesh
+SERVICE_USER=snapmesh
+LISTEN=0.0.0.0:7070
+
+usage() {
+  cat <<'EOF'
+Usage: scripts/install.sh [--binary PATH | --from-source] [--root DESTDIR] [--no-start]
+       scripts/install.sh --uninstall [--purge] [--root DESTDIR]
+
+Installs the snapmesh agent as the systemd service "snapmesh" (run as root).
+Running it again upgrades: the binary is replaced atomically, the unit is
+rewritten, the config and env files are kept, and the service is restarted
+(SIGTERM: the agent drains and checkpoints before it exits).
+
+What it installs:
+  /usr/local/bin/snapmesh   the binary (or the --from-source wrapper), 0755
+  /etc/snapmesh/config.json commented config from 'snapmesh serve --config-template',
+                            0644; never overwritten (a newer template goes to config.json.new)
+  /etc/snapmesh/env         SNAPMESH_TOKEN and AWS_* credentials (commented out), 0600;
+                            never overwritten
+  /var/lib/snapmesh         the data directory, 0750, owned by the system user snapmesh
+  /etc/systemd/system/snapmesh.service
+                            the unit, checked with systemd-analyze verify
+  /opt/snapmesh, /var/cache/snapmesh
+                            sources and their Deno cache (--from-source only)
+
+Options:
+  --binary PATH     install this compiled snapmesh (default: dist/snapmesh of this
+                    repository, built by 'deno task compile', when it exists)
+  --from-source     no binary: copy mod.ts, src/, deno.json and deno.lock to /opt/snapmesh,
+                    cache their dependencies in /var/cache/snapmesh, and install a wrapper
+                    that runs them with Deno and the permission flags of the 'start' task
+  --root DESTDIR    install under DESTDIR (packaging, tests): no user is created, nothing is
+                    chowned, systemctl is not called; files name the real paths, so the tree
+                    can be copied to / as it is
+  --no-start        do not enable or (re)start the service (systemctl daemon-reload still runs)
+  --uninstall       stop and disable the service; remove the unit, the binary, /opt/snapmesh
+                    and /var/cache/snapmesh; keep /etc/snapmesh, /var/lib/snapmesh and the user
+  --purge           with --uninstall: also remove /etc/snapmesh, /var/lib/snapmesh and the user
+  -h, --help        this text
+
+Environment:
+  SNAPMESH_DENO_DIR  --from-source: the Deno cache to fill and run from instead of
+                     /var/cache/snapmesh (the wrapper honours it too); meant for --root trees
+EOF
+}
+
+say() { printf '%s: %s\n' "$PROG" "$*"; }
+warn() { printf '%s: warning: %s\n' "$PROG" "$*" >&2; }
+die() {
+  printf '%s: %s\n' "$PROG" "$*" >&2
+  exit 1
+}
+usage_error() {
+  printf '%s: %s\nTry: %s --help\n' "$PROG" "$*" "$0" >&2
+  exit 2
+}
+
+# Temp files and directories removed on exit, whatever happens.
+TEMPS=()
+cleanup() {
+  local path
+  for path in "${TEMPS[@]+"${TEMPS[@]}"}"; do rm -rf -- "$path"; done
+}
+trap cleanup EXIT
+
+# --- arguments ---------------------------------------------------------------
+
+binary=""
+from_source=0
+destdir=""
+root_given=0
+no_start=0
+uninstall=0
+purge=0
+
+need_value() { [ "$#" -ge 2 ] && [ -n "$2" ] || usage_error "$1 needs a value"; }
+
+while [ "$#" -gt 0 ]; do
+  case $1 in
+    --binary)
+      need_value "$@"
+      binary=$2
+      shift
+      ;;
+    --binary=*) binary=${1#*=} ;;
+    --from-source) from_source=1 ;;
+    --root)
+      need_value "$@"
+      destdir=$2
+      root_given=1
+      shift
+      ;;
+    --root=*)
+      destdir=${1#*=}
+      root_given=1
+      ;;
+    --no-start) no_start=1 ;;
+    --uninstall) uninstall=1 ;;
+    --purge) purge=1 ;;
+    -h | --help)
+      usage
+      exit 0
+      ;;
+    *) usage_error "unknown argument: $1" ;;
+  esac
+  shift
+done
+
+[ "$root_given" = 0 ] || [ -n "$destdir" ] || usage_error "--root needs a directory"
+[ -z "$binary" ] || [ "$from_source" = 0 ] || usage_error "--binary and --from-source exclude each other"
+[ "$purge" = 0 ] || [ "$uninstall" = 1 ] || usage_error "--purge only goes with --uninstall"
+if [ "$uninstall" = 1 ] && { [ -n "$binary" ] || [ "$from_source" = 1 ] || [ "$no_start" = 1 ]; }; then
+  usage_error "--uninstall takes only --purge and --root"
+fi
+
+if [ -n "$destdir" ]; then
+  mkdir -p -- "$destdir" || die "cannot create --root directory $destdir"
+  destdir=$(cd -- "$destdir" && pwd -P)
+  destdir=${destdir%/} # --root / is a normal install
+fi
+D=$destdir
+
+if [ -z "$D" ] && [ "$(id -u)" -ne 0 ]; then
+  die "must run as root (or with --root DESTDIR to install into a directory)"
+fi
+
+systemd_running() { [ -z "$D" ] && [ -d /run/systemd/system ]; }
+have_user() { getent passwd "$SERVICE_USER" >/dev/null 2>&1; }
+
+# --- helpers -----------------------------------------------------------------
+
+# Writes stdin to $1 with mode $2 atomically: a temp file in the same
+# directory, then rename, so readers (and a running agent) never see half a file.
+write_atomic() {
+  local dest=$1 mode=$2 tmp
+  tmp=$(mktemp "$(dirname -- "$dest")/.$(basename -- "$dest").XXXXXX")
+  TEMPS+=("$tmp")
+  cat >"$tmp"
+  chmod "$mode" "$tmp"
+  mv -f -- "$tmp" "$dest"
+}
+
+# Copies $1 to $2 with mode $3, atomically (see write_atomic). Replacing a
+# running executable this way is safe: the old process keeps the old inode.
+install_atomic() {
+  write_atomic "$2" "$3" <"$1"
+}
+
+# Quotes a word for a bash script: bare when safe, else in single quotes.
+shell_word() {
+  if [[ $1 =~ ^[A-Za-z0-9_./=:,+@%-]+$ ]]; then
+    printf '%s' "$1"
+  else
+    printf "'%s'" "${1//\'/\'\\\'\'}"
+  fi
+}
+
+# --- uninstall -----------------------------------------------------------------
+
+uninstall_all() {
+  if systemd_running && [ -e "$UNIT" ]; then
+    # stop waits for the agent's graceful exit (TimeoutStopSec).
+    systemctl disable --now "$SERVICE" >/dev/null 2>&1 || warn "systemctl disable --now $SERVICE failed"
+    say "stopped and disabled $SERVICE"
+  elif [ -z "$D" ]; then
+    say "systemd is not running here: nothing to stop"
+  fi
+
+  local path removed=()
+  for path in "$D$UNIT" "$D$BIN" "$D$APP_DIR" "$D$CACHE_DIR"; do
+    if [ -e "$path" ] || [ -L "$path" ]; then
+      rm -rf -- "$path"
+      removed+=("$path")
+    fi
+  done
+  if systemd_running; then systemctl daemon-reload; fi
+  if [ "${#removed[@]}" -gt 0 ]; then
+    say "removed ${removed[*]}"
+  else
+    say "nothing to remove: snapmesh was not installed"
+  fi
+
+  if [ "$purge" = 1 ]; then
+    removed=()
+    for path in "$D$CONF_DIR" "$D$DATA_DIR"; do
+      if [ -e "$path" ]; then
+        rm -rf -- "$path"
+        removed+=("$path")
+      fi
+    done
+    [ "${#removed[@]}" -eq 0 ] || say "purged ${removed[*]}"
+    if [ -z "$D" ] && have_user; then
+      if userdel "$SERVICE_USER"; then
+        say "removed the user $SERVICE_USER"
+      else
+        warn "userdel $SERVICE_USER failed: remove the user yourself"
+      fi
+    fi
+  else
+    local kept=()
+    [ ! -e "$D$CONF_DIR" ] || kept+=("$D$CONF_DIR (config and env with secrets)")
+    [ ! -e "$D$DATA_DIR" ] || kept+=("$D$DATA_DIR (cached snapshots)")
+    if [ -z "$D" ] && have_user; then kept+=("the user $SERVICE_USER"); fi
+    if [ "${#kept[@]}" -gt 0 ]; then
+      local item
+      say "kept (remove with --uninstall --purge):"
+      for item in "${kept[@]}"; do printf '  %s\n' "$item"; done
+    fi
+  fi
+}
+
+if [ "$uninstall" = 1 ]; then
+  uninstall_all
+  exit 0
+fi
+
+# --- what to install -----------------------------------------------------------
+
+deno_bin=""
+if [ "$from_source" = 1 ]; then
+  deno_bin=$(command -v deno || true)
+  [ -n "$deno_bin" ] || die "--from-source needs deno on PATH (install Deno 2: npm install -g deno)"
+  case $deno_bin in
+    /*) ;;
+    *) die "deno on PATH is not a file ($deno_bin)" ;;
+  esac
+  case $deno_bin in
+    /root/* | /home/*)
+      warn "deno is $deno_bin: the service user cannot run it there (home directories are" \
+        "closed to it and ProtectHome=read-only); install Deno system-wide, e.g. npm install -g deno"
+      ;;
+  esac
+  for path in mod.ts src deno.json deno.lock scripts/flags.ts; do
+    [ -e "$REPO/$path" ] || die "--from-source: $REPO/$path is missing (run this script from a snapmesh checkout)"
+  done
+else
+  if [ -z "$binary" ]; then
+    if [ -x "$REPO/dist/snapmesh" ]; then
+      binary=$REPO/dist/snapmesh
+    else
+      die "no snapmesh binary to install: $REPO/dist/snapmesh does not exist.
+  Build one with 'deno task compile' (or give --binary PATH),
+  or install from source with --from-source (needs Deno on this machine)."
+    fi
+  fi
+  [ -f "$binary" ] || die "--binary $binary: no such file"
+  [ -x "$binary" ] || die "--binary $binary: not executable"
+  # A file that does not answer --version like snapmesh is not worth installing.
+  answer=$(timeout 30 "$binary" --version </dev/null 2>/dev/null | head -n 1 || true)
+  case $answer in
+    "snapmesh "*) say "installing $binary ($answer)" ;;
+    *) die "--binary $binary does not run as snapmesh (--version answered '${answer:0:60}')" ;;
+  esac
+fi
+
+if [ -n "${SNAPMESH_DENO_DIR:-}" ] && [ -z "$D" ] && [ "$from_source" = 1 ]; then
+  warn "SNAPMESH_DENO_DIR=$SNAPMESH_DENO_DIR: dependencies are cached there, but the service" \
+    "runs from $CACHE_DIR without that variable and may need the network to start"
+fi
+
+mkdir -p -- "$D$(dirname -- "$BIN")" "$D$CONF_DIR" "$D$UNIT_DIR" "$D$DATA_DIR"
+
+# --- the binary, or the sources and a wrapper -----------------------------------
+
+install_from_source() {
+  local flags=() flag stage old deno_dir words=""
+  mapfile -t flags < <(cd / && _SNAPMESH_REPO=$REPO "$deno_bin" eval --no-config '
+    const { serveFlags } = await import(`file://${Deno.env.get("_SNAPMESH_REPO")}/scripts/flags.ts`);
+    for (const flag of serveFlags()) console.log(flag);')
+  [ "${#flags[@]}" -gt 0 ] || die "could not read the start task's flags from $REPO/deno.json"
+  for flag in "${flags[@]}"; do
+    case $flag in --*) ;; *) die "unexpected flag '$flag' in deno.json's start task" ;; esac
+    words+=" $(shell_word "$flag")"
+  done
+
+  mkdir -p -- "$D$(dirname -- "$APP_DIR")" "$D$CACHE_DIR"
+  chmod 0755 "$D$CACHE_DIR"
+  stage=$(mktemp -d "$D$(dirname -- "$APP_DIR")/.snapmesh.new.XXXXXX")
+  TEMPS+=("$stage")
+  cp -R -- "$REPO/mod.ts" "$REPO/src" "$REPO/deno.json" "$REPO/deno.lock" "$stage/"
+  chmod -R u=rwX,go=rX "$stage"
+
+  # Fetch every dependency now (into the stage, so a failure changes nothing),
+  # so the service never needs the network to start.
+  deno_dir=${SNAPMESH_DENO_DIR:-$D$CACHE_DIR}
+  say "caching dependencies in $deno_dir (deno cache)"
+  DENO_DIR=$deno_dir DENO_NO_UPDATE_CHECK=1 "$deno_bin" cache --quiet \
+    --config "$stage/deno.json" "$stage/mod.ts" ||
+    die "deno cache failed: the dependencies could not be fetched; nothing was changed"
+
+  # Swap the trees: two renames, so the window without $APP_DIR is tiny.
+  if [ -e "$D$APP_DIR" ]; then
+    old=$(mktemp -d "$D$(dirname -- "$APP_DIR")/.snapmesh.old.XXXXXX")
+    TEMPS+=("$old")
+    mv -- "$D$APP_DIR" "$old/"
+  fi
+  mv -- "$stage" "$D$APP_DIR"
+  say "installed the sources in $D$APP_DIR"
+
+  write_atomic "$D$BIN" 0755 <<EOF
+#!/usr/bin/env bash
+# snapmesh from source, written by scripts/install.sh --from-source (reinstalling
+# replaces it). Runs $APP_DIR/mod.ts with Deno and the permission flags of the
+# 'start' task in deno.json, passing every argument through ('snapmesh serve ...',
+# 'snapmesh ls', ...).
+#
+# Paths are found from where this file is (<root>$BIN runs
+# <root>$APP_DIR), so a tree installed with --root DESTDIR runs in place
+# and the same tree copied to / runs from $APP_DIR.
+set -euo pipefail
+self=\$(readlink -f -- "\${BASH_SOURCE[0]}")
+root=\$(cd -- "\${self%/*}/../../.." && pwd -P)
+root=\${root%/}
+app=\$root$APP_DIR
+if [ ! -f "\$app/mod.ts" ]; then
+  echo "snapmesh: \$app/mod.ts is missing; reinstall with scripts/install.sh --from-source" >&2
+  exit 1
+fi
+# The dependencies were cached here at install time: starting needs no network.
+export DENO_DIR="\${SNAPMESH_DENO_DIR:-\$root$CACHE_DIR}"
+export DENO_NO_UPDATE_CHECK=1 DENO_NO_PROMPT=1
+exec $(shell_word "$deno_bin") run --config "\$app/deno.json"$words "\$app/mod.ts" "\$@"
+EOF
+  say "installed the wrapper $D$BIN (deno: $deno_bin)"
+}
+
+if [ "$from_source" = 1 ]; then
+  install_from_source
+else
+  install_atomic "$binary" "$D$BIN" 0755
+  say "installed $D$BIN"
+  # Switching from a source install: its tree and cache are no longer used.
+  for path in "$D$APP_DIR" "$D$CACHE_DIR"; do
+    if [ -e "$path" ]; then
+      rm -rf -- "$path"
+      say "removed $path (left from a --from-source install)"
+    fi
+  done
+fi
+
+# Also a check that what was just installed runs (and, from source, the first
+# run that fills Deno's transpile cache).
+version=$(cd / && "$D$BIN" --version </dev/null | head -n 1) ||
+  die "$D$BIN --version failed: the installed snapmesh does not run"
+say "$D$BIN answers: $version"
+
+# --- config and env ----------------------------------------------------------------
+
+template=$(mktemp)
+TEMPS+=("$template")
+(cd / && "$D$BIN" serve --config-template --data-dir "$DATA_DIR" --listen "$LISTEN") >"$template" ||
+  die "$D$BIN serve --config-template failed"
+[ -s "$template" ] || die "$D$BIN serve --config-template printed nothing"
+
+if [ -e "$D$CONFIG" ]; then
+  if cmp -s -- "$template" "$D$CONFIG"; then
+    rm -f -- "$D$CONFIG.new"
+    say "kept $D$CONFIG (same as the current template)"
+  else
+    write_atomic "$D$CONFIG.new" 0644 <"$template"
+    say "kept $D$CONFIG (never overwritten); the current template is in $D$CONFIG.new:"
+    say "  diff -u $D$CONFIG $D$CONFIG.new"
+  fi
+else
+  write_atomic "$D$CONFIG" 0644 <"$template"
+  say "wrote $D$CONFIG"
+fi
+
+if [ -e "$D$ENV_FILE" ]; then
+  say "kept $D$ENV_FILE"
+  mode=$(stat -c %a -- "$D$ENV_FILE")
+  [ "$mode" = 600 ] || [ "$mode" = 400 ] ||
+    warn "$D$ENV_FILE has mode $mode; it holds secrets: chmod 600 $D$ENV_FILE"
+else
+  write_atomic "$D$ENV_FILE" 0600 <<'EOF'
+# snapmesh agent environment, read by systemd (EnvironmentFile= in
+# snapmesh.service). Secrets belong here, not in config.json: this file is
+# mode 0600. Uncomment and fill in, then: systemctl restart snapmesh
+# Any SNAPMESH_<FLAG> variable (SNAPMESH_CACHE_SIZE=200GiB, ...) overrides config.json.
+
+# Bearer token for /v1, the same on every node and client:
+# SNAPMESH_TOKEN=
+
+# Credentials of the S3/MinIO origin (the standard AWS variables):
+# AWS_ACCESS_KEY_ID=
+# AWS_SECRET_ACCESS_KEY=
+EOF
+  say "wrote $D$ENV_FILE (mode 0600): put SNAPMESH_TOKEN and AWS_* credentials there"
+fi
+
+# --- user, data directory, cache ownership --------------------------------------------
+
+chmod 0755 "$D$CONF_DIR"
+chmod 0750 "$D$DATA_DIR"
+if [ -n "$D" ]; then
+  say "--root: no user created and nothing chowned; on the target run:"
+  say "  useradd --system --user-group --no-create-home --home-dir /nonexistent --shell /usr/sbin/nologin $SERVICE_USER"
+  if [ "$from_source" = 1 ]; then
+    say "  chown $SERVICE_USER:$SERVICE_USER $DATA_DIR && chown -R $SERVICE_USER:$SERVICE_USER $CACHE_DIR"
+  else
+    say "  chown $SERVICE_USER:$SERVICE_USER $DATA_DIR"
+  fi
+else
+  if ! have_user; then
+    command -v useradd >/dev/null 2>&1 || die "useradd not found: create the system user $SERVICE_USER yourself"
+    nologin=/usr/sbin/nologin
+    [ -x "$nologin" ] || nologin=/sbin/nologin
+    [ -x "$nologin" ] || nologin=/bin/false
+    group_opt=(--user-group)
+    if getent group "$SERVICE_USER" >/dev/null 2>&1; then group_opt=(--gid "$SERVICE_USER"); fi
+    useradd --system "${group_opt[@]}" --no-create-home --home-dir /nonexistent \
+      --shell "$nologin" "$SERVICE_USER"
+    say "created the system user $SERVICE_USER"
+  fi
+  chown "$SERVICE_USER:$SERVICE_USER" "$DATA_DIR"
+  # Files another user left in the data dir (say, an agent once run as root)
+  # would stop the service: say so rather than chown a whole cache unasked.
+  stray=$(find "$DATA_DIR" -xdev ! -user "$SERVICE_USER" -print -quit 2>/dev/null || true)
+  [ -z "$stray" ] ||
+    warn "$stray (and maybe more) is not owned by $SERVICE_USER: chown -R $SERVICE_USER:$SERVICE_USER $DATA_DIR"
+  if [ "$from_source" = 1 ] && [ -z "${SNAPMESH_DENO_DIR:-}" ]; then
+    # Deno writes its transpile cache as the service runs.
+    chown -R "$SERVICE_USER:$SERVICE_USER" "$CACHE_DIR"
+  fi
+fi
+say "data directory $D$DATA_DIR (mode 0750)"
+
+# --- systemd unit --------------------------------------------------------------------
+
+rw_paths=$DATA_DIR
+[ "$from_source" = 0 ] || rw_paths+=" $CACHE_DIR"
+
+unit_text() {
+  cat <<EOF
+# snapmesh agent: caches VM snapshots for Firecracker on this node.
+# Written by scripts/install.sh ($version); reinstalling overwrites this file.
+# Settings: $CONFIG. Secrets: $ENV_FILE. Anything here: a drop-in
+# (systemctl edit $SERVICE), which reinstalling keeps.
+#
+# Stop and restart (the upgrade path) send SIGTERM to the agent alone
+# (KillMode=mixed): it stops accepting, ends pulls, gives uploads 5 s,
+# checkpoints and exits 0 within 30 s; TimeoutStopSec=45 leaves room before
+# SIGKILL. Exit code 2 is a bad config: restarting would not fix it.
+# ProtectSystem=strict leaves only ReadWritePaths writable: a data-dir moved
+# in the config must be added there with a drop-in.
+
+[Unit]
+Description=snapmesh VM snapshot cache agent
+Wants=network-online.target
+After=network-online.target
+
+[Service]
+Type=simple
+User=$SERVICE_USER
+Group=$SERVICE_USER
+EnvironmentFile=-$ENV_FILE
+ExecStart=$BIN serve --config $CONFIG
+Restart=on-failure
+RestartSec=2
+RestartPreventExitStatus=2
+KillSignal=SIGTERM
+KillMode=mixed
+TimeoutStopSec=45
+LimitNOFILE=65536
+UMask=0027
+
+# Hardening. No MemoryDenyWriteExecute=: V8 compiles code at run time.
+NoNewPrivileges=yes
+ProtectSystem=strict
+ReadWritePaths=$rw_paths
+ProtectHome=read-only
+PrivateTmp=yes
+ProtectKernelTunables=yes
+ProtectKernelModules=yes
+ProtectControlGroups=yes
+RestrictSUIDSGID=yes
+LockPersonality=yes
+
+[Install]
+WantedBy=multi-user.target
+EOF
+}
+
+# systemd-analyze verify checks that ExecStart exists, so under --root it
+# reads a copy whose ExecStart names the binary inside DESTDIR ("--root=" on
+# systemd 252 also looks for sysinit.target and friends inside DESTDIR).
+# It exits 0 on unknown keys and bad values, so any line naming the unit fails too.
+verify_unit() {
+  local unit=$1 dir out line sanity
+  if ! command -v systemd-analyze >/dev/null 2>&1; then
+    warn "systemd-analyze not found: the unit was not verified"
+    return 0
+  fi
+  dir=$(mktemp -d)
+  TEMPS+=("$dir")
+  sanity=$dir/install-sanity-check.service
+  printf '[Service]\nExecStart=%s\n' "$(type -P true)" >"$sanity"
+  if ! out=$(systemd-analyze verify "$sanity" 2>&1); then
+    warn "systemd-analyze verify does not work here (${out:-no output}); the unit was not verified"
+    return 0
+  fi
+  while IFS= read -r line; do
+    if [[ $line == "ExecStart=$BIN "* ]]; then line="ExecStart=$D$BIN ${line#"ExecStart=$BIN "}"; fi
+    printf '%s\n' "$line"
+  done <"$unit" >"$dir/$SERVICE.service"
+  if ! out=$(systemd-analyze verify "$dir/$SERVICE.service" 2>&1) ||
+    grep -q "$SERVICE.service" <<<"$out"; then
+    die "the unit does not pass systemd-analyze verify (not installed):
+$out"
+  fi
+  [ -z "$out" ] || say "systemd-analyze verify (about other units): $out"
+  say "unit verified with systemd-analyze verify"
+}
+
+unit_tmp=$(mktemp)
+TEMPS+=("$unit_tmp")
+unit_text >"$unit_tmp"
+verify_unit "$unit_tmp"
+install_atomic "$unit_tmp" "$D$UNIT" 0644
+say "wrote $D$UNIT"
+
+# --- start ---------------------------------------------------------------------------
+
+if [ -n "$D" ]; then
+  say "--root: systemctl skipped; installed under $D"
+elif ! systemd_running; then
+  say "systemd is not running here; on a systemd host run:"
+  say "  systemctl daemon-reload && systemctl enable $SERVICE && systemctl restart $SERVICE"
+else
+  systemctl daemon-reload
+  if [ "$no_start" = 1 ]; then
+    say "--no-start: to start it now and at boot: systemctl enable --now $SERVICE"
+  else
+    systemctl enable --quiet "$SERVICE"
+    systemctl restart "$SERVICE"
+    say "$SERVICE enabled and (re)started; check: systemctl status $SERVICE; journalctl -u $SERVICE"
+  fi
+fi
+say "done"
