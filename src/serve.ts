@@ -64,8 +64,10 @@ export async function runServe(
   const opening = Agent.open({ config, fs, log, metrics, version: VERSION });
   // The app awaits this promise; keep a failed recovery from being "unhandled".
   opening.catch(() => {});
+  const stop = new AbortController();
   const app = createApp({
     agent: opening,
+    shutdown: stop.signal,
     isReady: () => agent !== null,
     token: config.token,
     metrics,
@@ -74,11 +76,19 @@ export async function runServe(
     version: VERSION,
   });
 
-  const stop = new AbortController();
   const onSignal = () => {
     if (stop.signal.aborted && options.hardExitMs !== undefined) {
       log.warn("second signal during shutdown: exiting now");
       Deno.exit(1);
+    }
+    if (!stop.signal.aborted && options.hardExitMs !== undefined) {
+      // Everything below is bounded; this is the belt to those braces. Armed
+      // here, so it also covers a signal that comes during recovery.
+      const hard = setTimeout(() => {
+        log.error("shutdown took too long: exiting now", { afterMs: options.hardExitMs });
+        Deno.exit(1);
+      }, options.hardExitMs);
+      Deno.unrefTimer(hard);
     }
     stop.abort();
   };
@@ -95,6 +105,13 @@ export async function runServe(
         const where = formatListen({ hostname: addr.hostname, port: addr.port });
         announce(`snapmesh listening on http://${where}`);
         log.info("listening", { address: where, version: VERSION, dataDir: config.dataDir });
+        if (config.token === null && !isLoopback(addr.hostname)) {
+          log.warn(
+            "no token, and listening beyond loopback: anyone who can reach this port can " +
+              "change and delete snapshots (set SNAPMESH_TOKEN, the same on every node)",
+            { address: where },
+          );
+        }
       },
       onError: (err) => {
         if (err instanceof SnapmeshError && err.code === "shutting_down") {
@@ -144,14 +161,7 @@ export async function runServe(
   const grace = options.shutdownGraceMs ?? 10_000;
   const pushGrace = options.pushGraceMs ?? 5000;
   log.info("shutting down", { graceMs: grace, pushGraceMs: pushGrace });
-  if (options.hardExitMs !== undefined) {
-    // Everything below is bounded; this is the belt to those braces.
-    const hard = setTimeout(() => {
-      log.error("shutdown took too long: exiting now", { afterMs: options.hardExitMs });
-      Deno.exit(1);
-    }, options.hardExitMs);
-    Deno.unrefTimer(hard);
-  }
+
   // No new connections; pulls end now; open requests get the grace time.
   const closing = server.shutdown();
   agent?.stopTransfers();
@@ -168,6 +178,10 @@ export async function runServe(
   lock.release();
   log.info("stopped", { exitCode });
   return exitCode;
+}
+
+function isLoopback(hostname: string): boolean {
+  return hostname === "localhost" || hostname === "::1" || /^127\./.test(hostname);
 }
 
 function safeHostname(): string {

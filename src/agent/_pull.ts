@@ -183,11 +183,19 @@ export class Puller {
   }
 
   readonly #readyNow = new Map<string, PullReady>();
+  /** Set by abortAll (shutdown): pulls in flight end and no new one starts. */
+  #stopped: SnapmeshError | null = null;
 
   /** Starts a pull of `name`, or joins the one in flight. */
   start(name: string, mode: PullMode = "client"): ActivePull {
     const existing = this.#active.get(name);
     if (existing) return existing;
+    if (this.#stopped) {
+      // Shutting down: no new pull starts.
+      const refused = Promise.reject(this.#stopped);
+      refused.catch(() => {});
+      return { name, ready: refused, done: refused };
+    }
     const started = performance.now();
     const ready = this.#prepare(name, mode);
     ready.then((r) => this.#readyNow.set(name, r), () => {});
@@ -216,6 +224,7 @@ export class Puller {
 
   /** Aborts every pull in flight (their partials stay for a later resume). */
   abortAll(reason: SnapmeshError): void {
+    this.#stopped = reason;
     for (const job of this.#jobs.values()) job.abort(reason);
   }
 
@@ -516,6 +525,7 @@ export class Puller {
       throw err;
     }
     this.#jobs.set(name, job);
+    if (this.#stopped) job.abort(this.#stopped); // prepared while shutdown began
     if (adoption) this.#adoptions.set(key, adoption);
     if (peerSources.length > 0 && manifest) {
       await this.#poll(job, peerSources, name, manifest.digest);

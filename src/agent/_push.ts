@@ -176,12 +176,13 @@ export class Pusher {
         if (err instanceof Deno.errors.NotFound) return null;
         throw err;
       });
+      signal.throwIfAborted();
       if (manifest === null) {
         // Deleted before it could be uploaded: nothing to push.
         await this.#deps.markDone(name, digest);
         return;
       }
-      const existing = await origin.getObject(origin.manifestKey(name));
+      const existing = await origin.getObject(origin.manifestKey(name), { signal });
       if (existing !== null) {
         if (sha256Hex(existing) === digest) {
           await this.#finish(name, digest, 0, started);
@@ -223,7 +224,8 @@ export class Pusher {
         metrics.pushedBytes.inc(file.size);
       }
       // Last: the manifest makes the snapshot visible to every reader.
-      await origin.putBytes(origin.manifestKey(name), encodeManifest(manifest));
+      signal.throwIfAborted();
+      await origin.putBytes(origin.manifestKey(name), encodeManifest(manifest), { signal });
       await this.#finish(name, digest, bytes, started);
     } catch (err) {
       if (signal.aborted) throw err; // shutting down: it stays queued, untouched

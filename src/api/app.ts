@@ -28,6 +28,8 @@ export interface AppDeps {
   log: Logger;
   nodeId: string;
   version: string;
+  /** Aborted when the agent shuts down: event streams end. */
+  shutdown?: AbortSignal;
   /** How long `/v1` requests wait for recovery before 503. @default 30000 */
   readyTimeoutMs?: number;
 }
@@ -197,7 +199,7 @@ export function createApp(deps: AppDeps): Hono<Env> {
       stream.onAbort(() => {
         open = false;
       });
-      while (open) {
+      while (open && !deps.shutdown?.aborted) {
         await stream.writeSSE({
           event: "pulls",
           id: String(id++),

@@ -244,7 +244,12 @@ export class S3Origin {
   }
 
   /** Writes a small object in one request. */
-  async putBytes(key: string, bytes: Uint8Array, contentType = "application/json"): Promise<void> {
+  async putBytes(
+    key: string,
+    bytes: Uint8Array,
+    options: { contentType?: string; signal?: AbortSignal } = {},
+  ): Promise<void> {
+    const contentType = options.contentType ?? "application/json";
     await this.#call(`put ${key}`, (signal) =>
       this.#client.send(
         new this.#sdk.PutObjectCommand({
@@ -255,7 +260,7 @@ export class S3Origin {
           ContentLength: bytes.length,
         }),
         { abortSignal: signal },
-      ));
+      ), options.signal);
     this.stats.bytesWritten += bytes.length;
   }
 
@@ -390,6 +395,8 @@ export class S3Origin {
   ): Promise<T> {
     try {
       const result = await withRetries(async () => {
+        // Aborted before this attempt began: no listener would ever fire.
+        outer?.throwIfAborted();
         this.stats.requests++;
         this.observer.request?.();
         const controller = new AbortController();

@@ -90,3 +90,69 @@ Deno.test("SIGTERM with a pull, an upload and a download in flight: exit 0 in bo
   assert(result.bytes.local > 0, `resumed from verified chunks: ${JSON.stringify(result.bytes)}`);
   assertEquals(await sha256(await Deno.readFile(result.paths.mem)), await sha256(big));
 });
+
+Deno.test("SIGTERM while the origin never answers a push's manifest check: exit 0 in bounded time, still queued", async () => {
+  await using o = await startOrigin();
+  await using tmp = await tempDir();
+  const dataDir = `${tmp.path}/a`;
+  const args = [...BASE, ...originArgs(o), "--push", "async"];
+  // The commit asks the origin for the name's manifest (another snapshot under that
+  // name answers 409); then the push asks again before uploading: that GET hangs.
+  o.proxy.add({ kind: "hang", method: "GET", path: /fn-check\/manifest\.json$/, skip: 1 });
+  const a = await startAgent({ dataDir, args, env: o.s3.env });
+  let took: number;
+  try {
+    const body = memFile(4, 33);
+    assertEquals(
+      (await fetch(`${a.url}/v1/snapshots/fn-check/files/mem`, { method: "PUT", body })).status,
+      201,
+    );
+    assertEquals(
+      (await fetch(`${a.url}/v1/snapshots/fn-check/commit`, { method: "POST" })).status,
+      201,
+    );
+    for (let i = 0; i < 50 && !o.proxy.seen.some((s) => s.fault === "hang"); i++) {
+      await new Promise((r) => setTimeout(r, 100));
+    }
+    assert(o.proxy.seen.some((s) => s.fault === "hang"), "the manifest check is in flight");
+    const stopping = Date.now();
+    Deno.kill(a.pid, "SIGTERM");
+    const status = await a.status;
+    took = Date.now() - stopping;
+    assertEquals(status.code, 0, a.logs().slice(-3000));
+    assertMatch(a.logs(), /aborting uploads in flight; they stay queued/);
+  } finally {
+    await a.kill();
+  }
+  assert(took < 10_000, `shutdown took ${took} ms`);
+  o.proxy.clear();
+  await using b = await startAgent({ dataDir, args, env: o.s3.env });
+  const deadline = Date.now() + 20_000;
+  while (Date.now() < deadline && (await o.s3.get("fn-check/manifest.json")) === null) {
+    await new Promise((r) => setTimeout(r, 200));
+  }
+  assert((await o.s3.get("fn-check/manifest.json")) !== null, "the queued upload landed");
+  assertEquals((await (await fetch(`${b.url}/v1/status`)).json()).origin.push.queued, 0);
+});
+
+Deno.test("SIGTERM with an event stream open (a status page): the stream ends, the agent exits at once", async () => {
+  await using tmp = await tempDir();
+  const a = await startAgent({ dataDir: `${tmp.path}/a` });
+  try {
+    const events = await fetch(`${a.url}/v1/pulls/events`);
+    assertEquals(events.status, 200);
+    const reader = events.body!.getReader();
+    await reader.read(); // the first event: the stream is live
+    const stopping = Date.now();
+    Deno.kill(a.pid, "SIGTERM");
+    while (!(await reader.read()).done) {
+      // drain until the agent ends the stream
+    }
+    const status = await a.status;
+    const took = Date.now() - stopping;
+    assertEquals(status.code, 0, a.logs().slice(-2000));
+    assert(took < 3000, `shutdown took ${took} ms with an event stream open`);
+  } finally {
+    await a.kill();
+  }
+});
