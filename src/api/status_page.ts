@@ -158,7 +158,7 @@ function renderCache(s) {
     ["Hits / misses", c.hits + " / " + c.misses],
     ["Evictions", String(c.evictions)],
     ["Origin", s.origin && s.origin.endpoint ? s.origin.endpoint + " · push " + s.origin.push.mode +
-      " · " + s.origin.push.queued + " queued" + (s.origin.push.failing ? " · failing" : "") : "none"],
+      " · " + s.origin.push.queued + " queued" + (s.origin.push.failing.length ? " · " + s.origin.push.failing.length + " failing" : "") : "none"],
     ["Journal", "seq " + s.journal.seq + " · " + bytes(s.journal.bytes) + " · " +
       (s.journal.healthy ? "healthy" : "BROKEN")],
   ];
@@ -244,10 +244,25 @@ function showLogin(message) {
   setConnection(false, "token required");
 }
 
+let refreshing = false;
+let failures = 0;
+let refreshTimer = 0;
+
+// Every 2 s while all is well; backing off to 30 s while the agent is
+// unreachable or refuses the token, so an idle tab does not flood its log.
+function scheduleRefresh() {
+  clearTimeout(refreshTimer);
+  const delay = failures === 0 ? 2000 : Math.min(30000, 2000 * 2 ** Math.min(failures, 4));
+  refreshTimer = setTimeout(refresh, delay);
+}
+
 async function refresh() {
+  if (refreshing) return;
+  refreshing = true;
   try {
     const [status, snapshots] = await Promise.all([api("/v1/status"), api("/v1/snapshots")]);
     latest = { status, snapshots };
+    failures = 0;
     $("login").hidden = true;
     $("error").textContent = "";
     renderHeader(status);
@@ -256,43 +271,64 @@ async function refresh() {
     renderPeers(status.peers);
     if (!pullsLive) renderPulls(status.pulls);
     setConnection(true, pullsLive ? "live" : "polling");
+    followPulls();
   } catch (err) {
+    failures++;
     if (err instanceof AuthError) showLogin(token ? "That token was refused." : "This agent needs its token.");
     else {
       $("error").textContent = String(err.message || err);
       setConnection(false, "agent unreachable");
     }
+  } finally {
+    refreshing = false;
+    scheduleRefresh();
   }
 }
 
+// One event stream at a time, opened once the token works; it ends when the
+// agent goes away or refuses, and the next good refresh opens it again.
+let following = false;
+
 async function followPulls() {
-  for (;;) {
-    try {
-      const response = await fetch("/v1/pulls/events", { headers: authHeaders(), cache: "no-store" });
-      if (!response.ok || !response.body) throw new Error("events: " + response.status);
-      const reader = response.body.pipeThrough(new TextDecoderStream()).getReader();
-      let buffer = "";
-      for (;;) {
-        const { value, done } = await reader.read();
-        if (done) break;
-        buffer += value;
-        let end;
-        while ((end = buffer.indexOf("\\n\\n")) >= 0) {
-          const block = buffer.slice(0, end);
-          buffer = buffer.slice(end + 2);
-          const data = block.split("\\n").filter((l) => l.startsWith("data:"))
-            .map((l) => l.slice(5).replace(/^ /, "")).join("\\n");
-          if (data) {
-            pullsLive = true;
-            renderPulls(JSON.parse(data));
-          }
+  if (following) return;
+  following = true;
+  let reader = null;
+  try {
+    const response = await fetch("/v1/pulls/events", { headers: authHeaders(), cache: "no-store" });
+    if (!response.ok || !response.body) {
+      response.body?.cancel();
+      return;
+    }
+    reader = response.body.pipeThrough(new TextDecoderStream()).getReader();
+    let rest = "";
+    for (;;) {
+      const { value, done } = await reader.read();
+      if (done) break;
+      // Lines may end with CRLF, LF or CR; a CR at the end may be half of a CRLF.
+      const raw = rest + value;
+      const held = raw.endsWith("\\r") ? "\\r" : "";
+      let buffer = raw.slice(0, raw.length - held.length).replace(/\\r\\n?/g, "\\n");
+      let end;
+      while ((end = buffer.indexOf("\\n\\n")) >= 0) {
+        const lines = buffer.slice(0, end).split("\\n");
+        buffer = buffer.slice(end + 2);
+        const field = (line, name) =>
+          line.startsWith(name + ":") ? line.slice(name.length + 1).replace(/^ /, "") : null;
+        const type = lines.map((l) => field(l, "event")).filter((v) => v !== null).pop() || "pulls";
+        const data = lines.map((l) => field(l, "data")).filter((v) => v !== null);
+        if (type === "pulls" && data.length > 0) {
+          pullsLive = true;
+          renderPulls(JSON.parse(data.join("\\n")));
         }
       }
-    } catch (_) {
-      // Reconnect below.
+      rest = buffer + held;
     }
+  } catch (_) {
+    // The stream broke; the next good refresh opens a new one.
+  } finally {
+    if (reader) reader.cancel().catch(() => {});
     pullsLive = false;
-    await new Promise((resolve) => setTimeout(resolve, 1000));
+    following = false;
   }
 }
 
@@ -301,13 +337,12 @@ $("login-form").addEventListener("submit", (event) => {
   token = $("token").value.trim();
   if (token) localStorage.setItem(TOKEN_KEY, token);
   else localStorage.removeItem(TOKEN_KEY);
-  $("token").value = "";
+    $("token").value = "";
+  failures = 0;
   refresh();
 });
 
 refresh();
-setInterval(refresh, 2000);
-followPulls();
 `;
 
 const HTML = `<!doctype html>
