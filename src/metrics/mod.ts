@@ -47,8 +47,26 @@ export class Metrics {
   readonly httpRequests: client.Counter<"method" | "route" | "status">;
   readonly httpDuration: client.Histogram<"method" | "route">;
 
+  /** What `snapmesh_ready` reads; false until the agent binds its gauges. */
+  #ready: () => boolean = () => false;
+
   constructor() {
     const registers = [this.registry];
+    // prom-client's process metrics (CPU seconds, resident memory, open file
+    // descriptors, start time); its nodejs_* ones mean little under Deno.
+    client.collectDefaultMetrics({ register: this.registry });
+    for (const metric of this.registry.getMetricsAsArray()) {
+      if (!metric.name.startsWith("process_")) this.registry.removeSingleMetric(metric.name);
+    }
+    const ready = () => this.#ready();
+    new client.Gauge({
+      name: "snapmesh_ready",
+      help: "1 once recovery finished",
+      registers,
+      collect() {
+        this.set(ready() ? 1 : 0);
+      },
+    });
     this.cacheHits = new client.Counter({
       name: "snapmesh_cache_hits_total",
       help: "Reads (manifest, file, range, pull) answered from the local cache",
@@ -189,7 +207,8 @@ export class Metrics {
     gauge("snapmesh_cache_pinned_entries", "Pinned snapshots", () => source.pinnedEntries());
     gauge("snapmesh_draft_bytes", "Bytes of staged, uncommitted files", () => source.draftBytes());
     gauge("snapmesh_journal_bytes", "Size of the journal file", () => source.journalBytes());
-    gauge("snapmesh_ready", "1 once recovery finished", () => (source.ready() ? 1 : 0));
+    this.#ready = () => source.ready();
+
     gauge(
       "snapmesh_push_queued",
       "Snapshots waiting for upload to the origin",

@@ -106,6 +106,10 @@ Deno.test("/v1/pulls and /v1/pulls/events follow a pull; the CLI draws it on a t
       /snapmesh_peers_up 2/,
       /snapmesh_peers_known 2/,
       /snapmesh_pulls_active 0/,
+      /snapmesh_ready 1/,
+      /process_resident_memory_bytes \d+/,
+      /process_cpu_seconds_total [\d.]+/,
+      /process_open_fds \d+/,
       /snapmesh_http_request_duration_seconds_bucket\{le="0.005",method="GET",route="\/v1\/status"\}/,
     ]
   ) {
