@@ -6,7 +6,7 @@
  * @module
  */
 
-import { isLogLevel, type LogLevel } from "../log/mod.ts";
+import { isLogLevel, type LogLevel, redactUrlPasswords } from "../log/mod.ts";
 import { DEFAULT_CHUNK_SIZE, MAX_CHUNK_SIZE, MIN_CHUNK_SIZE } from "../manifest/manifest.ts";
 import { formatSize, parseSize } from "./size.ts";
 
@@ -438,6 +438,8 @@ export function describeConfig(config: ServeConfig): Record<string, unknown> {
     let value: unknown = config[s.key];
     if (s.key === "listen") value = formatListen(config.listen);
     if (s.key === "token" && value !== null) value = "[redacted]";
+    if (typeof value === "string") value = redactUrlPasswords(value);
+    if (Array.isArray(value)) value = value.map((v) => redactUrlPasswords(String(v)));
     out[s.flag] = value;
   }
   return out;

@@ -69,8 +69,18 @@ function redact(key: string, value: unknown): unknown {
   if (SECRET_FIELD.test(key) && value !== undefined && value !== null && value !== "") {
     return "[redacted]";
   }
-  if (value instanceof Error) return { name: value.name, message: value.message };
+  if (value instanceof Error) {
+    return { name: value.name, message: redactUrlPasswords(value.message) };
+  }
+  if (typeof value === "string") return redactUrlPasswords(value);
   return value;
+}
+
+const URL_PASSWORD = /(\b[a-z][a-z0-9+.-]*:\/\/[^\s/:@]*:)[^\s/@]+@/gi;
+
+/** `http://user:secret@host` → `http://user:[redacted]@host`, wherever it appears in `text`. */
+export function redactUrlPasswords(text: string): string {
+  return text.includes("@") ? text.replace(URL_PASSWORD, "$1[redacted]@") : text;
 }
 
 const encoder = new TextEncoder();

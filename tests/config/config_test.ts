@@ -173,3 +173,18 @@ Deno.test("configTemplate(): every example is valid, given flags become keys, ne
   assertEquals(all.originEndpoint, "http://minio.internal:9000");
   assertEquals(all.token, null);
 });
+
+Deno.test("describeConfig() redacts passwords in URLs", () => {
+  const c = resolveServeConfig({
+    ...base,
+    flags: {
+      "origin-endpoint": "http://key:s3cret@minio:9000",
+      "origin-bucket": "b",
+      peers: "http://u:p4ss@peer-1:7070,http://peer-2:7070",
+    },
+  });
+  const text = JSON.stringify(describeConfig(c));
+  assert(!text.includes("s3cret") && !text.includes("p4ss"), text);
+  assert(text.includes("http://key:[redacted]@minio:9000"), text);
+  assert(text.includes("http://peer-2:7070"), text);
+});

@@ -23,9 +23,12 @@ Deno.test("createLogger() never writes secrets", () => {
     secretAccessKey: "AKIA-secret",
     headers: { Authorization: "Bearer t0p-secret" },
     nested: { password: "pw-secret" },
+    endpoint: "http://minio:url-secret@minio.internal:9000",
+    error: new Error("cannot reach https://u:err-secret@peer:7070/v1"),
   });
   const text = lines.join("\n");
-  for (const secret of ["t0p-secret", "AKIA-secret", "pw-secret"]) {
+  assert(text.includes("http://minio:[redacted]@minio.internal:9000"), text);
+  for (const secret of ["t0p-secret", "AKIA-secret", "pw-secret", "url-secret", "err-secret"]) {
     assert(!text.includes(secret), secret);
   }
   assert(text.includes("[redacted]"));
