@@ -41,8 +41,8 @@ const CREDENTIALS = {
 };
 /** How long the peers may take to see each other (file reread every 2 s, probes every 1 s). */
 const PEERS_TIMEOUT_MS = 15_000;
-/** SIGTERM grace before SIGKILL (the agent itself waits up to 10 s for open requests). */
-const STOP_GRACE_MS = 12_000;
+/** SIGTERM grace before SIGKILL (the agent takes at most 10 s for requests plus 5 s for uploads). */
+const STOP_GRACE_MS = 20_000;
 
 /** The demo was stopped by a signal. */
 class Interrupted extends Error {

@@ -124,6 +124,9 @@ export function parseConfigText(text: string, path: string): unknown {
         `${printParseErrorCode(first.error)} (comments and trailing commas are allowed)`,
     );
   }
+  if (typeof value !== "object" || value === null || Array.isArray(value)) {
+    throw new ConfigError(`Config file ${path} must hold a JSON object of settings`);
+  }
   return value;
 }
 

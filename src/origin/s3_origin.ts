@@ -328,12 +328,15 @@ export class S3Origin {
         } catch (err) {
           const uploadId = (upload as unknown as { uploadId?: string }).uploadId;
           if (uploadId) {
-            this.#client.send(
+            // Awaited (for at most 2 s), so a shutdown does not exit before
+            // the origin is told to drop the parts.
+            await this.#client.send(
               new this.#sdk.AbortMultipartUploadCommand({
                 Bucket: this.bucket,
                 Key: key,
                 UploadId: uploadId,
               }),
+              { abortSignal: AbortSignal.timeout(2000) },
             ).catch(() => {});
           }
           throw stalled ?? err;

@@ -188,3 +188,12 @@ Deno.test("describeConfig() redacts passwords in URLs", () => {
   assert(text.includes("http://key:[redacted]@minio:9000"), text);
   assert(text.includes("http://peer-2:7070"), text);
 });
+
+Deno.test("parseConfigText() wants an object of settings", () => {
+  for (const text of ["null", "[]", '"x"', "3", ""]) {
+    assertThrows(
+      () => parseConfigText(text, "c.json"),
+      (e) => e instanceof ConfigError && /c\.json/.test(e.message),
+    );
+  }
+});
