@@ -141,4 +141,31 @@ export function table(rows: (string | number)[][]): string {
 }
 
 export const MiB = 1024 * 1024;
+
+/**
+ * Writes a synthetic guest-memory file of `bytes` (a multiple of 1 MiB):
+ * 1 MiB pieces, 3 of every 10 all zero (left as holes), the rest random
+ * and distinct. Returns the bytes in non-zero pieces.
+ */
+export async function writeMemFile(path: string, bytes: number): Promise<number> {
+  const file = await Deno.open(path, { write: true, create: true, truncate: true });
+  try {
+    const piece = new Uint8Array(MiB);
+    let nonZero = 0;
+    for (let i = 0; i < bytes / MiB; i++) {
+      if (i % 10 < 3) continue;
+      crypto.getRandomValues(piece.subarray(0, 65536));
+      for (let at = 65536; at < MiB; at *= 2) piece.copyWithin(at, 0, at);
+      piece[0] = i & 0xff;
+      piece[1] = (i >> 8) & 0xff;
+      await file.seek(i * MiB, Deno.SeekMode.Start);
+      await file.write(piece);
+      nonZero += MiB;
+    }
+    await file.truncate(bytes);
+    return nonZero;
+  } finally {
+    file.close();
+  }
+}
 export const GiB = 1024 * MiB;

@@ -14,7 +14,17 @@
 
 import { CreateBucketCommand, S3Client } from "@aws-sdk/client-s3";
 import { parseArgs } from "node:util";
-import { agentFlags, have, MiB, ROOT, saveResult, sleep, startAgent, table } from "./_harness.ts";
+import {
+  agentFlags,
+  have,
+  MiB,
+  ROOT,
+  saveResult,
+  sleep,
+  startAgent,
+  table,
+  writeMemFile,
+} from "./_harness.ts";
 
 const NET = "10.88.0";
 const S3_IP = `${NET}.2`;
@@ -136,21 +146,7 @@ export async function main(args: string[]): Promise<number> {
     // The snapshot: 1 MiB pieces, 3 of every 10 zero, uploaded by an agent outside the fleet.
     console.error(`bench fleet: uploading a ${snapshotBytes / MiB} MiB snapshot to the origin`);
     const mem = `${work}/mem`;
-    const file = await Deno.open(mem, { write: true, create: true, truncate: true });
-    const piece = new Uint8Array(MiB);
-    let nonZero = 0;
-    for (let i = 0; i < snapshotBytes / MiB; i++) {
-      if (i % 10 < 3) continue;
-      crypto.getRandomValues(piece.subarray(0, 65536));
-      for (let at = 65536; at < MiB; at *= 2) piece.copyWithin(at, 0, at);
-      piece[0] = i & 0xff;
-      piece[1] = i >> 8;
-      await file.seek(i * MiB, Deno.SeekMode.Start);
-      await file.write(piece);
-      nonZero += MiB;
-    }
-    await file.truncate(snapshotBytes);
-    file.close();
+    const nonZero = await writeMemFile(mem, snapshotBytes);
     const common = [
       "--origin-endpoint",
       endpoint,

@@ -14,7 +14,16 @@
 
 import { GetObjectCommand, S3Client } from "@aws-sdk/client-s3";
 import { parseArgs } from "node:util";
-import { GiB, median, MiB, saveResult, sleep, startAgent, table } from "./_harness.ts";
+import {
+  GiB,
+  median,
+  MiB,
+  saveResult,
+  sleep,
+  startAgent,
+  table,
+  writeMemFile,
+} from "./_harness.ts";
 
 const CREDENTIALS = {
   AWS_ACCESS_KEY_ID: "S3RVER",
@@ -66,21 +75,7 @@ export async function main(args: string[]): Promise<number> {
     // A memory file: 1 MiB pieces, 3 of every 10 zero, the rest random.
     console.error(`bench origin: preparing and uploading a ${size / GiB} GiB snapshot`);
     const mem = `${work}/mem`;
-    const file = await Deno.open(mem, { write: true, create: true, truncate: true });
-    const piece = new Uint8Array(MiB);
-    let nonZero = 0;
-    for (let i = 0; i < size / MiB; i++) {
-      if (i % 10 < 3) continue;
-      crypto.getRandomValues(piece.subarray(0, 65536));
-      for (let at = 65536; at < MiB; at *= 2) piece.copyWithin(at, 0, at);
-      piece[0] = i & 0xff;
-      piece[1] = (i >> 8) & 0xff;
-      await file.seek(i * MiB, Deno.SeekMode.Start);
-      await file.write(piece);
-      nonZero += MiB;
-    }
-    await file.truncate(size);
-    file.close();
+    const nonZero = await writeMemFile(mem, size);
     const common = [
       "--origin-endpoint",
       endpoint,

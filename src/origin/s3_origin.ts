@@ -280,11 +280,16 @@ export class S3Origin {
       async (signal) => {
         // Progress is every byte the upload reads from the file, and every
         // part the origin acknowledges.
-        let last = Date.now();
+        // Abort an upload that makes no progress for the stall timeout.
+        let stalled: StallError | null = null;
+        const idle = idleWatchdog(this.#stallMs, () => {
+          stalled = new StallError(`Upload of ${key} made no progress for ${this.#stallMs} ms`);
+          abort();
+        });
         const counted = open().pipeThrough(
           new TransformStream<Uint8Array, Uint8Array>({
             transform(chunk, controller) {
-              last = Date.now();
+              idle.touch();
               controller.enqueue(chunk);
             },
           }),
@@ -305,22 +310,12 @@ export class S3Origin {
           // (some S3-compatible servers do not implement the abort at all).
           leavePartsOnError: true,
         });
-        const abort = () => upload.abort().catch(() => {});
+        function abort() {
+          upload.abort().catch(() => {});
+        }
         signal.addEventListener("abort", abort, { once: true });
-        // Abort an upload that makes no progress for the stall timeout.
-        let stalled: StallError | null = null;
-        const check = () => {
-          const idle = Date.now() - last;
-          if (idle < this.#stallMs) {
-            watchdog = setTimeout(check, this.#stallMs - idle);
-            return;
-          }
-          stalled = new StallError(`Upload of ${key} made no progress for ${this.#stallMs} ms`);
-          abort();
-        };
-        let watchdog = setTimeout(check, this.#stallMs);
         upload.on("httpUploadProgress", (p) => {
-          last = Date.now();
+          idle.touch();
           if (p.loaded !== undefined) onProgress?.(p.loaded);
         });
         try {
@@ -341,7 +336,7 @@ export class S3Origin {
           }
           throw stalled ?? err;
         } finally {
-          clearTimeout(watchdog);
+          idle.stop();
           signal.removeEventListener("abort", abort);
         }
       },
@@ -466,20 +461,11 @@ export class S3Origin {
     const parts: Uint8Array[] = [];
     let total = 0;
     const out = expected !== null ? new Uint8Array(expected) : null;
-    // One watchdog per body, re-armed only when it fires: a timer per read
-    // would cost more than the read.
-    let last = Date.now();
     let stalled: StallError | null = null;
-    const check = () => {
-      const idle = Date.now() - last;
-      if (idle < this.#stallMs) {
-        watchdog = setTimeout(check, this.#stallMs - idle);
-        return;
-      }
+    const idle = idleWatchdog(this.#stallMs, () => {
       stalled = new StallError(`Origin body of ${key} idle for ${this.#stallMs} ms`);
       reader.cancel(stalled).catch(() => {});
-    };
-    let watchdog = setTimeout(check, this.#stallMs);
+    });
     try {
       while (true) {
         let next: ReadableStreamReadResult<Uint8Array>;
@@ -494,7 +480,7 @@ export class S3Origin {
         }
         if (stalled) throw stalled;
         if (signal.aborted) throw signal.reason;
-        last = Date.now();
+        idle.touch();
         if (next.done) break;
         const chunk = next.value;
         if (out) {
@@ -512,7 +498,7 @@ export class S3Origin {
       reader.cancel(err).catch(() => {});
       throw stalled ?? err;
     } finally {
-      clearTimeout(watchdog);
+      idle.stop();
     }
     this.stats.bytesRead += total;
     if (out) {
@@ -529,4 +515,33 @@ export class S3Origin {
     }
     return joined;
   }
+}
+
+/**
+ * Calls `onIdle` once when `touch()` has not been called for `ms`. One timer,
+ * re-armed only when it fires: a timer per touch would cost more than the
+ * reads it watches.
+ */
+function idleWatchdog(ms: number, onIdle: () => void): { touch(): void; stop(): void } {
+  let last = Date.now();
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  const check = () => {
+    const idle = Date.now() - last;
+    if (idle < ms) {
+      timer = setTimeout(check, ms - idle);
+      return;
+    }
+    timer = undefined;
+    onIdle();
+  };
+  timer = setTimeout(check, ms);
+  return {
+    touch() {
+      last = Date.now();
+    },
+    stop() {
+      clearTimeout(timer);
+      timer = undefined;
+    },
+  };
 }
