@@ -69,6 +69,7 @@ export async function runServe(
     agent: opening,
     shutdown: stop.signal,
     isReady: () => agent !== null,
+    notReadyReason: () => agent?.unhealthyReason() ?? null,
     token: config.token,
     metrics,
     log,

@@ -25,7 +25,7 @@ import { LRUCache } from "lru-cache";
 import { createHash } from "node:crypto";
 import type { Source } from "../cache/mod.ts";
 import type { ServeConfig } from "../config/mod.ts";
-import { errorMessage, SnapmeshError } from "../errors.ts";
+import { errorMessage, hasCode, SnapmeshError } from "../errors.ts";
 import { weight } from "../cluster/hrw.ts";
 import type { Availability, Membership, Peer, PeerManifest } from "../cluster/mod.ts";
 import { isConnectionError } from "../cluster/mod.ts";
@@ -38,7 +38,6 @@ import {
   type PullFile,
   PullJob,
   type PullReport,
-  verifyChunk,
 } from "../fetch/mod.ts";
 import type { Logger } from "../log/mod.ts";
 import {
@@ -53,6 +52,7 @@ import {
   MAX_FILES,
   sha256Hex,
   storedBytes,
+  verifyChunk,
   ZERO_CHUNK,
 } from "../manifest/mod.ts";
 import type { Metrics } from "../metrics/mod.ts";
@@ -77,6 +77,8 @@ export interface PullerDeps {
   /** Counts bytes as reserved without evicting (partials found at start). */
   holdReserved(bytes: number): void;
   release(bytes: number): void;
+  /** True when `bytes` more would still fit the cache budget. */
+  fits(bytes: number): boolean;
   /** Installs a finished partial, journals it and releases its reservation. */
   publish(request: PublishRequest): Promise<void>;
 }
@@ -461,8 +463,11 @@ export class Puller {
       log.info("adopting a snapshot uploaded without a manifest", { name, files: files.length });
     }
 
-    if (!this.#reserved.has(key)) {
-      await this.#deps.reserve(reservedBytes);
+    // A pull that failed earlier kept only the bytes of its verified chunks
+    // reserved: top the reservation up again.
+    const held = this.#reserved.get(key) ?? 0;
+    if (held < reservedBytes) {
+      await this.#deps.reserve(reservedBytes - held);
       this.#reserved.set(key, reservedBytes);
     }
     const resuming = (await store.readPartialPlan(key)) !== null;
@@ -623,7 +628,38 @@ export class Puller {
     log.info("pull: resuming from verified chunks", { name: job.name, key, reusedBytes: reused });
   }
 
+  /**
+   * After a failed pull, the partial keeps its verified chunks for a resume,
+   * but only their bytes stay reserved; on a full disk (or when even those
+   * do not fit the budget) the partial goes, and with it its reservation.
+   */
+  async #afterFailure(ready: PullReady, err: unknown): Promise<void> {
+    const { key, job } = ready;
+    if (hasCode(err, "shutting_down") || !this.#reserved.has(key)) return;
+    const reserved = this.#reserved.get(key)!;
+    const held = Math.min(reserved, job.progress.bytesDone + 64 * 1024);
+    if (hasCode(err, "insufficient_storage") || !this.#deps.fits(0)) {
+      await this.#deps.store.removePartial(key).catch(() => {});
+      this.#deps.release(reserved);
+      this.#reserved.delete(key);
+      this.#adoptions.delete(key);
+      this.#deps.log.info("pull failed: its partial was removed", { name: job.name, key });
+      return;
+    }
+    this.#deps.release(reserved - held);
+    this.#reserved.set(key, held);
+  }
+
   async #complete(name: string, ready: PullReady, started: number): Promise<PullOutcome> {
+    try {
+      return await this.#finish(name, ready, started);
+    } catch (err) {
+      await this.#afterFailure(ready, err);
+      throw err;
+    }
+  }
+
+  async #finish(name: string, ready: PullReady, started: number): Promise<PullOutcome> {
     const { store, config } = this.#deps;
     const { job, key } = ready;
     const fetchStarted = performance.now();
@@ -644,7 +680,12 @@ export class Puller {
       throw new Error(`Re-encoded manifest of "${name}" changed its digest`);
     }
     const bySource = { ...job.progress.bySource };
-    const source = dominantSource(bySource);
+    // Chunks a resumed pull found on disk came from the earlier attempt's
+    // sources, not from this node: they do not make the pull "local".
+    const source = dominantSource(
+      { ...bySource, local: bySource.local - job.progress.resumedBytes },
+      ready.source,
+    );
     const stored = manifest.files.reduce((n, f) => n + storedBytes(f, manifest.chunkSize), 0) +
       bytes.length;
     await this.#deps.publish({
@@ -733,10 +774,10 @@ function stripDigest(manifest: ManifestWithDigest): Manifest {
   return rest;
 }
 
-function dominantSource(bytes: Record<Source, number>): Source {
+function dominantSource(bytes: Record<Source, number>, fallback: Source): Source {
   const order: Source[] = ["origin", "peer", "local"];
-  let best: Source = "local";
-  let most = -1;
+  let best: Source = fallback;
+  let most = 0;
   for (const kind of order) {
     if (bytes[kind] > most) {
       best = kind;

@@ -18,6 +18,8 @@ import { createHash } from "node:crypto";
 import {
   type CacheEntry,
   encodeStateRecord,
+  Scrubber,
+  type ScrubTarget,
   SnapshotIndex,
   type Source,
   type StateRecord,
@@ -26,7 +28,7 @@ import type { ServeConfig } from "../config/mod.ts";
 import { formatSize, normalizePath } from "../config/mod.ts";
 import { errorMessage, hasCode, SnapmeshError } from "../errors.ts";
 import { type FileHandle, type FileSystem, isNoSpace } from "../fs/mod.ts";
-import { Journal, type RecoveryReport } from "../journal/mod.ts";
+import { decodeCheckpoint, Journal, type RecoveryReport, salvageJournal } from "../journal/mod.ts";
 import type { Logger } from "../log/mod.ts";
 import {
   assertName,
@@ -45,21 +47,23 @@ import {
   storedBytes,
   validateHot,
   validateLabels,
+  verifyChunk,
   ZERO_CHUNK,
 } from "../manifest/mod.ts";
 import type { Metrics } from "../metrics/mod.ts";
 import {
   type ByteSource,
   type ChunkedFile,
+  ChunkTrust,
+  CorruptChunkError,
   type DraftFile,
   emptySource,
-  fileRangeStream,
   fileSource,
-  isAllZero,
   parseRange,
+  readVerifiedChunk,
   SnapshotStore,
   streamSource,
-  verifiedChunkStream,
+  verifiedRangeStream,
   writeChunked,
 } from "../store/mod.ts";
 import { type Availability, Membership, type PeerManifest } from "../cluster/mod.ts";
@@ -188,7 +192,33 @@ export interface VerifyResult {
   files: FileVerification[];
 }
 
+/** How the index was rebuilt from the files at start, when it was. */
+export interface RebuildReport {
+  /** `requested`: --rebuild-index; `journal_empty`: no journal state, yet snapshot directories. */
+  reason: "requested" | "journal_empty";
+  /** Snapshots verified in full and indexed again. */
+  adopted: string[];
+  /** Directories that did not verify, moved to `quarantine/`. */
+  quarantined: string[];
+  /** Pins taken from the readable part of the old journal. */
+  pinsRestored: string[];
+  /** Damaged regions of the old journal that were skipped. */
+  damagedRegions: number;
+  /** What could not be known, in words. */
+  unknown: string;
+}
+
+/** What the agent's start found and did. */
+export interface AgentRecovery extends RecoveryReport {
+  removedTemp: number;
+  /** Snapshot directories moved to `quarantine/` (never deleted). */
+  quarantinedDirs: number;
+  rebuild: RebuildReport | null;
+}
+
 const MANIFEST_CACHE_ENTRIES = 256;
+/** How often a journal that refuses writes is repaired again. */
+const JOURNAL_REPAIR_MS = 1000;
 
 /** The snapmesh agent of one data directory. */
 export class Agent {
@@ -212,6 +242,9 @@ export class Agent {
   /** Committed bytes of staged files, by snapshot name. */
   readonly #draftBytes = new Map<string, number>();
   readonly #manifests = new LRUCache<string, ManifestWithDigest>({ max: MANIFEST_CACHE_ENTRIES });
+  /** Local chunks verified in this process's lifetime (never re-hashed on serve). */
+  readonly #trust = new ChunkTrust();
+  #scrubber: Scrubber | null = null;
   readonly #origin: S3Origin | null;
   readonly #puller: Puller;
   readonly #pusher: Pusher | null;
@@ -228,7 +261,7 @@ export class Agent {
   #touchTimer: ReturnType<typeof setTimeout> | null = null;
   #sweepTimer: ReturnType<typeof setInterval> | null = null;
   #closed = false;
-  readonly recovery: RecoveryReport & { removedTemp: number; removedDirs: number };
+  readonly recovery: AgentRecovery;
   readonly counters = { hits: 0, misses: 0, evictions: 0 };
 
   private constructor(
@@ -236,7 +269,7 @@ export class Agent {
     store: SnapshotStore,
     index: SnapshotIndex,
     journal: Journal,
-    recovery: RecoveryReport & { removedTemp: number; removedDirs: number },
+    recovery: AgentRecovery,
     origin: S3Origin | null,
   ) {
     this.config = options.config;
@@ -280,6 +313,7 @@ export class Agent {
       reserve: (bytes) => this.#reserve(bytes, new Set()),
       holdReserved: (bytes) => (this.#reserved += bytes),
       release: (bytes) => this.#release(bytes),
+      fits: (bytes) => this.usedBytes + bytes <= this.config.cacheSize,
       publish: (request) => this.#publishPull(request),
     });
     this.#pusher = origin
@@ -306,7 +340,11 @@ export class Agent {
     const { config, fs, log } = options;
     const store = new SnapshotStore(fs, config.dataDir);
     const { removedTemp } = await store.init();
-    if (config.rebuildIndex) await moveJournalAside(store, log);
+    let salvaged: SalvagedState | null = null;
+    if (config.rebuildIndex) {
+      salvaged = await salvageJournalState(store, log);
+      await moveJournalAside(store, log);
+    }
     const index = new SnapshotIndex(log);
     const { journal, recovery } = await Journal.open(index, {
       fs,
@@ -333,11 +371,19 @@ export class Agent {
     const agent = new Agent(options, store, index, journal, {
       ...recovery,
       removedTemp,
-      removedDirs: 0,
+      quarantinedDirs: 0,
+      rebuild: null,
     }, origin);
     try {
-      if (config.rebuildIndex) await agent.#rebuildIndex();
-      agent.recovery.removedDirs = await agent.#reconcile();
+      // The index never loses track of snapshots silently: with no journal
+      // state at all but snapshot directories on disk (a deleted or emptied
+      // journal), it is rebuilt from a verified scan, loudly.
+      let reason: RebuildReport["reason"] | null = config.rebuildIndex ? "requested" : null;
+      if (reason === null && recovery.empty && (await store.listSnapshotDirs()).length > 0) {
+        reason = "journal_empty";
+      }
+      if (reason !== null) agent.recovery.rebuild = await agent.#rebuildIndex(reason, salvaged);
+      agent.recovery.quarantinedDirs = await agent.#reconcile();
       await agent.#puller.recover();
     } catch (err) {
       await journal.close();
@@ -347,6 +393,16 @@ export class Agent {
     await agent.sweepDrafts();
     agent.#pusher?.start();
     await agent.#membership?.start();
+    if (config.scrubRate > 0) {
+      agent.#scrubber = new Scrubber({
+        targets: () => agent.#scrubTargets(),
+        trust: agent.#trust,
+        rate: new RateLimiter(config.scrubRate),
+        onCorrupt: (target, why) => agent.#onCorruptLocal(target.name, target.manifest.digest, why),
+        log: log.child({ component: "scrub" }),
+      });
+      agent.#scrubber.start();
+    }
     if (origin) {
       origin.probe().then((ok) => {
         if (!ok) log.warn("origin does not answer yet", { endpoint: origin!.endpoint });
@@ -367,7 +423,7 @@ export class Agent {
       pinnedEntries: () => index.entries().filter((e) => e.pinned).length,
       draftBytes: () => [...agent.#draftBytes.values()].reduce((a, b) => a + b, 0),
       journalBytes: () => journal.size,
-      ready: () => !agent.#closed,
+      ready: () => !agent.#closed && agent.#journal.broken === null,
       pushQueued: () => index.pushQueue().length,
       pullsActive: () => agent.#puller.activeCount,
       peersUp: () => agent.#membership?.healthy().length ?? 0,
@@ -379,7 +435,8 @@ export class Agent {
       checkpointSeq: recovery.checkpointSeq,
       truncatedBytes: recovery.truncatedBytes,
       removedTemp,
-      removedDirs: agent.recovery.removedDirs,
+      quarantinedDirs: agent.recovery.quarantinedDirs,
+      rebuilt: agent.recovery.rebuild?.reason ?? null,
       ms: agent.recovery.ms,
     });
     await agent.#enforceBudget().catch((err) => {
@@ -406,9 +463,11 @@ export class Agent {
     if (this.#closed) return;
     this.#closed = true;
     if (this.#touchTimer !== null) clearTimeout(this.#touchTimer);
+    if (this.#repairTimer !== null) clearTimeout(this.#repairTimer);
     if (this.#sweepTimer !== null) clearInterval(this.#sweepTimer);
     this.stopTransfers();
     this.#membership?.stop();
+    await this.#scrubber?.stop();
     await this.#pusher?.stop(options.pushGraceMs);
     this.#flushTouches();
     await this.#meta.run(() => this.#journal.close({ checkpoint: true }));
@@ -709,7 +768,7 @@ export class Agent {
     const hot = parseHotRequest(request.hot, drafts);
 
     const existing = this.#index.get(name);
-    if (existing) return await this.#commitExisting(existing, drafts);
+    if (existing) return await this.#commitExisting(existing, drafts, { labels, hot, request });
     const stale = drafts.find((d) => d.blob === null);
     if (stale) {
       throw new SnapmeshError(
@@ -724,10 +783,12 @@ export class Agent {
       return null;
     });
     const staged = { files: drafts.map((d) => ({ name: d.file, size: d.size, sha256: d.sha256 })) };
-    if (remote && !sameContent(staged, remote)) {
+    const otherMeta = remote ? otherMetadata(remote, { labels, hot, request }) : null;
+    if (remote && (!sameContent(staged, remote) || otherMeta !== null)) {
       throw new SnapmeshError(
         "snapshot_exists",
-        `Snapshot "${name}" already exists in the origin with other content (digest ${remote.digest})`,
+        `Snapshot "${name}" already exists in the origin with other content ` +
+          `(${otherMeta ?? "other files"}; digest ${remote.digest})`,
         { digest: remote.digest },
       );
     }
@@ -809,6 +870,8 @@ export class Agent {
     const withDigest = { ...manifest, digest };
     this.#manifests.set(digest, withDigest);
     this.#indexChunks(name, withDigest);
+    // Every chunk was hashed from the bytes as they were written.
+    this.#trust.trustAll(digest, manifest.files);
     // The snapshot holds its own links to the bytes; the draft can go. A
     // crash before this line leaves a draft that recovery recognizes and drops.
     await this.#store.dropDraft(name).catch((err) => {
@@ -832,13 +895,19 @@ export class Agent {
     return { manifest: withDigest, created: true };
   }
 
-  async #commitExisting(entry: CacheEntry, drafts: DraftFile[]): Promise<CommitResult> {
+  async #commitExisting(
+    entry: CacheEntry,
+    drafts: DraftFile[],
+    asked: CommitMetadata,
+  ): Promise<CommitResult> {
     const manifest = await this.#manifestOf(entry);
     const staged = { files: drafts.map((d) => ({ name: d.file, size: d.size, sha256: d.sha256 })) };
-    if (!sameContent(staged, manifest)) {
+    const other = sameContent(staged, manifest) ? otherMetadata(manifest, asked) : "other files";
+    if (other !== null) {
       throw new SnapmeshError(
         "snapshot_exists",
-        `Snapshot "${entry.name}" is already committed with other content (digest ${entry.digest})`,
+        `Snapshot "${entry.name}" is already committed with other content ` +
+          `(${other}; digest ${entry.digest})`,
         { digest: entry.digest },
       );
     }
@@ -974,6 +1043,9 @@ export class Agent {
     this.#hit();
     this.#touch(name);
     const metrics = this.#metrics;
+    const trust = this.#trust.file(entry.digest, file, info.chunks.length);
+    const corrupt = (index: number): Promise<void> =>
+      this.#onCorruptLocal(name, entry.digest, `chunk ${index} of "${file}" failed verification`);
     let used = false;
     return {
       name,
@@ -981,10 +1053,28 @@ export class Agent {
       size: info.size,
       sha256: info.sha256,
       source: "local",
-      ready: () => Promise.resolve(),
+      // The first chunk is checked before the status line goes out: a
+      // damaged one fails here, where the request can still be served from
+      // another source.
+      async ready(start, end) {
+        const index = Math.floor(start / manifest.chunkSize);
+        if (end < start || trust.has(index)) return;
+        try {
+          await readVerifiedChunk(handle, info, manifest.chunkSize, index, trust);
+        } catch (err) {
+          if (!(err instanceof CorruptChunkError)) throw err;
+          await corrupt(index);
+          throw new SnapmeshError(
+            "verification_failed",
+            `Snapshot "${name}" is damaged on this node (${err.message}); it was quarantined`,
+          );
+        }
+      },
       stream(start, end) {
         used = true;
-        return fileRangeStream(handle, start, end, {
+        return verifiedRangeStream(handle, info, manifest.chunkSize, { start, end }, {
+          trust,
+          onCorrupt: corrupt,
           onClose: (sent) => metrics.servedBytes.inc(sent),
         });
       },
@@ -992,6 +1082,22 @@ export class Agent {
         if (!used) handle.close();
       },
     };
+  }
+
+  /**
+   * A local chunk failed verification: the snapshot leaves the cache (its
+   * files go to `quarantine/`), and a good copy is fetched again in the
+   * background when a peer or the origin may have it.
+   */
+  async #onCorruptLocal(name: string, digest: string, why: string): Promise<void> {
+    try {
+      await this.#quarantine(name, digest, why);
+    } catch (err) {
+      this.#log.error("quarantine failed", { name, error: err });
+      return;
+    }
+    if (this.#closed || (this.#membership === null && this.#origin === null)) return;
+    this.#puller.start(name).done.catch(() => {});
   }
 
   async #openPulling(name: string, file: string): Promise<OpenedFile> {
@@ -1143,6 +1249,8 @@ export class Agent {
     });
     this.#manifests.set(digest, { ...manifest, digest });
     this.#indexChunks(name, { ...manifest, digest });
+    // Every chunk was verified on receipt (or on resume).
+    this.#trust.trustAll(digest, manifest.files);
     this.#log.info("pulled", { name, digest, source: request.source, bytes: request.bytes });
     if (request.push) this.#pusher?.kick();
     await this.#enforceBudget(new Set([name])).catch((err) => {
@@ -1168,6 +1276,7 @@ export class Agent {
       files.push(await this.#verifyFile(name, manifest, file));
     }
     const ok = files.every((f) => f.ok);
+    if (ok) this.#trust.trustAll(entry.digest, manifest.files);
     // A snapshot evicted or deleted during the check is gone, not damaged.
     if (!ok && this.#index.get(name)?.digest !== entry.digest) throw notFound(name);
     if (!ok) {
@@ -1208,12 +1317,9 @@ export class Agent {
         const view = buffer.subarray(0, length);
         const n = await handle.readAt(view, i * manifest.chunkSize);
         whole.update(view.subarray(0, n));
-        const expected = file.chunks[i];
-        const good = n === length &&
-          (expected === ZERO_CHUNK
-            ? isAllZero(view)
-            : createHash("sha256").update(view).digest("hex") === expected);
-        if (!good) result.badChunks.push(i);
+        if (n !== length || verifyChunk(view, file.chunks[i] ?? null) === null) {
+          result.badChunks.push(i);
+        }
       }
       if (whole.digest("hex") !== file.sha256) result.ok = false;
       if (result.badChunks.length > 0) result.ok = false;
@@ -1309,6 +1415,7 @@ export class Agent {
     this.#log.debug(reason === "evict" ? "evicting" : "deleting", { name: entry.name });
     await this.#record({ t: "remove", name: entry.name, digest: entry.digest, reason });
     this.#manifests.delete(entry.digest);
+    this.#trust.forget(entry.digest);
     this.#unindexChunks(entry.name);
     this.counters.evictions++;
     this.#metrics.evictions.inc({ reason: reason === "evict" ? "lru" : "delete" });
@@ -1400,7 +1507,30 @@ export class Agent {
       hits: this.counters.hits,
       misses: this.counters.misses,
       evictions: this.counters.evictions,
+      trustedChunks: this.#trust.trustedChunks,
+      scrubPasses: this.#scrubber?.stats.passes ?? 0,
+      scrubbedBytes: this.#scrubber?.stats.bytes ?? 0,
+      scrubCorrupt: this.#scrubber?.stats.corrupt ?? 0,
     };
+  }
+
+  /** Local snapshots with their manifests, least recently used first (for the scrub). */
+  async #scrubTargets(): Promise<ScrubTarget[]> {
+    const out: ScrubTarget[] = [];
+    for (const entry of this.#index.entries()) {
+      let manifest: ManifestWithDigest;
+      try {
+        manifest = await this.#manifestOf(entry);
+      } catch {
+        continue; // evicted meanwhile
+      }
+      out.push({
+        name: entry.name,
+        manifest,
+        open: (file) => this.#store.openFile(entry.name, file),
+      });
+    }
+    return out;
   }
 
   /** Journal figures for `/v1/status`. */
@@ -1410,7 +1540,12 @@ export class Agent {
       bytes: this.#journal.size,
       checkpoints: this.#journal.stats.checkpoints,
       healthy: this.#journal.broken === null,
+      error: this.#journal.broken === null ? null : errorMessage(this.#journal.broken),
       recoveryMs: this.recovery.ms,
+      /** Snapshot directories moved to quarantine/ at start (never deleted). */
+      quarantinedDirs: this.recovery.quarantinedDirs,
+      /** Set when the index was rebuilt from a verified scan at start. */
+      rebuild: this.recovery.rebuild,
       /** Records replayed after the last checkpoint at start (0 after a clean shutdown). */
       replayedRecords: this.recovery.replayed,
       truncatedBytes: this.recovery.truncatedBytes,
@@ -1524,17 +1659,16 @@ export class Agent {
         throw err;
       }
       this.#touch(name);
-      const stream = verifiedChunkStream(handle, info, manifest.chunkSize, start, end, {
+      const stream = verifiedRangeStream(handle, info, manifest.chunkSize, { start, end }, {
+        trust: this.#trust.file(digest, file, info.chunks.length),
         pace,
-        onCorrupt: (index) => {
-          this.#quarantine(
+        onCorrupt: (index) =>
+          this.#onCorruptLocal(
             name,
             digest,
             `chunk ${index} of "${file}" failed verification while serving a peer`,
-          )
-            .catch((err) => this.#log.error("quarantine failed", { name, error: err }));
-        },
-        onSent: (bytes) => this.#metrics.servedBytes.inc(bytes),
+          ),
+        onClose: (bytes) => this.#metrics.servedBytes.inc(bytes),
       });
       return { size: info.size, start, end, stream };
     }
@@ -1574,6 +1708,36 @@ export class Agent {
   }
 
   /**
+   * A peer found chunk `index` of `file` it got from this node bad: check
+   * this node's copy again, whatever its trust (one check at a time; others
+   * are dropped, the scrub covers them). Never takes the peer's word for it.
+   */
+  peerSuspect(name: string, digest: string, file: string, index: number): void {
+    assertName("snapshot", name);
+    assertName("file", file);
+    this.#assertOpen();
+    const entry = this.#index.get(name);
+    if (entry?.digest !== digest || this.#checkingSuspect) return;
+    this.#checkingSuspect = true;
+    (async () => {
+      const manifest = await this.#manifestOf(entry);
+      const info = findFile(manifest, file);
+      if (!info || index >= info.chunks.length) return;
+      const handle = await this.#store.openFile(name, file);
+      try {
+        await readVerifiedChunk(handle, info, manifest.chunkSize, index);
+      } catch (err) {
+        if (!(err instanceof CorruptChunkError)) throw err;
+        await this.#onCorruptLocal(name, digest, `chunk ${index} of "${file}" (a peer got it bad)`);
+      } finally {
+        handle.close();
+      }
+    })().catch((err) => this.#log.debug("suspect check failed", { name, error: err }))
+      .finally(() => (this.#checkingSuspect = false));
+  }
+  #checkingSuspect = false;
+
+  /**
    * Takes a snapshot whose bytes do not match its manifest out of the cache
    * and moves its files to `quarantine/` for inspection.
    */
@@ -1583,6 +1747,7 @@ export class Agent {
       if (!entry || entry.digest !== digest) return;
       await this.#record({ t: "remove", name, digest, reason: "quarantine" });
       this.#manifests.delete(digest);
+      this.#trust.forget(digest);
       this.#unindexChunks(name);
       const where = await this.#store.quarantine(name);
       this.#metrics.verifyFailures.inc({ source: "local" });
@@ -1638,6 +1803,15 @@ export class Agent {
     try {
       await this.#journal.append(type, payload, { sync });
     } catch (err) {
+      this.#repairJournalSoon();
+      const cause = (err as { cause?: unknown }).cause ?? this.#journal.broken;
+      if (isNoSpace(err) || isNoSpace(cause)) {
+        throw new SnapmeshError(
+          "insufficient_storage",
+          `The disk under ${this.config.dataDir} is full: the journal cannot record the change ` +
+            `(${errorMessage(cause ?? err)}); nothing was acknowledged`,
+        );
+      }
       throw new SnapmeshError("journal_failed", `Journal write failed: ${errorMessage(err)}`);
     }
     this.#metrics.journalRecords.inc();
@@ -1647,6 +1821,34 @@ export class Agent {
     this.#lastCheckpoints = this.#journal.stats.checkpoints;
   }
   #lastCheckpoints = 0;
+  #repairTimer: ReturnType<typeof setTimeout> | null = null;
+
+  /**
+   * While the journal refuses writes (a failed write or fsync: a full disk,
+   * say), tries to repair it every second; it takes writes again once a
+   * fresh checkpoint and journal file could be written.
+   */
+  #repairJournalSoon(): void {
+    if (this.#repairTimer !== null || this.#closed || this.#journal.broken === null) return;
+    this.#repairTimer = setTimeout(async () => {
+      const healed = await this.#journal.heal().catch(() => false);
+      this.#repairTimer = null;
+      if (!healed) this.#repairJournalSoon();
+    }, JOURNAL_REPAIR_MS);
+    Deno.unrefTimer(this.#repairTimer);
+  }
+
+  /**
+   * Why this node cannot take changes right now (`/readyz` answers 503 with
+   * it), or null when it can.
+   */
+  unhealthyReason(): string | null {
+    const broken = this.#journal.broken;
+    if (broken === null) return null;
+    this.#repairJournalSoon();
+    return `the journal cannot write (${errorMessage(broken)}); it retries every ` +
+      `${JOURNAL_REPAIR_MS / 1000} s`;
+  }
 
   async #manifestOf(entry: CacheEntry): Promise<ManifestWithDigest> {
     const cached = this.#manifests.get(entry.digest);
@@ -1731,24 +1933,31 @@ export class Agent {
   }
 
   /**
-   * Makes the files agree with the replayed index: snapshot directories the
-   * journal never acknowledged are removed, acknowledged ones are checked,
-   * draft leftovers are repaired. Returns the number of directories removed.
+   * Makes the files agree with the replayed index. Recovery never deletes a
+   * committed snapshot's files: a snapshot directory the index does not know
+   * (a commit or pull that crashed between its rename and its journal
+   * record, never acknowledged; or files the journal lost track of) is moved
+   * to `quarantine/`, never listed or served, and an indexed snapshot whose
+   * files are damaged is moved there too. Draft leftovers are repaired.
+   * Returns the number of directories moved aside.
    */
   async #reconcile(): Promise<number> {
-    let removed = 0;
+    let moved = 0;
     for (const name of await this.#store.listSnapshotDirs()) {
       if (this.#index.has(name)) continue;
-      this.#log.info("recovery: removing a snapshot directory that was never acknowledged", {
-        name,
-      });
-      await this.#store.removeSnapshot(name);
-      removed++;
+      const where = await this.#store.quarantine(name, "orphan");
+      this.#log.warn(
+        "recovery: a snapshot directory the journal has no record of was moved aside " +
+          "(never listed or served; if it was acknowledged, restart with --rebuild-index " +
+          "after moving it back into snapshots/)",
+        { name, movedTo: where },
+      );
+      moved++;
     }
     for (const entry of this.#index.entries()) {
       const problem = await this.#checkOnDisk(entry);
       if (problem === null) continue;
-      this.#log.error("recovery: an acknowledged snapshot is damaged on disk; dropping it", {
+      this.#log.error("recovery: an acknowledged snapshot is damaged on disk; moved aside", {
         name: entry.name,
         digest: entry.digest,
         problem,
@@ -1761,7 +1970,10 @@ export class Agent {
           reason: "missing",
         })
       );
-      await this.#store.removeSnapshot(entry.name);
+      if (await this.#fs.statOrNull(this.#store.snapshotDir(entry.name)) !== null) {
+        await this.#store.quarantine(entry.name, "damaged");
+        moved++;
+      }
     }
     for (const name of await this.#store.listDrafts()) {
       const files = await this.#store.repairDraft(name);
@@ -1775,7 +1987,7 @@ export class Agent {
       this.#draftBytes.set(name, bytes);
       this.#reserved += bytes;
     }
-    return removed;
+    return moved;
   }
 
   async #isLeftoverOfCommit(entry: CacheEntry, files: DraftFile[]): Promise<boolean> {
@@ -1807,44 +2019,144 @@ export class Agent {
   }
 
   /**
-   * `--rebuild-index`: every snapshot directory is verified in full; the
-   * good ones are journaled again, the others moved out of the cache.
+   * Rebuilds the index from a verified scan of the snapshot directories:
+   * each is verified in full and journaled again, or moved to `quarantine/`
+   * when it does not verify (never deleted). Pins and access times come from
+   * what could still be read of the old journal (`salvaged`); what could not
+   * is reported, not guessed.
    */
-  async #rebuildIndex(): Promise<void> {
-    this.#log.warn("rebuild-index: rebuilding the index from a verified scan of the files");
-    for (const name of await this.#store.listSnapshotDirs()) {
+  async #rebuildIndex(
+    reason: RebuildReport["reason"],
+    salvaged: SalvagedState | null,
+  ): Promise<RebuildReport> {
+    const report: RebuildReport = {
+      reason,
+      adopted: [],
+      quarantined: [],
+      pinsRestored: [],
+      damagedRegions: salvaged?.damagedRegions ?? 0,
+      unknown: "",
+    };
+    this.#log.error(
+      reason === "requested"
+        ? "rebuild-index: rebuilding the index from a verified scan of the files"
+        : "recovery: the journal holds no state, yet snapshot directories exist (was the " +
+          "journal deleted or emptied?): rebuilding the index from a verified scan of the files",
+    );
+    for (const name of (await this.#store.listSnapshotDirs()).sort()) {
+      let manifest: ManifestWithDigest;
+      let manifestStat;
       try {
-        const manifest = await this.#store.readManifest(name);
+        manifest = await this.#store.readManifest(name);
         if (manifest.name !== name) throw new Error(`manifest names "${manifest.name}"`);
         for (const file of manifest.files) {
           const check = await this.#verifyFile(name, manifest, file);
           if (!check.ok) throw new Error(`file "${file.name}": ${check.problem}`);
         }
-        const stat = await this.#fs.stat(`${this.#store.snapshotDir(name)}/manifest.json`);
-        await this.#record({
-          t: "add",
-          name,
-          digest: manifest.digest,
-          bytes: manifest.files.reduce((n, f) => n + storedBytes(f, manifest.chunkSize), 0) +
-            stat.size,
-          size: logicalSize(manifest),
-          files: manifest.files.length,
-          source: "local",
-          at: stat.mtimeMs ?? this.#now(),
-        });
-        this.#log.warn("rebuild-index: kept a verified snapshot", {
-          name,
-          digest: manifest.digest,
-        });
+        manifestStat = await this.#fs.stat(`${this.#store.snapshotDir(name)}/manifest.json`);
       } catch (err) {
-        this.#log.error("rebuild-index: dropping a snapshot that does not verify", {
+        const where = await this.#store.quarantine(name, "unverified");
+        this.#log.error("rebuild-index: a snapshot directory does not verify; moved aside", {
           name,
+          movedTo: where,
           error: err,
         });
-        await this.#store.removeSnapshot(name);
+        report.quarantined.push(name);
+        continue;
+      }
+      const known = salvaged?.entries.get(name);
+      const same = known?.digest === manifest.digest;
+      await this.#record({
+        t: "add",
+        name,
+        digest: manifest.digest,
+        bytes: manifest.files.reduce((n, f) => n + storedBytes(f, manifest.chunkSize), 0) +
+          manifestStat.size,
+        size: logicalSize(manifest),
+        files: manifest.files.length,
+        source: same ? known!.source : "local",
+        at: same ? known!.lastAccess : manifestStat.mtimeMs ?? this.#now(),
+      });
+      if (same && known!.pinned) {
+        await this.#record({ t: "pin", name });
+        report.pinsRestored.push(name);
+      }
+      report.adopted.push(name);
+      this.#log.warn("rebuild-index: kept a verified snapshot", {
+        name,
+        digest: manifest.digest,
+        pinned: same && known!.pinned,
+      });
+    }
+    report.unknown = salvaged === null
+      ? "no journal state was readable: every snapshot is unpinned and the LRU order " +
+        "follows the manifests' modification times; pin again what must stay"
+      : salvaged.damagedRegions > 0
+      ? `${salvaged.damagedRegions} damaged region(s) of the old journal were skipped: a pin, ` +
+        "unpin or delete recorded there is lost; check the pins"
+      : "nothing: the old journal was read in full";
+    this.#log.error("rebuild-index: index rebuilt", {
+      adopted: report.adopted.length,
+      quarantined: report.quarantined.length,
+      pinsRestored: report.pinsRestored.length,
+      damagedRegions: report.damagedRegions,
+      unknown: report.unknown,
+    });
+    return report;
+  }
+}
+
+/** Pins, access times and sources that could be read from a damaged journal. */
+interface SalvagedState {
+  entries: Map<string, CacheEntry>;
+  damagedRegions: number;
+}
+
+/**
+ * Reads what can still be read of the journal before a rebuild: the
+ * checkpoint when it is intact, then every valid record of the journal file,
+ * skipping damage. Null when nothing is readable.
+ */
+async function salvageJournalState(
+  store: SnapshotStore,
+  log: Logger,
+): Promise<SalvagedState | null> {
+  const fs = store.fs;
+  const index = new SnapshotIndex(log);
+  let readable = false;
+  let damagedRegions = 0;
+  const checkpoint = await fs.readFile(`${store.journalDir}/checkpoint`).catch(() => null);
+  if (checkpoint !== null) {
+    const decoded = decodeCheckpoint(checkpoint);
+    try {
+      if (typeof decoded === "string") throw new Error(decoded);
+      index.restore(decoded.payload);
+      readable = true;
+    } catch (err) {
+      damagedRegions++;
+      log.error("rebuild-index: the old checkpoint is unreadable", { error: err });
+    }
+  }
+  const wal = await fs.readFile(`${store.journalDir}/wal`).catch(() => null);
+  if (wal !== null) {
+    const salvage = salvageJournal(wal, { isKnownType: (t) => index.isKnownType(t) });
+    if (salvage === null) {
+      damagedRegions++;
+    } else {
+      damagedRegions += salvage.damagedAt.length;
+      for (const record of salvage.records) {
+        try {
+          index.apply(record);
+          readable = true;
+        } catch {
+          damagedRegions++;
+        }
       }
     }
   }
+  if (!readable) return null;
+  index.goLive();
+  return { entries: new Map(index.entries().map((e) => [e.name, e])), damagedRegions };
 }
 
 async function moveJournalAside(store: SnapshotStore, log: Logger): Promise<void> {
@@ -1886,6 +2198,44 @@ function chunkAlignedRange(
     throw new SnapmeshError("invalid_range", "Peer reads must cover whole chunks");
   }
   return range;
+}
+
+/** Labels and hot lists a commit asked for (each only when the request named it). */
+interface CommitMetadata {
+  labels: Record<string, string>;
+  hot: Map<string, unknown>;
+  request: CommitRequest;
+}
+
+/**
+ * How a committed manifest differs from the labels and hot lists a commit
+ * asks for, or null when it does not. Only what the request names counts: a
+ * commit without `labels` accepts the committed ones (a retried `put`).
+ */
+function otherMetadata(manifest: Manifest, asked: CommitMetadata): string | null {
+  if (asked.request.labels !== undefined && !sameJson(manifest.labels, asked.labels)) {
+    return "other labels";
+  }
+  if (asked.request.hot !== undefined) {
+    for (const file of manifest.files) {
+      const want = asked.hot.get(file.name) ?? null;
+      if (!sameJson(file.hot ?? null, want)) return `another hot list for "${file.name}"`;
+    }
+  }
+  return null;
+}
+
+/** Deep equality of two JSON values, object keys in any order. */
+function sameJson(a: unknown, b: unknown): boolean {
+  if (a === b) return true;
+  if (typeof a !== "object" || typeof b !== "object" || a === null || b === null) return false;
+  if (Array.isArray(a) !== Array.isArray(b)) return false;
+  const ka = Object.keys(a);
+  const kb = Object.keys(b);
+  if (ka.length !== kb.length) return false;
+  return ka.every((k) =>
+    sameJson((a as Record<string, unknown>)[k], (b as Record<string, unknown>)[k])
+  );
 }
 
 function withoutDigest(manifest: ManifestWithDigest): Manifest {

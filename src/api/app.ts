@@ -8,7 +8,7 @@
 import { type Context, Hono } from "hono";
 import { streamSSE } from "hono/streaming";
 import type { Agent } from "../agent/mod.ts";
-import { SnapmeshError } from "../errors.ts";
+import { hasCode, SnapmeshError } from "../errors.ts";
 import { assertName } from "../manifest/mod.ts";
 import type { Logger } from "../log/mod.ts";
 import type { Metrics } from "../metrics/mod.ts";
@@ -23,6 +23,8 @@ export interface AppDeps {
   agent: Promise<Agent>;
   /** True once `agent` has resolved. */
   isReady(): boolean;
+  /** Why a ready agent cannot take changes now (`/readyz` answers 503), or null. */
+  notReadyReason?(): string | null;
   token: string | null;
   metrics: Metrics;
   log: Logger;
@@ -87,6 +89,8 @@ export function createApp(deps: AppDeps): Hono<Env> {
   app.get("/healthz", (c) => c.json({ status: "ok" }));
   app.get("/readyz", (c) => {
     if (!deps.isReady()) throw new SnapmeshError("not_ready", "Recovery has not finished");
+    const why = deps.notReadyReason?.() ?? null;
+    if (why !== null) throw new SnapmeshError("not_ready", `Not ready: ${why}`);
     return c.json({ status: "ready" });
   });
   app.get(
@@ -146,19 +150,26 @@ export function createApp(deps: AppDeps): Hono<Env> {
       const { status, headers } = fileHeaders(c, info);
       return new Response(null, { status, headers });
     }
-    const opened = await agent.openFile(name, file);
-    try {
-      const { status, headers, range } = fileHeaders(c, opened);
-      if (status === 304 || range.end < range.start) {
+    // A local copy whose first chunk fails verification is quarantined at
+    // once; the request is then served from another source (read-through).
+    for (let attempt = 0;; attempt++) {
+      const opened = await agent.openFile(name, file);
+      try {
+        const { status, headers, range } = fileHeaders(c, opened);
+        if (status === 304 || range.end < range.start) {
+          opened.close();
+          return new Response(null, { status, headers });
+        }
+        // Wait for the first byte, so a pull that fails now gets an error status.
+        await opened.ready(range.start, range.end);
+        return new Response(opened.stream(range.start, range.end), { status, headers });
+      } catch (err) {
         opened.close();
-        return new Response(null, { status, headers });
+        if (attempt === 0 && opened.source === "local" && hasCode(err, "verification_failed")) {
+          continue;
+        }
+        throw err;
       }
-      // Wait for the first byte, so a pull that fails now gets an error status.
-      await opened.ready(range.start, range.end);
-      return new Response(opened.stream(range.start, range.end), { status, headers });
-    } catch (err) {
-      opened.close();
-      throw err;
     }
   });
 
@@ -242,6 +253,16 @@ export function createApp(deps: AppDeps): Hono<Env> {
     const answer = c.get("agent").peerAvailability(c.req.param("name"), digestParam(c));
     if (answer === null) throw new SnapmeshError("snapshot_not_found", "Not here");
     return c.json(answer);
+  });
+
+  v1.post("/peer/snapshots/:name/suspect", (c) => {
+    const index = Number(c.req.query("chunk"));
+    const file = c.req.query("file") ?? "";
+    if (!Number.isSafeInteger(index) || index < 0) {
+      throw new SnapmeshError("invalid_body", "Query parameter chunk must be a chunk index");
+    }
+    c.get("agent").peerSuspect(c.req.param("name"), digestParam(c), file, index);
+    return c.json({ accepted: true }, 202);
   });
 
   v1.get("/peer/snapshots/:name/files/:file", async (c) => {

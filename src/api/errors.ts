@@ -6,6 +6,7 @@
 
 import type { ContentfulStatusCode } from "hono/utils/http-status";
 import { type ErrorCode, SnapmeshError } from "../errors.ts";
+import { isNoSpace } from "../fs/mod.ts";
 
 const STATUS: Record<ErrorCode, ContentfulStatusCode> = {
   invalid_name: 400,
@@ -67,6 +68,13 @@ export class HttpError extends Error {
       }
       if (err.code === "unauthorized") headers["WWW-Authenticate"] = 'Bearer realm="snapmesh"';
       return new HttpError(err.code, err.message, { details: err.details, headers });
+    }
+    if (isNoSpace(err)) {
+      // Whatever the operation: a full disk is the node's storage, not a bug.
+      return new HttpError(
+        "insufficient_storage",
+        "The disk under the data directory is full; free space and retry",
+      );
     }
     return new HttpError("internal", "Internal error; see the agent log");
   }

@@ -6,3 +6,4 @@
 
 export * from "./index.ts";
 export * from "./records.ts";
+export * from "./scrubber.ts";

@@ -121,6 +121,19 @@ export class PeerClient {
   }
 
   /**
+   * Tells the peer that chunk `index` of `file` it sent failed verification
+   * here, so it checks its own copy (it never takes our word for it).
+   */
+  async suspect(name: string, digest: string, file: string, index: number): Promise<void> {
+    const query = `digest=${digest}&file=${encodeURIComponent(file)}&chunk=${index}`;
+    const response = await fetch(
+      `${this.url}/v1/peer/snapshots/${encodeURIComponent(name)}/suspect?${query}`,
+      { method: "POST", headers: this.#headers(), signal: AbortSignal.timeout(2000) },
+    );
+    await response.body?.cancel();
+  }
+
+  /**
    * Bytes `start..end` of a file of snapshot `name` at `digest`. With
    * `wait`, the peer waits for chunks its own pull has not verified yet.
    */

@@ -44,6 +44,8 @@ export interface ServeConfig {
   maxEgress: number;
   /** Bytes per second this node reads from the origin (0: unlimited). */
   maxOriginRate: number;
+  /** Bytes per second the background scrub re-verifies local chunks at (0: off). */
+  scrubRate: number;
 }
 
 /** Value kinds a setting may have. */
@@ -218,6 +220,13 @@ export const SETTINGS: readonly Setting[] = [
     defaultText: "0 (unlimited)",
   },
   {
+    key: "scrubRate",
+    flag: "scrub-rate",
+    kind: "size",
+    help: "bytes per second the background scrub re-verifies cached chunks at (0: off)",
+    defaultText: "16MiB",
+  },
+  {
     key: "logLevel",
     flag: "log-level",
     kind: "level",
@@ -309,6 +318,7 @@ export function resolveServeConfig(sources: ConfigSources): ServeConfig {
     rebuildIndex: false,
     maxEgress: 0,
     maxOriginRate: 0,
+    scrubRate: 16 * 1024 * 1024,
   };
   for (const setting of SETTINGS) {
     const given = raw(setting);

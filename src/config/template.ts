@@ -31,6 +31,7 @@ const EXAMPLES: Record<string, unknown> = {
   "max-file-size": "64GiB",
   "max-egress": "100MB",
   "max-origin-rate": "0",
+  "scrub-rate": "16MiB",
   "log-level": "info",
   "rebuild-index": false,
 };

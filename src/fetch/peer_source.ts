@@ -102,6 +102,13 @@ export class PeerSource implements ChunkSource {
     return this.primary ? 2 : 1;
   }
 
+  suspect(file: string, index: number): void {
+    const { client, name, digest } = this.#options;
+    client.suspect(name, digest, file, index).catch(() => {
+      // Only a hint: the peer's scrub finds the rot too.
+    });
+  }
+
   async read(request: ChunkRequest, signal: AbortSignal): Promise<Uint8Array> {
     const { client, name, digest } = this.#options;
     try {

@@ -20,12 +20,10 @@
  * @module
  */
 
-import { createHash } from "node:crypto";
 import { errorMessage, SnapmeshError } from "../errors.ts";
-import type { FileHandle } from "../fs/mod.ts";
+import { type FileHandle, isNoSpace } from "../fs/mod.ts";
 import type { Logger } from "../log/mod.ts";
-import { chunkCount, chunkLength, ZERO_CHUNK } from "../manifest/mod.ts";
-import { isAllZero } from "../store/mod.ts";
+import { chunkCount, chunkLength, isAllZero, verifyChunk, ZERO_CHUNK } from "../manifest/mod.ts";
 import { Mutex } from "../util/mutex.ts";
 import { encodeBitmap } from "../cluster/mod.ts";
 import type { ChunkRequest, ChunkSource, SourceKind } from "./source.ts";
@@ -82,6 +80,8 @@ export interface PullProgress {
   chunksTotal: number;
   chunksDone: number;
   bySource: Record<SourceKind, number>;
+  /** Bytes of chunks a resumed pull found verified on disk (counted as `local` too). */
+  resumedBytes: number;
   startedAt: number;
   state: "running" | "done" | "failed";
 }
@@ -197,6 +197,7 @@ export class PullJob {
       chunksTotal,
       chunksDone: 0,
       bySource: { local: 0, peer: 0, origin: 0 },
+      resumedBytes: 0,
       startedAt: Date.now(),
       state: "running",
     };
@@ -223,6 +224,7 @@ export class PullJob {
     this.progress.bytesDone += bytes;
     this.progress.chunksDone++;
     this.progress.bySource.local += bytes;
+    this.progress.resumedBytes += bytes;
   }
 
   /** Waits until chunk `index` of file `file` is local, fetching it first. */
@@ -284,12 +286,7 @@ export class PullJob {
       if (this.#failure) throw this.#failure;
       this.progress.state = "done";
     } catch (err) {
-      this.#fail(
-        err instanceof SnapmeshError ? err : new SnapmeshError(
-          "upstream_failed",
-          `Pull of "${this.name}" failed: ${errorMessage(err)}`,
-        ),
-      );
+      this.#fail(asPullError(this.name, err));
       throw this.#failure;
     } finally {
       clearInterval(ticker);
@@ -518,11 +515,7 @@ export class PullJob {
       try {
         await this.#fetch(next.task, next.source);
       } catch (err) {
-        this.#fail(
-          err instanceof SnapmeshError
-            ? err
-            : new SnapmeshError("upstream_failed", errorMessage(err)),
-        );
+        this.#fail(asPullError(this.name, err));
       }
     }
     this.#wake();
@@ -618,6 +611,7 @@ export class PullJob {
         this.#complete(task.file, index, digest, chunk.length, source.kind);
       }
       if (failed.length === 0) return;
+      for (const index of failed) source.suspect?.(file.name, index);
       tried.push(`${source.id}: ${failed.length} chunk(s) failed verification`);
       this.#tried.push(`${source.id}: chunks failed verification`);
       this.#options.onVerifyFailure?.(source);
@@ -769,16 +763,16 @@ export class PullJob {
 }
 
 /**
- * Checks received bytes against the expected chunk digest (or accepts them
- * when the digest is unknown, as when adopting). Returns the digest, or null
- * when the bytes are wrong.
+ * The error a pull fails with: a full disk is `insufficient_storage` (507),
+ * anything else not already classified is `upstream_failed` (502).
  */
-export function verifyChunk(bytes: Uint8Array, expected: string | null): string | null {
-  if (expected === ZERO_CHUNK) return isAllZero(bytes) ? ZERO_CHUNK : null;
-  const zero = isAllZero(bytes);
-  const digest = zero && expected === null
-    ? ZERO_CHUNK
-    : createHash("sha256").update(bytes).digest("hex");
-  if (expected === null) return digest;
-  return digest === expected ? digest : null;
+function asPullError(name: string, err: unknown): SnapmeshError {
+  if (err instanceof SnapmeshError) return err;
+  if (isNoSpace(err)) {
+    return new SnapmeshError(
+      "insufficient_storage",
+      `Pull of "${name}" failed: the disk is full (${errorMessage(err)})`,
+    );
+  }
+  return new SnapmeshError("upstream_failed", `Pull of "${name}" failed: ${errorMessage(err)}`);
 }

@@ -44,6 +44,11 @@ export interface ChunkSource {
   participant?(): boolean;
   /** The node id the source stands for (shares are split by node id). */
   readonly participantId?: string;
+  /**
+   * Chunk `index` of `file` from this source failed verification: tell the
+   * source, which may hold a rotted copy (a hint it checks for itself).
+   */
+  suspect?(file: string, index: number): void;
 }
 
 /** A source gave up for good on a request (for example the object is gone). */

@@ -8,8 +8,11 @@
  * - The state machine sees each record, in sequence order, only after it is
  *   written (and, when asked, fsynced). An append resolves after that.
  * - A failed write or fsync breaks the journal: nothing is acknowledged after
- *   it, and every later append fails until the journal is reopened (after a
- *   failed fsync Linux may have dropped the dirty pages; retrying would lie).
+ *   it, and every later append fails (after a failed fsync Linux may have
+ *   dropped the dirty pages; retrying the same write would lie) until
+ *   {@linkcode Journal.heal} succeeds: it writes the state as it stands (only
+ *   what was acknowledged) as a fresh checkpoint and starts a new journal
+ *   file, so a disk that was full works again once space is freed.
  * - A checkpoint is written to a temp file, fsynced, renamed and its directory
  *   fsynced; then the journal restarts empty after it (compaction).
  *
@@ -56,6 +59,11 @@ export interface RecoveryReport {
   replayed: number;
   lastSeq: number;
   truncatedBytes: number;
+  /**
+   * True when the journal holds no state at all: no checkpoint and no
+   * record (a new data directory, or a journal that was deleted or emptied).
+   */
+  empty: boolean;
   ms: number;
 }
 
@@ -97,7 +105,8 @@ const CHECKPOINT = "checkpoint";
 function repairHint(dir: string): string {
   return `Nothing was changed. To recover, stop here and either restore ${dir} from a backup, ` +
     `or start once with --rebuild-index, which moves the journal aside and rebuilds the index ` +
-    `from a verified scan of the snapshot files (pins and LRU order are lost).`;
+    `from a verified scan of the snapshot files (no snapshot is deleted; pins and access ` +
+    `times are kept where the old journal is still readable, and what is not is reported).`;
 }
 
 /** The write-ahead journal. Create with {@linkcode Journal.open}. */
@@ -248,6 +257,7 @@ export class Journal {
       replayed,
       lastSeq,
       truncatedBytes,
+      empty: checkpointStat === null && replayed === 0,
       ms: Math.round(performance.now() - started),
     };
     return { journal, recovery };
@@ -277,7 +287,7 @@ export class Journal {
       return Promise.reject(
         new JournalBrokenError(
           `The journal refuses writes after an earlier failure (${this.#broken.message}); ` +
-            `restart the agent to recover`,
+            `it retries on its own`,
           { cause: this.#broken },
         ),
       );
@@ -301,6 +311,42 @@ export class Journal {
       this.#serial(() => this.#flush());
     }
     return done;
+  }
+
+  /**
+   * Repairs a broken journal: writes the state as it stands (every
+   * acknowledged record, none of a failed batch) as a new checkpoint, starts
+   * a fresh journal file after it and takes writes again. Resolves true when
+   * the journal is healthy (at once when it was), false when the repair
+   * failed too (the disk is still full, say); it can be retried.
+   */
+  heal(): Promise<boolean> {
+    let healed = false;
+    return this.#serial(async () => {
+      if (this.#closed) return;
+      if (this.#broken === null) {
+        healed = true;
+        return;
+      }
+      const cause = this.#broken;
+      try {
+        await this.#writeCheckpoint(this.#writtenSeq);
+        await this.#startFreshWal(this.#writtenSeq);
+      } catch (err) {
+        this.#log.debug("journal: repair failed; still refusing writes", { error: err });
+        return;
+      }
+      this.#broken = null;
+      // Appends are refused while broken, so none is queued: numbering
+      // continues right after the last applied record.
+      this.#lastSeq = this.#writtenSeq;
+      healed = true;
+      this.stats.checkpoints++;
+      this.#log.warn("journal: repaired after a failed write; taking writes again", {
+        seq: this.#writtenSeq,
+        after: cause.message,
+      });
+    }).then(() => healed);
   }
 
   /** Writes a checkpoint now and compacts the journal. */
@@ -338,6 +384,7 @@ export class Journal {
     if (this.#broken || this.#closed) {
       const err = new JournalBrokenError("The journal refuses writes after an earlier failure");
       for (const item of batch) item.reject(err);
+      if (this.#queue.length === 0) this.#lastSeq = this.#writtenSeq;
       return;
     }
     const total = batch.reduce((n, item) => n + item.bytes.length, 0);
@@ -362,6 +409,8 @@ export class Journal {
       );
       for (const item of batch) item.reject(failure);
       for (const item of this.#queue.splice(0)) item.reject(failure);
+      // None of them was applied: their sequence numbers are free again.
+      this.#lastSeq = this.#writtenSeq;
       return;
     }
     for (const item of batch) {
@@ -385,47 +434,61 @@ export class Journal {
   }
 
   async #checkpointNow(): Promise<void> {
-    const fs = this.#fs;
-    const dir = this.#dir;
     const seq = this.#writtenSeq;
-    const payload = this.#sm.snapshot();
     try {
-      const tmp = `${dir}/${CHECKPOINT}.tmp`;
-      const file = await fs.open(tmp, { write: true, create: true, truncate: true });
-      try {
-        await file.writeAt(encodeCheckpoint(seq, payload), 0);
-        await file.sync();
-      } finally {
-        file.close();
-      }
-      await fs.rename(tmp, `${dir}/${CHECKPOINT}`);
-      await fs.syncDir(dir);
+      await this.#writeCheckpoint(seq);
     } catch (err) {
       // The old checkpoint and the whole journal are still intact.
       this.#log.error("journal: checkpoint failed; journal kept as is", { error: err });
       throw err;
     }
     try {
-      await writeFreshWal(fs, dir, seq + 1);
-      const next = await fs.open(`${dir}/${WAL}`, { write: true });
-      this.#file.close();
-      this.#file = next;
-      this.#size = JOURNAL_HEADER_BYTES;
+      await this.#startFreshWal(seq);
     } catch (err) {
       // Halfway: the checkpoint is new, the journal may be old or new. Both
       // replay correctly, but this process no longer knows which file its
-      // handle points at, so it stops writing rather than guess.
+      // handle points at, so it stops writing until heal() starts afresh.
       this.#breakWith(err as Error, "compaction");
       throw err;
     }
     this.stats.checkpoints++;
-    this.#log.info("journal: checkpoint written", { seq, bytes: payload.length });
+    this.#log.info("journal: checkpoint written", { seq });
+  }
+
+  /** Writes the state machine's state as the checkpoint at `seq`, durably. */
+  async #writeCheckpoint(seq: number): Promise<void> {
+    const fs = this.#fs;
+    const dir = this.#dir;
+    const payload = this.#sm.snapshot();
+    const tmp = `${dir}/${CHECKPOINT}.tmp`;
+    const file = await fs.open(tmp, { write: true, create: true, truncate: true });
+    try {
+      await file.writeAt(encodeCheckpoint(seq, payload), 0);
+      await file.sync();
+    } finally {
+      file.close();
+    }
+    await fs.rename(tmp, `${dir}/${CHECKPOINT}`);
+    await fs.syncDir(dir);
+  }
+
+  /** Replaces the journal file with an empty one that continues after `seq`. */
+  async #startFreshWal(seq: number): Promise<void> {
+    await writeFreshWal(this.#fs, this.#dir, seq + 1);
+    const next = await this.#fs.open(`${this.#dir}/${WAL}`, { write: true });
+    try {
+      this.#file.close();
+    } catch {
+      // Already closed.
+    }
+    this.#file = next;
+    this.#size = JOURNAL_HEADER_BYTES;
   }
 
   #breakWith(err: Error, during: string): void {
     if (this.#broken) return;
     this.#broken = err;
-    this.#log.error(`journal: ${during} failed; refusing further writes until restart`, {
+    this.#log.error(`journal: ${during} failed; refusing writes until it is repaired`, {
       error: err,
     });
   }

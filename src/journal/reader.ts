@@ -13,6 +13,7 @@ import {
   decodeRecordAt,
   DURABLE_FLAG,
   type JournalRecord,
+  MAX_PAYLOAD_BYTES,
   RECORD_HEADER_BYTES,
 } from "./record.ts";
 
@@ -75,6 +76,22 @@ export function scanJournal(bytes: Uint8Array, options: ScanOptions = {}): Journ
     detail = result.ok
       ? `record of unknown type ${result.record.type}`
       : `${result.reason.replace("_", " ")} at sequence ${expected}`;
+    if (!result.ok && result.reason === "bad_checksum" && isAcknowledged(bytes, offset, expected)) {
+      // Whole, in its place, flagged durable, with a bad checksum: this record
+      // was fsynced before anyone was told it exists. A crash cannot tear what
+      // was acknowledged, so this is damage to acknowledged state, whatever
+      // follows it (a later unsynced record, or nothing at all).
+      return {
+        baseSeq: header.baseSeq,
+        records,
+        validEnd: offset,
+        damage: {
+          offset,
+          tornTail: false,
+          detail: `durable record ${expected} fails its checksum (it was acknowledged)`,
+        },
+      };
+    }
     // Valid records after the damage make it corruption, unless none of them
     // was ever acknowledged: unsynced appends can reach the disk out of order.
     const later = findValidRecordsAfter(bytes, offset + 1, isKnownType);
@@ -90,6 +107,77 @@ export function scanJournal(bytes: Uint8Array, options: ScanOptions = {}): Journ
     };
   }
   return { baseSeq: header.baseSeq, records, validEnd: offset, damage: null };
+}
+
+/**
+ * True when the bytes at `offset` frame a whole record with the expected
+ * sequence number and the durable flag: only its checksum is wrong. A torn
+ * append leaves the record short or its header unwritten (zeros); a record
+ * that is complete and in place but fails its checksum was damaged after it
+ * was written.
+ */
+function isAcknowledged(bytes: Uint8Array, offset: number, expected: number): boolean {
+  if (bytes.length - offset < RECORD_HEADER_BYTES) return false;
+  const view = new DataView(bytes.buffer, bytes.byteOffset + offset, RECORD_HEADER_BYTES);
+  const length = view.getUint32(4, true);
+  if (length > MAX_PAYLOAD_BYTES || offset + RECORD_HEADER_BYTES + length > bytes.length) {
+    return false;
+  }
+  return view.getBigUint64(8, true) === BigInt(expected) &&
+    (view.getUint8(16) & DURABLE_FLAG) !== 0;
+}
+
+/** What {@linkcode salvageJournal} could read of a damaged journal. */
+export interface JournalSalvage {
+  /** Every checksum-valid record, in file order. */
+  records: JournalRecord[];
+  /** Byte offsets where damage starts. */
+  damagedAt: number[];
+}
+
+/**
+ * Reads every valid record of a damaged journal image, skipping damage (for
+ * a rebuild, which wants what can still be known: pins, access times).
+ * Returns null when the header itself is damaged.
+ */
+export function salvageJournal(
+  bytes: Uint8Array,
+  options: ScanOptions = {},
+): JournalSalvage | null {
+  const header = decodeJournalHeader(bytes);
+  if (header === null) return null;
+  const isKnownType = options.isKnownType ?? (() => true);
+  const records: JournalRecord[] = [];
+  const damagedAt: number[] = [];
+  let offset = 20;
+  let lastSeq = header.baseSeq - 1;
+  while (offset < bytes.length) {
+    const result = decodeRecordAt(bytes, offset);
+    if (result.ok && result.record.seq > lastSeq && isKnownType(result.record.type)) {
+      records.push(result.record);
+      lastSeq = result.record.seq;
+      offset = result.end;
+      continue;
+    }
+    damagedAt.push(offset);
+    const next = nextValidRecord(bytes, offset + 1, isKnownType);
+    if (next === null) break;
+    offset = next;
+  }
+  return { records, damagedAt };
+}
+
+/** Offset of the first complete, checksum-valid record at or after `from`, or null. */
+function nextValidRecord(
+  bytes: Uint8Array,
+  from: number,
+  isKnownType: (type: number) => boolean,
+): number | null {
+  for (let offset = from; offset + RECORD_HEADER_BYTES <= bytes.length; offset++) {
+    if (!isKnownType(bytes[offset + 16]! & ~DURABLE_FLAG)) continue;
+    if (decodeRecordAt(bytes, offset).ok) return offset;
+  }
+  return null;
 }
 
 /** Complete, checksum-valid records at or after `from`, with their offsets. */

@@ -4,5 +4,6 @@
  * @module
  */
 
+export * from "./chunk.ts";
 export * from "./manifest.ts";
 export * from "./names.ts";

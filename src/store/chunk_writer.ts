@@ -12,7 +12,7 @@
 import { createHash } from "node:crypto";
 import { SnapmeshError } from "../errors.ts";
 import type { FileHandle } from "../fs/mod.ts";
-import { ZERO_CHUNK } from "../manifest/mod.ts";
+import { isAllZero, ZERO_CHUNK } from "../manifest/mod.ts";
 import { noteTransientBytes } from "../util/gc.ts";
 
 /** Where chunk bytes go; null sinks only hash. */
@@ -66,19 +66,6 @@ export interface ChunkedFile {
   /** Bytes actually written (the non-zero chunks). */
   storedBytes: number;
   chunkSize: number;
-}
-
-/** True when every byte of `bytes` is zero. */
-export function isAllZero(bytes: Uint8Array): boolean {
-  const aligned = bytes.byteOffset % 4 === 0;
-  let i = 0;
-  if (aligned) {
-    const words = new Uint32Array(bytes.buffer, bytes.byteOffset, bytes.length >>> 2);
-    for (let w = 0; w < words.length; w++) if (words[w] !== 0) return false;
-    i = words.length << 2;
-  }
-  for (; i < bytes.length; i++) if (bytes[i] !== 0) return false;
-  return true;
 }
 
 /**

@@ -4,6 +4,7 @@
  * @module
  */
 
+export * from "./chunk_trust.ts";
 export * from "./chunk_writer.ts";
 export * from "./file_stream.ts";
 export * from "./lock.ts";

@@ -204,13 +204,14 @@ export class SnapshotStore {
   }
 
   /**
-   * Moves a snapshot directory to `quarantine/<name>.<time>` (kept for
-   * inspection, outside the cache budget) and returns where it went.
+   * Moves a snapshot directory to `quarantine/<name>.<time>[.<why>]` (kept
+   * for inspection, outside the cache budget) and returns where it went.
    */
-  async quarantine(name: string): Promise<string> {
+  async quarantine(name: string, why?: string): Promise<string> {
     const dir = `${this.root}/quarantine`;
     await this.#ensureDir(dir);
-    const target = `${dir}/${name}.${new Date().toISOString().replace(/[:.]/g, "-")}`;
+    const stamp = new Date().toISOString().replace(/[:.]/g, "-");
+    const target = `${dir}/${name}.${stamp}${why ? `.${why}` : ""}-${randomId().slice(0, 6)}`;
     await this.#fs.rename(this.snapshotDir(name), target);
     await this.#fs.syncDir(`${this.root}/snapshots`);
     await this.#fs.syncDir(dir);

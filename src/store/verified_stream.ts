@@ -1,79 +1,122 @@
 /**
- * Streams whole chunks of a local file, each checked against its manifest
- * digest before a byte of it is sent: what a node serves to its peers is
- * never worse than what it would accept itself.
+ * Streams a byte range of a local file such that no byte is sent before the
+ * chunk holding it matched its manifest digest in this process's lifetime:
+ * an untrusted chunk is read whole and verified first (then trusted), a
+ * trusted one is read straight from the range. A chunk that fails stops the
+ * stream with an error, so the response is cut short, never completed as if
+ * whole.
  *
  * @module
  */
 
-import { createHash } from "node:crypto";
 import type { FileHandle } from "../fs/mod.ts";
-import { type ManifestFile, ZERO_CHUNK } from "../manifest/mod.ts";
+import { chunkLength, type ManifestFile, verifyChunk } from "../manifest/mod.ts";
 import { noteTransientBytes } from "../util/gc.ts";
-import { isAllZero } from "./chunk_writer.ts";
+import type { FileTrust } from "./chunk_trust.ts";
 
-/** Options for {@linkcode verifiedChunkStream}. */
-export interface VerifiedChunkStreamOptions {
+/** Largest read of a trusted range. */
+const PIECE_BYTES = 1024 * 1024;
+
+/** Options for {@linkcode verifiedRangeStream}. */
+export interface VerifiedRangeStreamOptions {
+  /** Chunks verified earlier; without it every chunk is verified. */
+  trust?: FileTrust;
   /** Waits until `bytes` may be sent (a rate limit). */
   pace?: (bytes: number) => Promise<void>;
-  /** Called once when a chunk does not match the manifest; the stream then fails. */
-  onCorrupt?: (index: number) => void;
-  /** Called when the stream ends, with the bytes sent. */
-  onSent?: (bytes: number) => void;
+  /**
+   * Called once when a chunk does not match the manifest (the caller takes
+   * the snapshot out of the cache); the stream fails once it has settled.
+   */
+  onCorrupt?: (index: number) => void | Promise<void>;
+  /** Called once when the stream ends for any reason, with the bytes sent. */
+  onClose?: (bytesSent: number, error?: unknown) => void;
 }
 
-/** Chunks covering `start..end` (chunk-aligned) of `file`, verified, then the handle closed. */
-export function verifiedChunkStream(
+/** Thrown when a local chunk does not match its manifest digest. */
+export class CorruptChunkError extends Error {
+  readonly index: number;
+  constructor(file: string, index: number) {
+    super(`Chunk ${index} of "${file}" does not match the manifest`);
+    this.name = "CorruptChunkError";
+    this.index = index;
+  }
+}
+
+/**
+ * Reads chunk `index` of `file` whole and checks it against the manifest.
+ * Returns its bytes (and trusts it), or throws {@linkcode CorruptChunkError}.
+ */
+export async function readVerifiedChunk(
   handle: FileHandle,
   file: ManifestFile,
   chunkSize: number,
-  start: number,
-  end: number,
-  options: VerifiedChunkStreamOptions = {},
+  index: number,
+  trust?: FileTrust,
+): Promise<Uint8Array> {
+  const length = chunkLength(file.size, chunkSize, index);
+  const bytes = new Uint8Array(length);
+  const n = await handle.readAt(bytes, index * chunkSize);
+  if (n !== length || verifyChunk(bytes, file.chunks[index] ?? null) === null) {
+    throw new CorruptChunkError(file.name, index);
+  }
+  trust?.add(index);
+  noteTransientBytes(length);
+  return bytes;
+}
+
+/** Bytes `start..end` (inclusive) of `file`, each chunk verified before it is sent; closes `handle`. */
+export function verifiedRangeStream(
+  handle: FileHandle,
+  file: ManifestFile,
+  chunkSize: number,
+  range: { start: number; end: number },
+  options: VerifiedRangeStreamOptions = {},
 ): ReadableStream<Uint8Array> {
-  let index = Math.floor(start / chunkSize);
-  const last = Math.floor(end / chunkSize);
-  let sent = 0;
+  const { start, end } = range;
+  let position = start;
   let closed = false;
-  const finish = () => {
+  function finish(error?: unknown): void {
     if (closed) return;
     closed = true;
     handle.close();
-    options.onSent?.(sent);
-  };
+    options.onClose?.(position - start, error);
+  }
   return new ReadableStream<Uint8Array>({
     async pull(controller) {
-      if (index > last || end < start) {
+      if (position > end) {
         finish();
         controller.close();
         return;
       }
       try {
-        const offset = index * chunkSize;
-        const length = Math.min(chunkSize, file.size - offset);
-        const bytes = new Uint8Array(length);
-        const n = await handle.readAt(bytes, offset);
-        const expected = file.chunks[index];
-        const good = n === length &&
-          (expected === ZERO_CHUNK
-            ? isAllZero(bytes)
-            : createHash("sha256").update(bytes).digest("hex") === expected);
-        if (!good) {
-          options.onCorrupt?.(index);
-          throw new Error(`chunk ${index} of "${file.name}" does not match the manifest`);
+        const index = Math.floor(position / chunkSize);
+        const chunkStart = index * chunkSize;
+        const pieceEnd = Math.min(end, chunkStart + chunkLength(file.size, chunkSize, index) - 1);
+        let piece: Uint8Array;
+        if (options.trust?.has(index)) {
+          piece = new Uint8Array(Math.min(PIECE_BYTES, pieceEnd - position + 1));
+          const n = await handle.readAt(piece, position);
+          if (n !== piece.length) throw new Error(`File ended at byte ${position + n}`);
+          noteTransientBytes(n);
+        } else {
+          try {
+            const chunk = await readVerifiedChunk(handle, file, chunkSize, index, options.trust);
+            piece = chunk.subarray(position - chunkStart, pieceEnd - chunkStart + 1);
+          } catch (err) {
+            if (err instanceof CorruptChunkError) await options.onCorrupt?.(index);
+            throw err;
+          }
         }
-        await options.pace?.(length);
-        controller.enqueue(bytes);
-        noteTransientBytes(length);
-        sent += length;
-        index++;
+        await options.pace?.(piece.length);
+        position += piece.length;
+        controller.enqueue(piece);
       } catch (err) {
-        finish();
+        finish(err);
         controller.error(err);
       }
     },
-    cancel() {
-      finish();
+    cancel(reason) {
+      finish(reason);
     },
   }, { highWaterMark: 1 });
 }

@@ -27,16 +27,22 @@ Deno.test("a failed journal fsync during commit is not acknowledged and leaves n
   assertEquals(commit.status, 500);
   assertEquals(await errorCode(commit), "journal_failed");
   assertEquals((await node.request("/v1/snapshots/a")).status, 404);
-  // The journal refuses writes until the agent restarts.
-  const pin = await node.request("/v1/snapshots/other/files/f", { method: "PUT", body: "x" });
-  assertEquals(pin.status, 201); // staging does not need the journal
-  assertEquals(
-    await errorCode(await node.request("/v1/snapshots/other/commit", { method: "POST" })),
-    "journal_failed",
-  );
+  // The journal refuses writes (readiness says why) until it has repaired
+  // itself: a fresh checkpoint of what was acknowledged, and a new file.
+  const put = await node.request("/v1/snapshots/other/files/f", { method: "PUT", body: "x" });
+  assertEquals(put.status, 201); // staging does not need the journal
+  const deadline = Date.now() + 10_000;
+  while ((await node.request("/readyz")).status !== 200) {
+    assert(Date.now() < deadline, "the journal did not repair itself");
+    await new Promise((r) => setTimeout(r, 50));
+  }
+  assertEquals((await node.request("/v1/snapshots/other/commit", { method: "POST" })).status, 201);
   const second = await node.reopen();
   try {
-    assertEquals(await (await second.request("/v1/snapshots")).json(), []);
+    const names = (await (await second.request("/v1/snapshots")).json()).map((
+      s: { name: string },
+    ) => s.name);
+    assertEquals(names, ["other"]);
     // The staged file was acknowledged and survives: the commit can be retried.
     const retry = await second.request("/v1/snapshots/a/commit", { method: "POST" });
     assertEquals(retry.status, 201);
@@ -96,4 +102,66 @@ Deno.test("a failed rename while publishing is not acknowledged; the draft stays
   assert([...Deno.readDirSync(`${node.dir}/tmp`)].every((e) => e.name.startsWith("trash-")));
   fs.faults = {};
   assertEquals((await node.request("/v1/snapshots/d/commit", { method: "POST" })).status, 201);
+});
+
+Deno.test("ENOSPC on the journal: 507 and /readyz 503 with the reason; writes come back on their own once space is freed", async () => {
+  const fs = new FaultFileSystem();
+  await using node = await testNode({}, { fs });
+  assertEquals((await publish(node, "before", { mem: randomBytes(MiB, 20) })).status, 201);
+  assertEquals(
+    (await node.request("/v1/snapshots/later/files/mem", {
+      method: "PUT",
+      body: randomBytes(MiB, 21),
+    })).status,
+    201,
+  );
+  fs.faults = { match: (p) => p.includes("/journal/"), spaceLeft: 0 };
+  const commit = await node.request("/v1/snapshots/later/commit", { method: "POST" });
+  assertEquals(commit.status, 507);
+  assertEquals(await errorCode(commit), "insufficient_storage");
+  const notReady = await node.request("/readyz");
+  assertEquals(notReady.status, 503);
+  const why = (await notReady.json()).error;
+  assertEquals(why.code, "not_ready");
+  assert(why.message.includes("journal cannot write"), why.message);
+  // Still full: still refused, never acknowledged.
+  assertEquals(
+    (await node.request("/v1/snapshots/later/commit", { method: "POST" })).status,
+    507,
+  );
+  fs.faults = {};
+  const deadline = Date.now() + 10_000;
+  while ((await node.request("/readyz")).status !== 200) {
+    assert(Date.now() < deadline, "the journal did not repair itself after space was freed");
+    await new Promise((r) => setTimeout(r, 50));
+  }
+  assertEquals((await node.request("/v1/snapshots/later/commit", { method: "POST" })).status, 201);
+  const reopened = await node.reopen();
+  try {
+    const names = (await (await reopened.request("/v1/snapshots")).json()).map((
+      s: { name: string },
+    ) => s.name);
+    assertEquals(names, ["before", "later"]);
+  } finally {
+    await reopened[Symbol.asyncDispose]();
+  }
+});
+
+Deno.test("ENOSPC while publishing a commit answers 507, not 500, and nothing is visible", async () => {
+  const fs = new FaultFileSystem();
+  await using node = await testNode({}, { fs });
+  assertEquals(
+    (await node.request("/v1/snapshots/full/files/mem", {
+      method: "PUT",
+      body: randomBytes(MiB, 22),
+    })).status,
+    201,
+  );
+  fs.faults = { match: (p) => p.includes("/tmp/publish"), spaceLeft: 0 };
+  const commit = await node.request("/v1/snapshots/full/commit", { method: "POST" });
+  assertEquals(commit.status, 507);
+  assertEquals(await errorCode(commit), "insufficient_storage");
+  assertEquals((await node.request("/v1/snapshots/full")).status, 404);
+  fs.faults = {};
+  assertEquals((await node.request("/v1/snapshots/full/commit", { method: "POST" })).status, 201);
 });

@@ -545,3 +545,27 @@ Deno.test("import refuses a file swapped for one outside the root while it is op
     await Deno.remove(outside, { recursive: true });
   }
 });
+
+Deno.test("committing the same files with other labels or hot lists is other content: 409", async () => {
+  await using node = await testNode({ "chunk-size": "64KiB" });
+  const mem = randomBytes(256 * 1024, 9);
+  const first = await publish(node, "l", { mem }, { labels: { fn: "a" }, hot: { mem: [1, 0] } });
+  assertEquals(first.status, 201);
+  const digest = (await first.json()).digest;
+  // The same request again (a retried put): 200 with the committed manifest.
+  const same = await publish(node, "l", { mem }, { labels: { fn: "a" }, hot: { mem: [1, 0] } });
+  assertEquals(same.status, 200);
+  assertEquals((await same.json()).digest, digest);
+  // Without labels or hot lists, the committed ones are taken as they are.
+  assertEquals((await publish(node, "l", { mem })).status, 200);
+  const labels = await publish(node, "l", { mem }, { labels: { fn: "b" } });
+  assertEquals(labels.status, 409);
+  const body = (await labels.json()).error;
+  assertEquals(body.code, "snapshot_exists");
+  assertMatch(body.message, /other labels/);
+  const hot = await publish(node, "l", { mem }, { hot: { mem: [2] } });
+  assertEquals(hot.status, 409);
+  assertMatch((await hot.json()).error.message, /hot list/);
+  // Nothing changed.
+  assertEquals((await (await node.request("/v1/snapshots/l")).json()).labels, { fn: "a" });
+});

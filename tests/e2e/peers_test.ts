@@ -157,14 +157,23 @@ Deno.test("(d) bytes flipped in a cached file are never served: the holder quara
     result.body.bytes.origin >= CHUNK,
     `the damaged chunk came from the origin: ${JSON.stringify(result.body.bytes)}`,
   );
-  // a took its copy out of the cache and kept it for inspection.
-  const list = await (await fetch(`${c.get("a").url}/v1/snapshots`, { headers: auth })).json();
-  assertEquals(list, []);
+  // a served the chunk it had trusted since its commit (no re-hash per
+  // serve); b's report made a check its copy: a took it out of the cache,
+  // kept it for inspection, and fetched a good copy again.
+  const deadline = Date.now() + 10_000;
+  const counted = /snapmesh_verification_failures_total\{source="local"\} 1/;
+  while (!counted.test(await (await fetch(`${c.get("a").url}/metrics`)).text())) {
+    assert(Date.now() < deadline, "a did not quarantine its damaged copy");
+    await new Promise((r) => setTimeout(r, 50));
+  }
   const quarantined = [...Deno.readDirSync(`${tmp.path}/a/quarantine`)].map((e) => e.name);
   assertEquals(quarantined.length, 1);
   assertMatch(quarantined[0]!, /^fn-rot\./);
   const metrics = await (await fetch(`${c.get("a").url}/metrics`)).text();
   assertMatch(metrics, /snapmesh_verification_failures_total\{source="local"\} 1/);
+  const again = await pull(c.get("a"), "fn-rot");
+  assertEquals(again.status, 200);
+  assertEquals(await sha256(await Deno.readFile(again.body.paths.mem)), await sha256(mem));
 });
 
 Deno.test("(e) ?hot=true answers before the whole snapshot is local; hot ranges are served", async () => {

@@ -27,12 +27,12 @@ export interface TestNode extends AsyncDisposable {
 /** Starts an in-process agent with `serve` flags (by flag name). */
 export async function testNode(
   flags: Record<string, unknown> = {},
-  options: { dir?: string; fs?: FileSystem } = {},
+  options: { dir?: string; fs?: FileSystem; env?: Record<string, string> } = {},
 ): Promise<TestNode> {
   const dir = options.dir ?? await Deno.makeTempDir({ prefix: "snapmesh-app-" });
   const config = resolveServeConfig({
     flags: { "data-dir": dir, ...flags },
-    env: {},
+    env: options.env ?? {},
     file: null,
     cwd: "/",
     hostname: "test-node",
@@ -49,6 +49,7 @@ export async function testNode(
   const app = createApp({
     agent: Promise.resolve(agent),
     isReady: () => true,
+    notReadyReason: () => agent.unhealthyReason(),
     token: config.token,
     metrics,
     log: silentLogger,
@@ -71,7 +72,7 @@ export async function testNode(
     async reopen() {
       closed = true;
       await agent.close();
-      return await testNode(flags, { dir, ...(options.fs ? { fs: options.fs } : {}) });
+      return await testNode(flags, { ...options, dir });
     },
     async [Symbol.asyncDispose]() {
       if (!closed) await agent.close();

@@ -3,7 +3,8 @@ import { createHash } from "node:crypto";
 import { SnapmeshError } from "../../src/errors.ts";
 import { DenoFileSystem } from "../../src/fs/mod.ts";
 import { ZERO_CHUNK } from "../../src/manifest/mod.ts";
-import { isAllZero, streamSource, writeChunked } from "../../src/store/mod.ts";
+import { isAllZero } from "../../src/manifest/mod.ts";
+import { streamSource, writeChunked } from "../../src/store/mod.ts";
 import { randomBytes, tempDir } from "../helpers/temp.ts";
 
 const CHUNK = 64 * 1024;

@@ -1,0 +1,72 @@
+/**
+ * Which chunks of which local files were verified against their manifest in
+ * this process's lifetime. A chunk is hashed once (on receipt, at commit, or
+ * on its first serve after a restart) and trusted afterwards; the scrubber
+ * re-checks trusted chunks in the background, so rot is still caught.
+ *
+ * One bit per chunk: a terabyte of 1 MiB chunks costs 128 KiB.
+ *
+ * @module
+ */
+
+/** The trust of one file's chunks. */
+export interface FileTrust {
+  has(index: number): boolean;
+  add(index: number): void;
+}
+
+/** Verified chunks, by snapshot digest and file name. */
+export class ChunkTrust {
+  readonly #bits = new Map<string, Map<string, Uint8Array>>();
+
+  /** The trust of file `file` of the snapshot at `digest`, with `chunks` chunks. */
+  file(digest: string, file: string, chunks: number): FileTrust {
+    let files = this.#bits.get(digest);
+    if (!files) {
+      files = new Map();
+      this.#bits.set(digest, files);
+    }
+    let bits = files.get(file);
+    if (!bits || bits.length !== Math.ceil(chunks / 8)) {
+      bits = new Uint8Array(Math.ceil(chunks / 8));
+      files.set(file, bits);
+    }
+    const view = bits;
+    return {
+      has: (index) => (view[index >> 3]! & (1 << (index & 7))) !== 0,
+      add: (index) => {
+        view[index >> 3]! |= 1 << (index & 7);
+      },
+    };
+  }
+
+  /** Trusts every chunk of a snapshot (its bytes were hashed as they were written). */
+  trustAll(digest: string, files: { name: string; chunks: readonly unknown[] }[]): void {
+    for (const f of files) {
+      const trust = this.file(digest, f.name, f.chunks.length);
+      for (let i = 0; i < f.chunks.length; i++) trust.add(i);
+    }
+  }
+
+  /** Forgets a snapshot (removed, quarantined, or about to be re-verified). */
+  forget(digest: string): void {
+    this.#bits.delete(digest);
+  }
+
+  /** Chunks trusted so far, over all files. */
+  get trustedChunks(): number {
+    let n = 0;
+    for (const files of this.#bits.values()) {
+      for (const bits of files.values()) {
+        for (const byte of bits) {
+          let b = byte;
+          while (b) {
+            n += b & 1;
+            b >>= 1;
+          }
+        }
+      }
+    }
+    return n;
+  }
+}
