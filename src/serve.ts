@@ -14,6 +14,7 @@ import { errorMessage, SnapmeshError } from "./errors.ts";
 import { DenoFileSystem, type FileSystem } from "./fs/mod.ts";
 import { createLogger, type Logger } from "./log/mod.ts";
 import { Metrics } from "./metrics/mod.ts";
+import { openOrigin } from "./origin/mod.ts";
 import { DataDirLockedError, lockDataDir } from "./store/mod.ts";
 import { VERSION } from "./version.ts";
 
@@ -61,7 +62,9 @@ export async function runServe(
 
   const metrics = new Metrics();
   let agent: Agent | null = null;
-  const opening = Agent.open({ config, fs, log, metrics, version: VERSION });
+  const opening = openOrigin(config, { log, metrics }).then((origin) =>
+    Agent.open({ config, fs, log, metrics, version: VERSION, origin })
+  );
   // The app awaits this promise; keep a failed recovery from being "unhandled".
   opening.catch(() => {});
   const stop = new AbortController();

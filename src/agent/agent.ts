@@ -1,78 +1,69 @@
 /**
- * The agent: the domain service behind the HTTP API. It owns the store, the
- * journal and the index, and keeps them consistent:
+ * The agent: a facade that wires the services of one data directory and
+ * hands each request to the service that owns it. It validates names and
+ * refuses work once closing; everything else lives in the rooms:
  *
- * - every state change is a journal record, applied to the index once
- *   written; the ones a client waits for are fsynced first;
- * - file bytes and directories are durable before the record that makes
- *   them visible is written;
- * - one metadata lock serializes index changes (commit, delete, pin,
- *   eviction); the bulk of the work (streaming, hashing, fsyncing files)
- *   happens outside it.
+ * - `cache/`: the catalog of committed snapshots (the one durable publish
+ *   path, removal, quarantine, the journal), the budget and eviction,
+ *   recovery, the scrub;
+ * - `drafts/`: staging uploads and imports, and commit;
+ * - `reads/`: client reads and pulls, and what peers are answered;
+ * - `fetch/`: pulls from local copies, peers and the origin;
+ * - `origin/`: the S3 origin, its manifests, the push queue;
+ * - `cluster/`: membership and the peer client.
  *
  * @module
  */
 
-import { LRUCache } from "lru-cache";
-import { createHash } from "node:crypto";
 import {
-  type CacheEntry,
-  encodeStateRecord,
-  Scrubber,
-  type ScrubTarget,
+  moveJournalAside,
+  rebuildIndex,
+  type RebuildReport,
+  reconcileSnapshots,
+  type SalvagedState,
+  salvageJournalState,
   SnapshotIndex,
-  type Source,
-  type StateRecord,
 } from "../cache/mod.ts";
+import type { Availability, Membership, PeerManifest } from "../cluster/mod.ts";
 import type { ServeConfig } from "../config/mod.ts";
-import { formatSize, normalizePath } from "../config/mod.ts";
-import { errorMessage, hasCode, SnapmeshError } from "../errors.ts";
-import { type FileHandle, type FileSystem, isNoSpace } from "../fs/mod.ts";
-import { decodeCheckpoint, Journal, type RecoveryReport, salvageJournal } from "../journal/mod.ts";
+import type { CommitRequest, CommitResult, StageResult } from "../drafts/mod.ts";
+import { SnapmeshError } from "../errors.ts";
+import type { PullReport } from "../fetch/mod.ts";
+import type { FileSystem } from "../fs/mod.ts";
+import { Journal, type RecoveryReport } from "../journal/mod.ts";
 import type { Logger } from "../log/mod.ts";
-import {
-  assertName,
-  chunkCount,
-  chunkLength,
-  encodeManifest,
-  findFile,
-  logicalSize,
-  type Manifest,
-  MANIFEST_SCHEMA,
-  manifestDigest,
-  type ManifestFile,
-  type ManifestWithDigest,
-  MAX_FILES,
-  sameContent,
-  storedBytes,
-  validateHot,
-  validateLabels,
-  verifyChunk,
-  ZERO_CHUNK,
-} from "../manifest/mod.ts";
+import { assertName, type ManifestWithDigest } from "../manifest/mod.ts";
 import type { Metrics } from "../metrics/mod.ts";
-import {
-  type ByteSource,
-  type ChunkedFile,
-  ChunkTrust,
-  CorruptChunkError,
-  type DraftFile,
-  emptySource,
-  fileSource,
-  parseRange,
-  readVerifiedChunk,
-  SnapshotStore,
-  streamSource,
-  verifiedRangeStream,
-  writeChunked,
-} from "../store/mod.ts";
-import { type Availability, Membership, type PeerManifest } from "../cluster/mod.ts";
-import { type ChunkLocation, pullingFileStream, type PullReport } from "../fetch/mod.ts";
-import { RateLimiter } from "../util/rate.ts";
-import { S3Origin } from "../origin/mod.ts";
-import { KeyedMutex, Mutex } from "../util/mutex.ts";
-import { type PublishRequest, Puller } from "./_pull.ts";
-import { Pusher, type PushStatus } from "./_push.ts";
+import type { PushStatus, S3Origin } from "../origin/mod.ts";
+import type {
+  FileInfo,
+  Hello,
+  OpenedFile,
+  PeerRead,
+  PullAccepted,
+  PullOptions,
+  PullResult,
+  SnapshotSummary,
+  VerifyResult,
+} from "../reads/mod.ts";
+import { SnapshotStore } from "../store/mod.ts";
+import { type Clock, systemClock, type Timer } from "../util/clock.ts";
+import { type Random, systemRandom } from "../util/random.ts";
+import { type RemoveResult, removeSnapshot } from "./removal.ts";
+import { type Services, wire } from "./wiring.ts";
+
+export type { CommitRequest, CommitResult, StageResult } from "../drafts/mod.ts";
+export type {
+  FileInfo,
+  OpenedFile,
+  PullAccepted,
+  PullOptions,
+  PullResult,
+  SnapshotSummary,
+  VerifyResult,
+} from "../reads/mod.ts";
+export type { FileVerification } from "../store/mod.ts";
+export type { RebuildReport } from "../cache/mod.ts";
 
 /** Dependencies of {@linkcode Agent.open}. */
 export interface AgentOptions {
@@ -81,131 +72,14 @@ export interface AgentOptions {
   log: Logger;
   metrics: Metrics;
   version: string;
-  /** Milliseconds since the epoch. @default Date.now */
-  now?: () => number;
+  /** The origin (`openOrigin(config)`), or null for none. */
+  origin: S3Origin | null;
+  /** @default systemClock */
+  clock?: Clock;
+  /** @default systemRandom */
+  random?: Random;
   /** Delay before access times are journaled. @default 100 */
   touchFlushMs?: number;
-}
-
-/** Answer of a staged upload. */
-export interface StageResult {
-  file: string;
-  size: number;
-  sha256: string;
-}
-
-/** Body of a commit. */
-export interface CommitRequest {
-  labels?: unknown;
-  hot?: unknown;
-}
-
-/** Answer of a commit; `created` is false when the same content was already committed. */
-export interface CommitResult {
-  manifest: ManifestWithDigest;
-  created: boolean;
-}
-
-/** One row of `GET /v1/snapshots`. */
-export interface SnapshotSummary {
-  name: string;
-  digest: string;
-  /** Sum of file sizes. */
-  size: number;
-  /** Bytes on disk (zero chunks are holes). */
-  storedBytes: number;
-  files: string[];
-  pinned: boolean;
-  lastAccess: string;
-  createdAt: string;
-  state: "ready";
-}
-
-/** An open file of a local snapshot, ready to stream. */
-export interface OpenedFile {
-  name: string;
-  file: string;
-  size: number;
-  sha256: string;
-  source: Source;
-  /**
-   * Resolves once byte `start` can be sent (at once for a local file; after
-   * its chunk arrived during a pull), so a failing pull still gets an error
-   * status instead of a cut body.
-   */
-  ready(start: number, end: number): Promise<void>;
-  /** Streams bytes `start..end` (inclusive) and closes the file afterwards. */
-  stream(start: number, end: number): ReadableStream<Uint8Array>;
-  /** Closes the file without streaming. */
-  close(): void;
-}
-
-/** Answer of a pull. */
-export interface PullResult {
-  name: string;
-  digest: string;
-  source: Source;
-  bytes: Record<Source, number>;
-  ms: number;
-  /** Where the files are (or will be, while `complete` is false). */
-  paths: Record<string, string>;
-  /** False when `?hot=true` answered before the whole snapshot was local. */
-  complete: boolean;
-}
-
-/** Options of {@linkcode Agent.pull}. */
-export interface PullOptions {
-  /** Wait for the pull to finish. @default true */
-  wait?: boolean;
-  /** Answer once the hot chunks are local. @default false */
-  hot?: boolean;
-}
-
-/** A pull accepted with `?wait=false`. */
-export interface PullAccepted {
-  name: string;
-  digest: string | null;
-  state: "pulling";
-}
-
-/** Size, hash and source of a file, without reading it. */
-export interface FileInfo {
-  size: number;
-  sha256: string;
-  source: Source;
-}
-
-/** Result of verifying one file. */
-export interface FileVerification {
-  file: string;
-  ok: boolean;
-  size: number;
-  badChunks: number[];
-  problem?: string;
-}
-
-/** Answer of a verify. */
-export interface VerifyResult {
-  name: string;
-  digest: string;
-  ok: boolean;
-  files: FileVerification[];
-}
-
-/** How the index was rebuilt from the files at start, when it was. */
-export interface RebuildReport {
-  /** `requested`: --rebuild-index; `journal_empty`: no journal state, yet snapshot directories. */
-  reason: "requested" | "journal_empty";
-  /** Snapshots verified in full and indexed again. */
-  adopted: string[];
-  /** Directories that did not verify, moved to `quarantine/`. */
-  quarantined: string[];
-  /** Pins taken from the readable part of the old journal. */
-  pinsRestored: string[];
-  /** Damaged regions of the old journal that were skipped. */
-  damagedRegions: number;
-  /** What could not be known, in words. */
-  unknown: string;
 }
 
 /** What the agent's start found and did. */
@@ -216,164 +90,55 @@ export interface AgentRecovery extends RecoveryReport {
   rebuild: RebuildReport | null;
 }
 
-const MANIFEST_CACHE_ENTRIES = 256;
-/** How often a journal that refuses writes is repaired again. */
-const JOURNAL_REPAIR_MS = 1000;
-
 /** The snapmesh agent of one data directory. */
 export class Agent {
   readonly config: ServeConfig;
   readonly version: string;
   readonly startedAt: number;
-  readonly #fs: FileSystem;
-  readonly #log: Logger;
-  readonly #metrics: Metrics;
-  readonly #store: SnapshotStore;
-  readonly #index: SnapshotIndex;
-  readonly #journal: Journal;
-  readonly #now: () => number;
-  readonly #touchFlushMs: number;
-  readonly #meta = new Mutex();
-  readonly #drafts = new KeyedMutex();
-  /** Files being uploaded, by snapshot name. */
-  readonly #uploads = new Map<string, Map<string, number>>();
-  /** Names whose commit is running: no new file may be staged into them. */
-  readonly #committing = new Set<string>();
-  /** Committed bytes of staged files, by snapshot name. */
-  readonly #draftBytes = new Map<string, number>();
-  readonly #manifests = new LRUCache<string, ManifestWithDigest>({ max: MANIFEST_CACHE_ENTRIES });
-  /** Local chunks verified in this process's lifetime (never re-hashed on serve). */
-  readonly #trust = new ChunkTrust();
-  #scrubber: Scrubber | null = null;
-  readonly #origin: S3Origin | null;
-  readonly #puller: Puller;
-  readonly #pusher: Pusher | null;
-  readonly #membership: Membership | null;
-  /** Bytes this node serves to peers (`--max-egress`). */
-  readonly #egress: RateLimiter;
-  /** Where each chunk digest lives locally: for deduplication across snapshots. */
-  readonly #chunks = new Map<string, { name: string; file: string; offset: number }[]>();
-  #advertise: string | null = null;
-  /** Bytes held outside the index: drafts and uploads in progress. */
-  #reserved = 0;
-  /** Accesses not yet journaled: name → time, in access order. */
-  #touched = new Map<string, number>();
-  #touchTimer: ReturnType<typeof setTimeout> | null = null;
-  #sweepTimer: ReturnType<typeof setInterval> | null = null;
-  #closed = false;
   readonly recovery: AgentRecovery;
-  readonly counters = { hits: 0, misses: 0, evictions: 0 };
+  readonly #s: Services;
+  readonly #log: Logger;
+  readonly #clock: Clock;
+  #sweepTimer: Timer | null = null;
+  #closed = false;
 
-  private constructor(
-    options: AgentOptions,
-    store: SnapshotStore,
-    index: SnapshotIndex,
-    journal: Journal,
-    recovery: AgentRecovery,
-    origin: S3Origin | null,
-  ) {
+  private constructor(options: AgentOptions, services: Services, recovery: AgentRecovery) {
     this.config = options.config;
     this.version = options.version;
-    this.#fs = options.fs;
     this.#log = options.log;
-    this.#metrics = options.metrics;
-    this.#now = options.now ?? Date.now;
-    this.#touchFlushMs = options.touchFlushMs ?? 100;
-    this.#store = store;
-    this.#index = index;
-    this.#journal = journal;
+    this.#clock = options.clock ?? systemClock;
+    this.startedAt = this.#clock.now();
+    this.#s = services;
     this.recovery = recovery;
-    this.startedAt = this.#now();
-    this.#origin = origin;
-    this.#egress = new RateLimiter(this.config.maxEgress);
-    const config = this.config;
-    this.#membership =
-      config.peers.length > 0 || config.peersFile !== null || config.peersDns !== null
-        ? new Membership({
-          nodeId: config.nodeId,
-          token: config.token,
-          peers: config.peers,
-          peersFile: config.peersFile,
-          peersDns: config.peersDns,
-          // A peer that sends nothing for this long is given up on (a
-          // waiting read, for an owner still fetching, gets six times more).
-          peerStallMs: Math.min(config.originStallTimeoutMs, 10_000),
-          log: this.#log.child({ component: "cluster" }),
-        })
-        : null;
-    this.#puller = new Puller({
-      config: this.config,
-      store,
-      log: this.#log,
-      metrics: this.#metrics,
-      origin,
-      membership: this.#membership,
-      locator: { locate: (digest) => this.#locate(digest) },
-      originRate: new RateLimiter(config.maxOriginRate),
-      reserve: (bytes) => this.#reserve(bytes, new Set()),
-      holdReserved: (bytes) => (this.#reserved += bytes),
-      release: (bytes) => this.#release(bytes),
-      fits: (bytes) => this.usedBytes + bytes <= this.config.cacheSize,
-      publish: (request) => this.#publishPull(request),
-    });
-    this.#pusher = origin
-      ? new Pusher({
-        origin,
-        store,
-        index,
-        log: this.#log,
-        metrics: this.#metrics,
-        markDone: (name, digest) =>
-          this.#meta.run(() => this.#record({ t: "push_done", name, digest })),
-        quarantine: (name, digest, why) => this.#quarantine(name, digest, why),
-      })
-      : null;
   }
 
   /**
    * Opens the data directory: replays the journal, reconciles the files with
-   * it (removing what was never acknowledged), and returns a ready agent.
+   * it (never deleting what was acknowledged), and returns a ready agent.
    * The caller holds the data-directory lock.
    */
   static async open(options: AgentOptions): Promise<Agent> {
-    const started = performance.now();
-    const { config, fs, log } = options;
+    const { config, fs, log, metrics } = options;
+    const clock = options.clock ?? systemClock;
+    const random = options.random ?? systemRandom;
+    const started = clock.monotonic();
     const store = new SnapshotStore(fs, config.dataDir);
     const { removedTemp } = await store.init();
     let salvaged: SalvagedState | null = null;
     if (config.rebuildIndex) {
       salvaged = await salvageJournalState(store, log);
-      await moveJournalAside(store, log);
+      await moveJournalAside(store, { log, clock });
     }
     const index = new SnapshotIndex(log);
-    const { journal, recovery } = await Journal.open(index, {
-      fs,
-      dir: store.journalDir,
-      log,
-    });
-    let origin: S3Origin | null = null;
-    if (config.originEndpoint !== null && config.originBucket !== null) {
-      origin = await S3Origin.create({
-        endpoint: config.originEndpoint,
-        bucket: config.originBucket,
-        prefix: config.originPrefix,
-        region: config.originRegion,
-        stallTimeoutMs: config.originStallTimeoutMs,
-        log: log.child({ component: "origin" }),
-      });
-      const { metrics } = options;
-      origin.observer = {
-        request: () => metrics.originRequests.inc(),
-        retry: () => metrics.originRetries.inc(),
-        error: () => metrics.originErrors.inc(),
-      };
-    }
-    const agent = new Agent(options, store, index, journal, {
+    const { journal, recovery } = await Journal.open(index, { fs, dir: store.journalDir, log });
+    const services = wire({ ...options, store, index, journal, clock, random });
+    const agent = new Agent(options, services, {
       ...recovery,
       removedTemp,
       quarantinedDirs: 0,
       rebuild: null,
-    }, origin);
+    });
+    const { catalog, budget, drafts, puller, pusher, membership, origin } = services;
     try {
       // The index never loses track of snapshots silently: with no journal
       // state at all but snapshot directories on disk (a deleted or emptied
@@ -382,52 +147,44 @@ export class Agent {
       if (reason === null && recovery.empty && (await store.listSnapshotDirs()).length > 0) {
         reason = "journal_empty";
       }
-      if (reason !== null) agent.recovery.rebuild = await agent.#rebuildIndex(reason, salvaged);
-      agent.recovery.quarantinedDirs = await agent.#reconcile();
-      await agent.#puller.recover();
+      if (reason !== null) {
+        agent.recovery.rebuild = await rebuildIndex(catalog, { reason, salvaged, log, clock });
+      }
+      agent.recovery.quarantinedDirs = await reconcileSnapshots(catalog, log);
+      await drafts.recover();
+      await puller.recover();
     } catch (err) {
       await journal.close();
       throw err;
     }
     index.goLive();
     await agent.sweepDrafts();
-    agent.#pusher?.start();
-    await agent.#membership?.start();
-    if (config.scrubRate > 0) {
-      agent.#scrubber = new Scrubber({
-        targets: () => agent.#scrubTargets(),
-        trust: agent.#trust,
-        rate: new RateLimiter(config.scrubRate),
-        onCorrupt: (target, why) => agent.#onCorruptLocal(target.name, target.manifest.digest, why),
-        log: log.child({ component: "scrub" }),
-      });
-      agent.#scrubber.start();
-    }
-    if (origin) {
-      origin.probe().then((ok) => {
-        if (!ok) log.warn("origin does not answer yet", { endpoint: origin!.endpoint });
-      });
-    }
-    agent.#sweepTimer = setInterval(
+    pusher?.start();
+    await membership?.start();
+    services.scrubber?.start();
+    origin?.probe().then((ok) => {
+      if (!ok) log.warn("origin does not answer yet", { endpoint: origin.endpoint });
+    });
+    agent.#sweepTimer = clock.setInterval(
       () => agent.sweepDrafts().catch((err) => log.warn("draft sweep failed", { error: err })),
       Math.min(config.draftTtlMs / 4, 3_600_000),
+      { ref: false },
     );
-    Deno.unrefTimer(agent.#sweepTimer);
-    agent.recovery.ms = Math.round(performance.now() - started);
-    options.metrics.recoverySeconds.set(agent.recovery.ms / 1000);
-    options.metrics.bindGauges({
+    agent.recovery.ms = Math.round(clock.monotonic() - started);
+    metrics.recoverySeconds.set(agent.recovery.ms / 1000);
+    metrics.bindGauges({
       cacheBytes: () => index.totalBytes,
       cacheCapacityBytes: () => config.cacheSize,
       cacheEntries: () => index.count,
-      cacheReservedBytes: () => agent.#reserved,
+      cacheReservedBytes: () => budget.reserved,
       pinnedEntries: () => index.entries().filter((e) => e.pinned).length,
-      draftBytes: () => [...agent.#draftBytes.values()].reduce((a, b) => a + b, 0),
+      draftBytes: () => drafts.totalBytes,
       journalBytes: () => journal.size,
-      ready: () => !agent.#closed && agent.#journal.broken === null,
+      ready: () => !agent.#closed && journal.broken === null,
       pushQueued: () => index.pushQueue().length,
-      pullsActive: () => agent.#puller.activeCount,
-      peersUp: () => agent.#membership?.healthy().length ?? 0,
-      peersKnown: () => agent.#membership?.peers().length ?? 0,
+      pullsActive: () => puller.activeCount,
+      peersUp: () => membership?.healthy().length ?? 0,
+      peersKnown: () => membership?.peers().length ?? 0,
     });
     log.info("recovered", {
       snapshots: index.count,
@@ -439,7 +196,7 @@ export class Agent {
       rebuilt: agent.recovery.rebuild?.reason ?? null,
       ms: agent.recovery.ms,
     });
-    await agent.#enforceBudget().catch((err) => {
+    await budget.enforce().catch((err) => {
       log.warn("cache is over budget and nothing more can be evicted", { error: err });
     });
     return agent;
@@ -451,7 +208,7 @@ export class Agent {
    * than at the end of the grace time.
    */
   stopTransfers(): void {
-    this.#puller.abortAll(new SnapmeshError("shutting_down", "The agent is shutting down"));
+    this.#s.puller.abortAll(new SnapmeshError("shutting_down", "The agent is shutting down"));
   }
 
   /**
@@ -462,1802 +219,223 @@ export class Agent {
   async close(options: { pushGraceMs?: number } = {}): Promise<void> {
     if (this.#closed) return;
     this.#closed = true;
-    if (this.#touchTimer !== null) clearTimeout(this.#touchTimer);
-    if (this.#repairTimer !== null) clearTimeout(this.#repairTimer);
-    if (this.#sweepTimer !== null) clearInterval(this.#sweepTimer);
+    this.#sweepTimer?.cancel();
     this.stopTransfers();
-    this.#membership?.stop();
-    await this.#scrubber?.stop();
-    await this.#pusher?.stop(options.pushGraceMs);
-    this.#flushTouches();
-    await this.#meta.run(() => this.#journal.close({ checkpoint: true }));
+    this.#s.membership?.stop();
+    await this.#s.scrubber?.stop();
+    await this.#s.pusher?.stop(options.pushGraceMs);
+    await this.#s.catalog.close();
   }
 
-  // --- uploads and commits ----------------------------------------------------
+  // --- drafts and commits ------------------------------------------------------
 
-  /**
-   * Streams `body` into the draft of `name` as `file`, replacing a staged
-   * file of the same name. Nothing is left behind if it fails.
-   */
+  /** Streams `body` into the draft of `name` as `file`. */
   async stageFile(
     name: string,
     file: string,
     body: ReadableStream<Uint8Array> | null,
     options: { contentLength?: number | null } = {},
   ): Promise<StageResult> {
-    assertName("snapshot", name);
-    assertName("file", file);
-    this.#assertOpen();
-    const length = options.contentLength ?? null;
-    if (length !== null && length > this.config.maxFileSize) throw this.#tooLarge(length);
-    return await this.#stage(name, file, body ? streamSource(body) : emptySource, length);
+    this.#check(name, file);
+    return await this.#s.drafts.stage(name, file, body, options);
   }
 
   /** Ingests a local file under `--import-root` without piping it through HTTP. */
   async importFile(name: string, file: string, path: unknown): Promise<StageResult> {
-    assertName("snapshot", name);
-    assertName("file", file);
-    this.#assertOpen();
-    const root = this.config.importRoot;
-    if (root === null) {
-      throw new SnapmeshError(
-        "path_not_allowed",
-        "Import by path is disabled on this node: start it with --import-root DIR",
-      );
-    }
-    if (typeof path !== "string" || !path.startsWith("/") || path.includes("\0")) {
-      throw new SnapmeshError("invalid_body", 'Body must be {"path": "/absolute/path"}');
-    }
-    const denied = () =>
-      new SnapmeshError(
-        "path_not_allowed",
-        `Cannot import ${path}: only files under the import root ${root} may be imported`,
-      );
-    // Lexically first, so the answer for a path outside the root never
-    // depends on whether it exists.
-    if (!isUnder(normalizePath(path), normalizePath(root))) throw denied();
-    let realRoot: string;
-    try {
-      realRoot = await this.#fs.realPath(root);
-    } catch {
-      throw new SnapmeshError("path_not_allowed", `The import root ${root} does not exist`);
-    }
-    // Resolve, check, open, then prove that the opened file is the one under
-    // the root: a check alone could be raced by swapping a directory for a
-    // symlink before the open. The open file's device and inode must match
-    // what the path resolves to, before and after the open. (Checking the
-    // type before opening keeps a FIFO from ever being opened; at worst a
-    // perfectly timed swap can stall one request, never leak a byte.)
-    const resolve = async () => {
-      let real: string;
-      let stat;
-      try {
-        real = await this.#fs.realPath(path);
-        stat = await this.#fs.stat(real);
-      } catch (err) {
-        throw importError(path, err);
-      }
-      if (!isUnder(real, realRoot)) throw denied();
-      if (!stat.isFile) {
-        throw new SnapmeshError("invalid_body", `Cannot import ${path}: not a regular file`);
-      }
-      return { real, stat };
-    };
-    const before = await resolve();
-    if (before.stat.size > this.config.maxFileSize) throw this.#tooLarge(before.stat.size);
-    let handle: FileHandle;
-    try {
-      handle = await this.#fs.open(before.real);
-    } catch (err) {
-      throw importError(path, err);
-    }
-    try {
-      const opened = await handle.stat();
-      const after = await resolve();
-      for (const seen of [before.stat, after.stat]) {
-        if (!opened.isFile || seen.dev !== opened.dev || seen.ino !== opened.ino) {
-          throw new SnapmeshError(
-            "path_not_allowed",
-            `Cannot import ${path}: it changed while it was being opened`,
-          );
-        }
-      }
-      return await this.#stage(name, file, fileSource(handle), opened.size);
-    } finally {
-      handle.close();
-    }
+    this.#check(name, file);
+    return await this.#s.drafts.importFile(name, file, path);
   }
 
-  async #stage(
-    name: string,
-    file: string,
-    source: ByteSource,
-    expectedSize: number | null,
-  ): Promise<StageResult> {
-    const committed = this.#index.get(name);
-    if (committed) return await this.#stageAgainstCommitted(committed, file, source, expectedSize);
-    if (this.#committing.has(name)) throw this.#beingCommitted(name);
-
-    const uploads = this.#uploads.get(name) ?? new Map<string, number>();
-    this.#uploads.set(name, uploads);
-    uploads.set(file, (uploads.get(file) ?? 0) + 1);
-    let reserved = 0;
-    let blob: { id: string; path: string; handle: FileHandle } | null = null;
-    let syncer: FileHandle | null = null;
-    try {
-      blob = await this.#store.createBlob(name);
-      const flusher = syncer = await this.#fs.open(blob.path);
-      const written = await writeChunked(source, blob.handle, {
-        chunkSize: this.config.chunkSize,
-        maxSize: this.config.maxFileSize,
-        beforeWrite: async (bytes) => {
-          await this.#reserve(bytes, new Set());
-          reserved += bytes;
-        },
-        backgroundSync: () => flusher.sync(),
-      });
-      if (expectedSize !== null && written.size !== expectedSize) {
-        throw new SnapmeshError(
-          "invalid_body",
-          `Body ended after ${written.size} of ${expectedSize} bytes`,
-        );
-      }
-      await blob.handle.sync();
-      blob.handle.close();
-      await this.#store.syncBlobs(name); // the blob's name, before the meta that points at it
-      const draft: DraftFile = { ...written, file, blob: blob.id };
-      await this.#drafts.run(name, async () => {
-        // The name may have been committed (or pulled) while the bytes streamed.
-        if (this.#index.has(name) || this.#committing.has(name)) throw this.#beingCommitted(name);
-        const previous = await this.#store.writeDraftFile(name, draft);
-        this.#draftBytes.set(name, (this.#draftBytes.get(name) ?? 0) + written.storedBytes);
-        if (previous?.blob) {
-          await this.#store.removeBlob(name, previous.blob);
-          this.#draftBytes.set(name, this.#draftBytes.get(name)! - previous.storedBytes);
-          this.#release(previous.storedBytes);
-        }
-      });
-      blob = null;
-      reserved = 0;
-      this.#metrics.ingestedBytes.inc({ source: "local" }, written.storedBytes);
-      return { file, size: written.size, sha256: written.sha256 };
-    } catch (err) {
-      if (isNoSpace(err)) {
-        throw new SnapmeshError(
-          "insufficient_storage",
-          `The disk under ${this.config.dataDir} is full: ${errorMessage(err)}`,
-        );
-      }
-      throw err;
-    } finally {
-      syncer?.close();
-      if (blob) {
-        blob.handle.close();
-        await this.#store.removeBlob(name, blob.id).catch(() => {});
-        await this.#drafts.run(name, () => this.#store.dropDraftIfEmpty(name)).catch(() => {});
-      }
-      if (reserved > 0) this.#release(reserved);
-      const left = (uploads.get(file) ?? 1) - 1;
-      if (left > 0) uploads.set(file, left);
-      else uploads.delete(file);
-      if (uploads.size === 0) this.#uploads.delete(name);
-    }
-  }
-
-  /**
-   * Staging a file of an already committed snapshot: accepted only when the
-   * bytes are identical (so a retried `put` succeeds); nothing is written.
-   */
-  async #stageAgainstCommitted(
-    entry: CacheEntry,
-    file: string,
-    source: ByteSource,
-    expectedSize: number | null,
-  ): Promise<StageResult> {
-    const manifest = await this.#manifestOf(entry);
-    const existing = findFile(manifest, file);
-    const conflict = (why: string) =>
-      new SnapmeshError(
-        "snapshot_exists",
-        `Snapshot "${entry.name}" is already committed with other content: ${why}`,
-        { digest: entry.digest },
-      );
-    if (!existing) throw conflict(`it has no file "${file}"`);
-    if (expectedSize !== null && expectedSize !== existing.size) {
-      throw conflict(`"${file}" has ${existing.size} bytes, not ${expectedSize}`);
-    }
-    const hashed = await writeChunked(source, null, {
-      chunkSize: manifest.chunkSize,
-      maxSize: this.config.maxFileSize,
-    });
-    if (hashed.sha256 !== existing.sha256) throw conflict(`"${file}" differs`);
-    await this.#drafts.run(entry.name, async () => {
-      await this.#store.writeDraftFile(entry.name, { ...hashed, file, blob: null });
-    });
-    return { file, size: hashed.size, sha256: hashed.sha256 };
-  }
-
-  /**
-   * Drops drafts nobody staged a file into for `--draft-ttl`: an abandoned
-   * upload must not hold cache space forever. Returns the names dropped.
-   */
+  /** Drops abandoned drafts and partial pulls (`--draft-ttl`); returns the drafts dropped. */
   async sweepDrafts(): Promise<string[]> {
-    const dropped: string[] = [];
-    for (const key of await this.#puller.sweep(this.config.draftTtlMs)) {
+    for (const key of await this.#s.puller.sweep(this.config.draftTtlMs)) {
       this.#log.info("dropped an abandoned partial pull", { key });
     }
-    const cutoff = this.#now() - this.config.draftTtlMs;
-    for (const name of await this.#store.listDrafts()) {
-      if (this.#uploads.has(name)) continue;
-      await this.#drafts.run(name, async () => {
-        const touched = await this.#store.draftTouchedAt(name);
-        if (touched === null || touched > cutoff || this.#uploads.has(name)) return;
-        await this.#store.dropDraft(name);
-        this.#release(this.#draftBytes.get(name) ?? 0);
-        this.#draftBytes.delete(name);
-        dropped.push(name);
-        this.#log.info("dropped an abandoned draft", { name, idleMs: this.#now() - touched });
-      });
-    }
-    return dropped;
+    return await this.#s.drafts.sweep();
   }
 
   /** Drops the uncommitted draft of `name`. */
   async dropDraft(name: string): Promise<{ name: string; files: string[] }> {
-    assertName("snapshot", name);
-    this.#assertOpen();
-    return await this.#drafts.run(name, async () => {
-      const busy = this.#uploads.get(name);
-      if (busy && busy.size > 0) throw this.#uploadBusy(name, busy);
-      const files = await this.#store.readDraft(name);
-      if (files.length === 0) {
-        throw new SnapmeshError("draft_not_found", `Snapshot "${name}" has no draft`);
-      }
-      await this.#store.dropDraft(name);
-      this.#release(this.#draftBytes.get(name) ?? 0);
-      this.#draftBytes.delete(name);
-      return { name, files: files.map((f) => f.file) };
-    });
+    this.#check(name);
+    return await this.#s.drafts.drop(name);
   }
 
-  /**
-   * Commits the draft of `name`: builds the manifest, publishes the snapshot
-   * atomically and durably, and journals it. Same content again answers the
-   * existing manifest with `created: false`.
-   */
+  /** Commits the draft of `name` (same content again: `created: false`). */
   async commit(name: string, request: CommitRequest = {}): Promise<CommitResult> {
-    assertName("snapshot", name);
-    this.#assertOpen();
-    try {
-      const result = await this.#drafts.run(name, () => this.#commitLocked(name, request));
-      this.#metrics.commits.inc({ result: result.created ? "created" : "unchanged" });
-      await this.#enforceBudget(new Set([name])).catch((err) => {
-        this.#log.warn("cache over budget after commit", { error: err });
-      });
-      return result;
-    } catch (err) {
-      this.#metrics.commits.inc({ result: "failed" });
-      throw err;
-    }
+    this.#check(name);
+    return await this.#s.committer.commit(name, request);
   }
 
-  async #commitLocked(name: string, request: CommitRequest): Promise<CommitResult> {
-    const busy = this.#uploads.get(name);
-    if (busy && busy.size > 0) throw this.#uploadBusy(name, busy);
-    // From here until the commit ends, a new upload into the name is refused.
-    this.#committing.add(name);
-    try {
-      return await this.#commitStaged(name, request);
-    } finally {
-      this.#committing.delete(name);
-    }
-  }
+  // --- reads and pulls ---------------------------------------------------------
 
-  async #commitStaged(name: string, request: CommitRequest): Promise<CommitResult> {
-    const drafts = await this.#store.readDraft(name);
-    if (drafts.length === 0) {
-      throw new SnapmeshError(
-        "draft_not_found",
-        `Snapshot "${name}" has no staged files to commit: PUT them first`,
-      );
-    }
-    if (drafts.length > MAX_FILES) {
-      throw new SnapmeshError("invalid_body", `A snapshot holds at most ${MAX_FILES} files`);
-    }
-    const labels = request.labels === undefined ? {} : validateLabels(request.labels);
-    const hot = parseHotRequest(request.hot, drafts);
-
-    const existing = this.#index.get(name);
-    if (existing) return await this.#commitExisting(existing, drafts, { labels, hot, request });
-    const stale = drafts.find((d) => d.blob === null);
-    if (stale) {
-      throw new SnapmeshError(
-        "snapshot_exists",
-        `Snapshot "${name}" changed since "${stale.file}" was staged; stage it again`,
-      );
-    }
-
-    // The name is the snapshot's identity cluster-wide: the origin has a say.
-    const remote = await this.#puller.remoteManifest(name).catch((err) => {
-      this.#log.warn("commit: cannot check the origin; committing locally", { name, error: err });
-      return null;
-    });
-    const staged = { files: drafts.map((d) => ({ name: d.file, size: d.size, sha256: d.sha256 })) };
-    const otherMeta = remote ? otherMetadata(remote, { labels, hot, request }) : null;
-    if (remote && (!sameContent(staged, remote) || otherMeta !== null)) {
-      throw new SnapmeshError(
-        "snapshot_exists",
-        `Snapshot "${name}" already exists in the origin with other content ` +
-          `(${otherMeta ?? "other files"}; digest ${remote.digest})`,
-        { digest: remote.digest },
-      );
-    }
-
-    const chunkSize = remote?.chunkSize ?? this.config.chunkSize;
-    const files: ManifestFile[] = [];
-    const sources = new Map<string, string>();
-    for (const draft of drafts) {
-      const path = this.#store.blobPath(name, draft.blob!);
-      if (remote) {
-        sources.set(draft.file, path);
-        continue;
-      }
-      const chunked = draft.chunkSize === chunkSize ? draft : await this.#rechunk(path, chunkSize);
-      const entry: ManifestFile = {
-        name: draft.file,
-        size: chunked.size,
-        sha256: chunked.sha256,
-        chunks: chunked.chunks,
-      };
-      const order = hot.get(draft.file);
-      if (order) entry.hot = validateHot(draft.file, order, chunked.chunks.length);
-      files.push(entry);
-      sources.set(draft.file, path);
-    }
-    // Same files already in the origin: take its manifest, so the digest
-    // agrees everywhere (labels and hot lists of this request are ignored).
-    const manifest: Manifest = remote ? withoutDigest(remote) : {
-      schema: MANIFEST_SCHEMA,
-      name,
-      createdAt: new Date(this.#now()).toISOString(),
-      chunkSize,
-      labels,
-      files,
-    };
-    const digest = manifestDigest(manifest);
-    const prepared = await this.#store.preparePublish(manifest, sources);
-    const bytes = manifest.files.reduce((n, f) => n + storedBytes(f, chunkSize), 0) +
-      prepared.manifestBytes.length;
-    const push = this.#pusher !== null && this.config.push !== "off" && remote === null;
-    // The staged bytes are reserved already; the manifest is new.
-    try {
-      await this.#reserve(prepared.manifestBytes.length, new Set([name]));
-    } catch (err) {
-      await this.#store.discard(prepared).catch(() => {});
-      throw err;
-    }
-
-    await this.#meta.run(async () => {
-      try {
-        await this.#store.install(prepared);
-      } catch (err) {
-        await this.#store.discard(prepared).catch(() => {});
-        throw err;
-      }
-      try {
-        await this.#record({
-          t: "add",
-          name,
-          digest,
-          bytes,
-          size: logicalSize(manifest),
-          files: manifest.files.length,
-          source: "local",
-          at: this.#now(),
-          push,
-        });
-      } catch (err) {
-        // Not acknowledged: take the directory back out (recovery would too).
-        await this.#store.removeSnapshot(name).catch(() => {});
-        throw err;
-      }
-      this.#release((this.#draftBytes.get(name) ?? 0) + prepared.manifestBytes.length);
-      this.#draftBytes.delete(name);
-    }).catch((err) => {
-      if (!this.#index.has(name)) this.#release(prepared.manifestBytes.length);
-      throw err;
-    });
-    const withDigest = { ...manifest, digest };
-    this.#manifests.set(digest, withDigest);
-    this.#indexChunks(name, withDigest);
-    // Every chunk was hashed from the bytes as they were written.
-    this.#trust.trustAll(digest, manifest.files);
-    // The snapshot holds its own links to the bytes; the draft can go. A
-    // crash before this line leaves a draft that recovery recognizes and drops.
-    await this.#store.dropDraft(name).catch((err) => {
-      this.#log.warn("could not remove a committed draft", { name, error: err });
-    });
-    this.#log.info("committed", { name, digest, files: manifest.files.length, bytes, push });
-    if (push && this.config.push === "sync") {
-      try {
-        await this.#pusher!.push(name, digest);
-      } catch (err) {
-        throw new SnapmeshError(
-          "upstream_failed",
-          `Snapshot "${name}" is committed locally (digest ${digest}), but its upload to the ` +
-            `origin failed: ${errorMessage(err)}. It stays queued and is retried.`,
-          { digest },
-        );
-      }
-    } else if (push) {
-      this.#pusher!.kick();
-    }
-    return { manifest: withDigest, created: true };
-  }
-
-  async #commitExisting(
-    entry: CacheEntry,
-    drafts: DraftFile[],
-    asked: CommitMetadata,
-  ): Promise<CommitResult> {
-    const manifest = await this.#manifestOf(entry);
-    const staged = { files: drafts.map((d) => ({ name: d.file, size: d.size, sha256: d.sha256 })) };
-    const other = sameContent(staged, manifest) ? otherMetadata(manifest, asked) : "other files";
-    if (other !== null) {
-      throw new SnapmeshError(
-        "snapshot_exists",
-        `Snapshot "${entry.name}" is already committed with other content ` +
-          `(${other}; digest ${entry.digest})`,
-        { digest: entry.digest },
-      );
-    }
-    await this.#store.dropDraft(entry.name);
-    this.#release(this.#draftBytes.get(entry.name) ?? 0);
-    this.#draftBytes.delete(entry.name);
-    return { manifest, created: false };
-  }
-
-  async #rechunk(path: string, chunkSize: number): Promise<ChunkedFile> {
-    const handle = await this.#fs.open(path);
-    try {
-      return await writeChunked(fileSource(handle), null, {
-        chunkSize,
-        maxSize: Number.MAX_SAFE_INTEGER,
-      });
-    } finally {
-      handle.close();
-    }
-  }
-
-  // --- reads ----------------------------------------------------------------
-
-  /** Local snapshots, by name. */
-  list(): SnapshotSummary[] {
-    return this.#index.entries()
-      .sort((a, b) => (a.name < b.name ? -1 : 1))
-      .map((e) => this.#summary(e));
-  }
-
-  #summary(e: CacheEntry): SnapshotSummary {
-    const manifest = this.#manifests.get(e.digest);
-    return {
-      name: e.name,
-      digest: e.digest,
-      size: e.size,
-      storedBytes: e.bytes,
-      files: manifest ? manifest.files.map((f) => f.name) : [],
-      pinned: e.pinned,
-      lastAccess: new Date(e.lastAccess).toISOString(),
-      createdAt: manifest?.createdAt ?? new Date(e.addedAt).toISOString(),
-      state: "ready",
-    };
-  }
-
-  /** Local snapshots with their file lists (reads manifests not yet cached). */
+  /** Local snapshots with their file lists. */
   async listDetailed(): Promise<SnapshotSummary[]> {
-    const entries = this.#index.entries().sort((a, b) => (a.name < b.name ? -1 : 1));
-    const out: SnapshotSummary[] = [];
-    for (const entry of entries) {
-      try {
-        await this.#manifestOf(entry);
-      } catch {
-        // Evicted meanwhile: list what the index knew.
-      }
-      out.push(this.#summary(entry));
-    }
-    return out;
+    return await this.#s.reads.list();
   }
 
-  /**
-   * The manifest of a snapshot: local, from a peer that holds it, or read
-   * through from the origin (without pulling the files; an adopted upload
-   * is pulled whole, since its manifest only exists once its files were
-   * hashed).
-   */
+  /** The manifest of a snapshot: local, from a peer, or read through from the origin. */
   async manifest(name: string): Promise<ManifestWithDigest> {
-    return (await this.#findManifest(name)).manifest;
-  }
-
-  async #findManifest(name: string): Promise<{ manifest: ManifestWithDigest; source: Source }> {
-    assertName("snapshot", name);
-    this.#assertOpen();
-    const entry = this.#index.get(name);
-    if (entry) {
-      this.#hit();
-      return { manifest: await this.#manifestOf(entry), source: "local" };
-    }
-    this.#miss();
-    const pulling = this.#puller.readyNow(name);
-    if (pulling?.manifest) return { manifest: pulling.manifest, source: pulling.source };
-    const fromPeer = await this.#puller.peerManifest(name);
-    if (fromPeer) return { manifest: fromPeer, source: "peer" };
-    const remote = await this.#puller.remoteManifest(name);
-    if (remote) return { manifest: remote, source: "origin" };
-    if (!this.#origin) throw notFound(name);
-    const outcome = await this.#puller.start(name).done;
-    return { manifest: outcome.manifest, source: outcome.source };
+    this.#check(name);
+    return (await this.#s.reads.findManifest(name)).manifest;
   }
 
   /** Size, sha256 and source of a file, without reading it (for HEAD). */
   async describeFile(name: string, file: string): Promise<FileInfo> {
-    assertName("snapshot", name);
-    assertName("file", file);
-    this.#assertOpen();
-    const { manifest, source } = await this.#findManifest(name);
-    const info = findFile(manifest, file);
-    if (!info) {
-      throw new SnapmeshError("file_not_found", `Snapshot "${name}" has no file "${file}"`);
-    }
-    const local = this.#index.get(name)?.digest === manifest.digest;
-    return { size: info.size, sha256: info.sha256, source: local ? "local" : source };
+    this.#check(name, file);
+    return await this.#s.reads.describeFile(name, file);
   }
 
-  /**
-   * Opens a file for streaming; counts as a use. A snapshot that is not
-   * local is pulled, and the file streams while the pull runs.
-   */
+  /** Opens a file for streaming (pulling it when not local); counts as a use. */
   async openFile(name: string, file: string): Promise<OpenedFile> {
-    assertName("snapshot", name);
-    assertName("file", file);
-    this.#assertOpen();
-    if (this.#index.has(name)) return await this.#openLocal(name, file);
-    this.#miss();
-    return await this.#openPulling(name, file);
+    this.#check(name, file);
+    return await this.#s.reads.openFile(name, file);
   }
 
-  async #openLocal(name: string, file: string): Promise<OpenedFile> {
-    const entry = this.#index.get(name);
-    if (!entry) throw notFound(name);
-    const manifest = await this.#manifestOf(entry);
-    const info = findFile(manifest, file);
-    if (!info) {
-      throw new SnapmeshError("file_not_found", `Snapshot "${name}" has no file "${file}"`);
-    }
-    let handle: FileHandle;
-    try {
-      handle = await this.#store.openFile(name, file);
-    } catch (err) {
-      if (err instanceof Deno.errors.NotFound) throw notFound(name); // evicted meanwhile
-      throw err;
-    }
-    this.#hit();
-    this.#touch(name);
-    const metrics = this.#metrics;
-    const trust = this.#trust.file(entry.digest, file, info.chunks.length);
-    const corrupt = (index: number): Promise<void> =>
-      this.#onCorruptLocal(name, entry.digest, `chunk ${index} of "${file}" failed verification`);
-    let used = false;
-    return {
-      name,
-      file,
-      size: info.size,
-      sha256: info.sha256,
-      source: "local",
-      // The first chunk is checked before the status line goes out: a
-      // damaged one fails here, where the request can still be served from
-      // another source.
-      async ready(start, end) {
-        const index = Math.floor(start / manifest.chunkSize);
-        if (end < start || trust.has(index)) return;
-        try {
-          await readVerifiedChunk(handle, info, manifest.chunkSize, index, trust);
-        } catch (err) {
-          if (!(err instanceof CorruptChunkError)) throw err;
-          await corrupt(index);
-          throw new SnapmeshError(
-            "verification_failed",
-            `Snapshot "${name}" is damaged on this node (${err.message}); it was quarantined`,
-          );
-        }
-      },
-      stream(start, end) {
-        used = true;
-        return verifiedRangeStream(handle, info, manifest.chunkSize, { start, end }, {
-          trust,
-          onCorrupt: corrupt,
-          onClose: (sent) => metrics.servedBytes.inc(sent),
-        });
-      },
-      close() {
-        if (!used) handle.close();
-      },
-    };
-  }
-
-  /**
-   * A local chunk failed verification: the snapshot leaves the cache (its
-   * files go to `quarantine/`), and a good copy is fetched again in the
-   * background when a peer or the origin may have it.
-   */
-  async #onCorruptLocal(name: string, digest: string, why: string): Promise<void> {
-    try {
-      await this.#quarantine(name, digest, why);
-    } catch (err) {
-      this.#log.error("quarantine failed", { name, error: err });
-      return;
-    }
-    if (this.#closed || (this.#membership === null && this.#origin === null)) return;
-    this.#puller.start(name).done.catch(() => {});
-  }
-
-  async #openPulling(name: string, file: string): Promise<OpenedFile> {
-    const pull = this.#puller.start(name);
-    const ready = await pull.ready;
-    if (!ready.manifest) {
-      // Adopting: the file's hash is known only at the end.
-      await pull.done;
-      return await this.#openLocal(name, file);
-    }
-    const { job, key, manifest, source } = ready;
-    const index = job.fileIndex(file);
-    if (index < 0) {
-      throw new SnapmeshError("file_not_found", `Snapshot "${name}" has no file "${file}"`);
-    }
-    let handle: FileHandle;
-    try {
-      handle = await this.#store.openPartialRead(key, file);
-    } catch (err) {
-      if (!(err instanceof Deno.errors.NotFound)) throw err;
-      await pull.done; // published meanwhile
-      return await this.#openLocal(name, file);
-    }
-    const info = manifest.files[index]!;
-    const metrics = this.#metrics;
-    let used = false;
-    return {
-      name,
-      file,
-      size: info.size,
-      sha256: info.sha256,
-      source,
-      async ready(start, end) {
-        if (end >= start) await job.waitChunk(index, Math.floor(start / job.chunkSize));
-      },
-      stream(start, end) {
-        used = true;
-        return pullingFileStream(job, index, handle, start, end, {
-          onClose: (sent) => metrics.servedBytes.inc(sent),
-        });
-      },
-      close() {
-        if (!used) handle.close();
-      },
-    };
-  }
-
-  /**
-   * Makes a snapshot local and verified, from the origin when needed, and
-   * answers its paths. With `wait: false` it answers at once; with `hot`,
-   * once the hot chunks are local (`complete: false` until the rest is).
-   */
+  /** Makes a snapshot local and verified, and answers its paths. */
   async pull(name: string, options: PullOptions = {}): Promise<PullResult | PullAccepted> {
-    assertName("snapshot", name);
-    this.#assertOpen();
-    const started = performance.now();
-    const entry = this.#index.get(name);
-    if (entry) {
-      const manifest = await this.#manifestOf(entry);
-      this.#hit();
-      this.#touch(name);
-      return {
-        name,
-        digest: entry.digest,
-        source: "local",
-        bytes: {
-          local: manifest.files.reduce((n, f) => n + storedBytes(f, manifest.chunkSize), 0),
-          peer: 0,
-          origin: 0,
-        },
-        ms: Math.round(performance.now() - started),
-        paths: this.#paths(name, manifest),
-        complete: true,
-      };
-    }
-    this.#miss();
-    const pull = this.#puller.start(name);
-    if (options.wait === false) {
-      const ready = await pull.ready;
-      return { name, digest: ready.manifest?.digest ?? null, state: "pulling" };
-    }
-    if (options.hot) {
-      const ready = await pull.ready;
-      if (ready.manifest) {
-        const first = await Promise.race([
-          ready.job.hotReady.then(() => "hot" as const),
-          pull.done.then(() => "done" as const),
-        ]);
-        if (first === "hot") {
-          const progress = ready.job.progress;
-          return {
-            name,
-            digest: ready.manifest.digest,
-            source: ready.source,
-            bytes: { ...progress.bySource },
-            ms: Math.round(performance.now() - started),
-            paths: this.#paths(name, ready.manifest),
-            complete: false,
-          };
-        }
-      }
-    }
-    const outcome = await pull.done;
-    return {
-      name,
-      digest: outcome.digest,
-      source: outcome.source,
-      bytes: outcome.bytes,
-      ms: Math.round(performance.now() - started),
-      paths: this.#paths(name, outcome.manifest),
-      complete: true,
-    };
-  }
-
-  #paths(name: string, manifest: Manifest): Record<string, string> {
-    const paths: Record<string, string> = {};
-    for (const f of manifest.files) paths[f.name] = this.#store.filePath(name, f.name);
-    return paths;
-  }
-
-  /** Publishes a finished pull: install, journal, release its reservation. */
-  async #publishPull(request: PublishRequest): Promise<void> {
-    const { name, key, digest, manifest } = request;
-    await this.#meta.run(async () => {
-      if (this.#index.has(name)) {
-        // Committed or pulled by another path meanwhile: keep that one.
-        await this.#store.removePartial(key);
-        this.#release(request.reservedBytes);
-        return;
-      }
-      await this.#store.installPartial(key, name);
-      try {
-        await this.#record({
-          t: "add",
-          name,
-          digest,
-          bytes: request.bytes,
-          size: logicalSize(manifest),
-          files: manifest.files.length,
-          source: request.source,
-          at: this.#now(),
-          push: request.push,
-        });
-      } catch (err) {
-        await this.#store.removeSnapshot(name).catch(() => {});
-        throw err;
-      }
-      this.#release(request.reservedBytes);
-    });
-    this.#manifests.set(digest, { ...manifest, digest });
-    this.#indexChunks(name, { ...manifest, digest });
-    // Every chunk was verified on receipt (or on resume).
-    this.#trust.trustAll(digest, manifest.files);
-    this.#log.info("pulled", { name, digest, source: request.source, bytes: request.bytes });
-    if (request.push) this.#pusher?.kick();
-    await this.#enforceBudget(new Set([name])).catch((err) => {
-      this.#log.warn("cache over budget after a pull", { error: err });
-    });
+    this.#check(name);
+    return await this.#s.reads.pull(name, options);
   }
 
   /** Rehashes the local files of `name` against its manifest. */
   async verify(name: string): Promise<VerifyResult> {
-    assertName("snapshot", name);
-    this.#assertOpen();
-    const entry = this.#index.get(name);
-    if (!entry) throw notFound(name);
-    let manifest: ManifestWithDigest;
-    try {
-      manifest = await this.#store.readManifest(name, entry.digest);
-    } catch (err) {
-      if (err instanceof Deno.errors.NotFound) throw notFound(name); // evicted meanwhile
-      throw err;
-    }
-    const files: FileVerification[] = [];
-    for (const file of manifest.files) {
-      files.push(await this.#verifyFile(name, manifest, file));
-    }
-    const ok = files.every((f) => f.ok);
-    if (ok) this.#trust.trustAll(entry.digest, manifest.files);
-    // A snapshot evicted or deleted during the check is gone, not damaged.
-    if (!ok && this.#index.get(name)?.digest !== entry.digest) throw notFound(name);
-    if (!ok) {
-      // No wrong byte is served: the snapshot leaves the cache (a later read
-      // pulls a good copy from a peer or the origin).
-      await this.#quarantine(
-        name,
-        entry.digest,
-        `verify: ${
-          files.filter((f) => !f.ok).map((f) => f.file).join(", ")
-        } differ from the manifest`,
-      );
-    }
-    return { name, digest: entry.digest, ok, files };
+    this.#check(name);
+    return await this.#s.reads.verify(name);
   }
 
-  async #verifyFile(
-    name: string,
-    manifest: Manifest,
-    file: ManifestFile,
-  ): Promise<FileVerification> {
-    const result: FileVerification = { file: file.name, ok: true, size: file.size, badChunks: [] };
-    let handle: FileHandle;
-    try {
-      handle = await this.#store.openFile(name, file.name);
-    } catch (err) {
-      return { ...result, ok: false, problem: errorMessage(err) };
-    }
-    try {
-      const actual = await handle.size();
-      if (actual !== file.size) {
-        return { ...result, ok: false, problem: `size is ${actual}, expected ${file.size}` };
-      }
-      const whole = createHash("sha256");
-      const buffer = new Uint8Array(manifest.chunkSize);
-      for (let i = 0; i < file.chunks.length; i++) {
-        const length = chunkLength(file.size, manifest.chunkSize, i);
-        const view = buffer.subarray(0, length);
-        const n = await handle.readAt(view, i * manifest.chunkSize);
-        whole.update(view.subarray(0, n));
-        if (n !== length || verifyChunk(view, file.chunks[i] ?? null) === null) {
-          result.badChunks.push(i);
-        }
-      }
-      if (whole.digest("hex") !== file.sha256) result.ok = false;
-      if (result.badChunks.length > 0) result.ok = false;
-      if (!result.ok) {
-        result.problem = result.badChunks.length > 0
-          ? `${result.badChunks.length} chunk(s) differ from the manifest`
-          : "whole-file sha256 differs from the manifest";
-      }
-      return result;
-    } finally {
-      handle.close();
-    }
-  }
-
-  // --- eviction, deletion, pins --------------------------------------------
-
-  /**
-   * Deletes a local snapshot (`force` also deletes a pinned one); with
-   * `origin`, deletes it from the origin too (manifest first, then files).
-   */
+  /** Deletes a snapshot locally (and with `origin`, from the origin too). */
   async remove(
     name: string,
     options: { force?: boolean; origin?: boolean } = {},
-  ): Promise<{ name: string; digest: string | null; local: boolean; origin: boolean }> {
-    assertName("snapshot", name);
-    this.#assertOpen();
-    if (options.origin && !this.#origin) {
-      throw new SnapmeshError("invalid_body", "This node has no origin (--origin-endpoint)");
-    }
-    // A pull of the name in flight stops first (its partial goes too); one
-    // that published just before is deleted below like any snapshot.
-    if (!this.#index.get(name)?.pinned || options.force) {
-      await this.#puller.cancel(
-        name,
-        new SnapmeshError("snapshot_not_found", `Snapshot "${name}" was deleted while pulling`),
-      );
-    }
-    const local = await this.#meta.run(async () => {
-      const entry = this.#index.get(name);
-      if (!entry) return null;
-      if (entry.pinned && !options.force) {
-        throw new SnapmeshError(
-          "snapshot_pinned",
-          `Snapshot "${name}" is pinned: unpin it first, or delete with ?force=true`,
-        );
-      }
-      await this.#removeLocked(entry, "delete");
-      return entry.digest;
-    });
-    let remoteDigest: string | null = null;
-    let inOrigin = false;
-    if (options.origin) {
-      const origin = this.#origin!;
-      await this.#pusher?.settle(name);
-      try {
-        remoteDigest = (await this.#puller.remoteManifest(name).catch(() => null))?.digest ?? null;
-        const keys = (await origin.list(origin.snapshotPrefix(name))).map((o) => o.key);
-        const manifestKey = origin.manifestKey(name);
-        inOrigin = keys.length > 0;
-        // Manifest first: from then on no reader finds the snapshot, even
-        // while its files are still being deleted.
-        if (keys.includes(manifestKey)) await origin.deleteObject(manifestKey);
-        await origin.deleteObjects(keys.filter((k) => k !== manifestKey));
-      } catch (err) {
-        throw new SnapmeshError(
-          "upstream_failed",
-          `Deleting "${name}" from the origin ${origin.endpoint} failed: ${errorMessage(err)}`,
-        );
-      }
-      this.#puller.forget(name);
-      this.#log.info("deleted from the origin", { name, objects: inOrigin });
-    }
-    if (local === null && !inOrigin) throw notFound(name);
-    return { name, digest: local ?? remoteDigest, local: local !== null, origin: inOrigin };
+  ): Promise<RemoveResult> {
+    this.#check(name);
+    return await removeSnapshot({ ...this.#s, log: this.#log }, name, options);
   }
 
   /** Pins or unpins a local snapshot; pinned snapshots are never evicted. */
   async setPinned(name: string, pinned: boolean): Promise<{ name: string; pinned: boolean }> {
+    this.#check(name);
+    return await this.#s.catalog.setPinned(name, pinned);
+  }
+
+  /** Absolute local path of a committed file. */
+  filePath(name: string, file: string): string {
+    return this.#s.store.filePath(name, file);
+  }
+
+  // --- what peers ask (/v1/peer/*) ---------------------------------------------
+
+  /** Sets the URL peers reach this node at (known once listening). */
+  setAdvertise(url: string): void {
+    const advertise = this.config.advertise ?? url;
+    this.#s.peers.setAdvertise(advertise);
+    this.#s.membership?.setAdvertise(advertise);
+  }
+
+  peerHello(): Hello {
+    return this.#s.peers.hello();
+  }
+
+  async peerManifest(name: string, fetch: boolean): Promise<PeerManifest | null> {
+    this.#check(name);
+    return await this.#s.peers.manifest(name, fetch);
+  }
+
+  peerAvailability(name: string, digest: string): Availability | null {
     assertName("snapshot", name);
-    this.#assertOpen();
-    return await this.#meta.run(async () => {
-      const entry = this.#index.get(name);
-      if (!entry) throw notFound(name);
-      if (entry.pinned !== pinned) await this.#record({ t: pinned ? "pin" : "unpin", name });
-      return { name, pinned };
-    });
+    return this.#s.peers.availability(name, digest);
   }
 
-  /** Must run under the metadata lock. */
-  async #removeLocked(entry: CacheEntry, reason: "delete" | "evict"): Promise<void> {
-    // Logged before and after the record: between the two lines the outcome
-    // of a crash is either, which the crash tests rely on.
-    this.#log.debug(reason === "evict" ? "evicting" : "deleting", { name: entry.name });
-    await this.#record({ t: "remove", name: entry.name, digest: entry.digest, reason });
-    this.#manifests.delete(entry.digest);
-    this.#trust.forget(entry.digest);
-    this.#unindexChunks(entry.name);
-    this.counters.evictions++;
-    this.#metrics.evictions.inc({ reason: reason === "evict" ? "lru" : "delete" });
-    this.#log.info(reason === "evict" ? "evicted" : "deleted", {
-      name: entry.name,
-      digest: entry.digest,
-      bytes: entry.bytes,
-    });
-    try {
-      await this.#store.removeSnapshot(entry.name);
-    } catch (err) {
-      // The journal already says it is gone; recovery finishes the job.
-      this.#log.error("could not remove snapshot files", { name: entry.name, error: err });
-    }
+  async peerRead(
+    name: string,
+    request: { digest: string; file: string; range: string | undefined; wait: boolean },
+  ): Promise<PeerRead> {
+    this.#check(name, request.file);
+    return await this.#s.peers.read(name, request);
   }
 
-  /** Bytes in use: cached snapshots, drafts and uploads in progress. */
+  peerSuspect(name: string, request: { digest: string; file: string; index: number }): void {
+    this.#check(name, request.file);
+    this.#s.peers.suspect(name, request);
+  }
+
+  // --- status --------------------------------------------------------------------
+
+  /** Bytes in use: cached snapshots, drafts and transfers in progress. */
   get usedBytes(): number {
-    return this.#index.totalBytes + this.#reserved;
+    return this.#s.budget.used;
   }
 
   get reservedBytes(): number {
-    return this.#reserved;
+    return this.#s.budget.reserved;
   }
 
-  /**
-   * Reserves `bytes` of the budget, evicting least recently used unpinned
-   * snapshots (never those in `keep`) when needed.
-   *
-   * @throws {SnapmeshError} `insufficient_storage` when not enough can be evicted
-   */
-  async #reserve(bytes: number, keep: ReadonlySet<string>): Promise<void> {
-    if (this.usedBytes + bytes <= this.config.cacheSize) {
-      this.#reserved += bytes;
-      return;
-    }
-    await this.#meta.run(async () => {
-      while (this.usedBytes + bytes > this.config.cacheSize) {
-        const deficit = this.usedBytes + bytes - this.config.cacheSize;
-        const victims = this.#index.planEviction(deficit, keep);
-        if (victims === null) throw this.#insufficient(bytes);
-        for (const victim of victims) await this.#removeLocked(victim, "evict");
-      }
-      this.#reserved += bytes;
-    });
+  /** Why this node cannot take changes right now, or null. */
+  unhealthyReason(): string | null {
+    return this.#s.catalog.unhealthyReason();
   }
-
-  #release(bytes: number): void {
-    this.#reserved = Math.max(0, this.#reserved - bytes);
-  }
-
-  /**
-   * Evicts until the cache fits its budget again (after a commit, a pull or
-   * a restart), never the snapshots in `keep`.
-   */
-  async #enforceBudget(keep: ReadonlySet<string> = new Set()): Promise<void> {
-    if (this.usedBytes <= this.config.cacheSize) return;
-    await this.#meta.run(async () => {
-      while (this.usedBytes > this.config.cacheSize) {
-        const victims = this.#index.planEviction(this.usedBytes - this.config.cacheSize, keep);
-        if (victims === null) throw this.#insufficient(0);
-        for (const victim of victims) await this.#removeLocked(victim, "evict");
-      }
-    });
-  }
-
-  #insufficient(bytes: number): SnapmeshError {
-    const pinned = this.#index.entries().filter((e) => e.pinned).reduce((n, e) => n + e.bytes, 0);
-    return new SnapmeshError(
-      "insufficient_storage",
-      `Cannot make room for ${formatSize(bytes)} in the cache ` +
-        `(${formatSize(this.usedBytes)} of ${formatSize(this.config.cacheSize)} used, ` +
-        `${formatSize(pinned)} pinned, ${formatSize(this.#reserved)} in drafts and transfers): ` +
-        `everything left is pinned or in use`,
-      { capacityBytes: this.config.cacheSize, usedBytes: this.usedBytes },
-    );
-  }
-
-  // --- status ---------------------------------------------------------------
 
   /** Cache figures for `/v1/status`. */
   cacheStatus(): Record<string, number> {
+    const { catalog, budget, reads, scrubber } = this.#s;
+    const entries = catalog.entries();
     return {
-      bytes: this.#index.totalBytes,
-      capacityBytes: this.config.cacheSize,
-      reservedBytes: this.#reserved,
-      entries: this.#index.count,
-      pinned: this.#index.entries().filter((e) => e.pinned).length,
-      hits: this.counters.hits,
-      misses: this.counters.misses,
-      evictions: this.counters.evictions,
-      trustedChunks: this.#trust.trustedChunks,
-      scrubPasses: this.#scrubber?.stats.passes ?? 0,
-      scrubbedBytes: this.#scrubber?.stats.bytes ?? 0,
-      scrubCorrupt: this.#scrubber?.stats.corrupt ?? 0,
+      bytes: catalog.index.totalBytes,
+      capacityBytes: budget.capacity,
+      reservedBytes: budget.reserved,
+      entries: entries.length,
+      pinned: entries.filter((e) => e.pinned).length,
+      hits: reads.counters.hits,
+      misses: reads.counters.misses,
+      evictions: catalog.counters.evictions,
+      trustedChunks: catalog.trust.trustedChunks,
+      scrubPasses: scrubber?.stats.passes ?? 0,
+      scrubbedBytes: scrubber?.stats.bytes ?? 0,
+      scrubCorrupt: scrubber?.stats.corrupt ?? 0,
     };
-  }
-
-  /** Local snapshots with their manifests, least recently used first (for the scrub). */
-  async #scrubTargets(): Promise<ScrubTarget[]> {
-    const out: ScrubTarget[] = [];
-    for (const entry of this.#index.entries()) {
-      let manifest: ManifestWithDigest;
-      try {
-        manifest = await this.#manifestOf(entry);
-      } catch {
-        continue; // evicted meanwhile
-      }
-      out.push({
-        name: entry.name,
-        manifest,
-        open: (file) => this.#store.openFile(entry.name, file),
-      });
-    }
-    return out;
   }
 
   /** Journal figures for `/v1/status`. */
   journalStatus(): Record<string, unknown> {
+    const journal = this.#s.catalog.journal;
     return {
-      seq: this.#journal.lastSeq,
-      bytes: this.#journal.size,
-      checkpoints: this.#journal.stats.checkpoints,
-      healthy: this.#journal.broken === null,
-      error: this.#journal.broken === null ? null : errorMessage(this.#journal.broken),
+      seq: journal.lastSeq,
+      bytes: journal.size,
+      checkpoints: journal.stats.checkpoints,
+      healthy: journal.broken === null,
+      error: journal.broken?.message ?? null,
       recoveryMs: this.recovery.ms,
+      /** Records replayed after the last checkpoint at start (0 after a clean shutdown). */
+      replayedRecords: this.recovery.replayed,
+      truncatedBytes: this.recovery.truncatedBytes,
       /** Snapshot directories moved to quarantine/ at start (never deleted). */
       quarantinedDirs: this.recovery.quarantinedDirs,
       /** Set when the index was rebuilt from a verified scan at start. */
       rebuild: this.recovery.rebuild,
-      /** Records replayed after the last checkpoint at start (0 after a clean shutdown). */
-      replayedRecords: this.recovery.replayed,
-      truncatedBytes: this.recovery.truncatedBytes,
     };
   }
 
   /** Origin health and push queue for `/v1/status` (null without an origin). */
   originStatus(): (Record<string, unknown> & { push: PushStatus & { mode: string } }) | null {
-    if (!this.#origin || !this.#pusher) return null;
-    return { ...this.#origin.health(), push: { mode: this.config.push, ...this.#pusher.status() } };
+    const { origin, pusher } = this.#s;
+    if (!origin || !pusher) return null;
+    return { ...origin.health(), push: { mode: this.config.push, ...pusher.status() } };
   }
 
   /** Peers and their health, for `/v1/status`. */
   peerStatus(): ReturnType<Membership["status"]> {
-    return this.#membership?.status() ?? [];
-  }
-
-  /** Sets the URL peers reach this node at (known once listening). */
-  setAdvertise(url: string): void {
-    this.#advertise = this.config.advertise ?? url;
-    this.#membership?.setAdvertise(this.#advertise);
-  }
-
-  // --- what peers ask (/v1/peer/*) -------------------------------------------
-
-  /** Who this node is, for peers' probes. */
-  peerHello(): { nodeId: string; version: string; advertise: string | null } {
-    return { nodeId: this.config.nodeId, version: this.version, advertise: this.#advertise };
-  }
-
-  /**
-   * This node's manifest of `name` and which chunks it holds, or null. With
-   * `fetch` (a peer asks this node, an owner, to get it), a miss starts a
-   * pull in owner mode and answers once the manifest is known.
-   */
-  async peerManifest(name: string, fetch: boolean): Promise<PeerManifest | null> {
-    assertName("snapshot", name);
-    this.#assertOpen();
-    const entry = this.#index.get(name);
-    if (entry) {
-      const manifest = await this.#manifestOf(entry);
-      return {
-        manifest: new TextDecoder().decode(encodeManifest(manifest)),
-        digest: entry.digest,
-        complete: true,
-        have: {},
-      };
-    }
-    let ready = this.#puller.readyNow(name);
-    if (!ready || !ready.manifest) {
-      if (!fetch) return null;
-      const pull = this.#puller.start(name, "owner");
-      try {
-        ready = await pull.ready;
-        if (!ready.manifest) {
-          await pull.done; // adopting: the manifest exists once the files are hashed
-          return await this.peerManifest(name, false);
-        }
-      } catch (err) {
-        if (hasCode(err, "snapshot_not_found")) return null;
-        throw err;
-      }
-    }
-    return {
-      manifest: new TextDecoder().decode(encodeManifest(ready.manifest!)),
-      digest: ready.manifest!.digest,
-      ...ready.job.availability(),
-    };
-  }
-
-  /** Which chunks of `name` at `digest` this node has verified, or null. */
-  peerAvailability(name: string, digest: string): Availability | null {
-    assertName("snapshot", name);
-    if (this.#index.get(name)?.digest === digest) return { digest, complete: true, have: {} };
-    const ready = this.#puller.readyNow(name);
-    if (ready?.manifest?.digest === digest) return { digest, ...ready.job.availability() };
-    return null;
-  }
-
-  /**
-   * Bytes of a file for a peer: whole chunks only (the range starts and ends
-   * on chunk boundaries), each verified before it is sent. From a local
-   * snapshot, a chunk that fails verification quarantines the snapshot; from
-   * a pull in progress, only chunks already verified are sent (with `wait`,
-   * the others are waited for).
-   */
-  async peerRead(
-    name: string,
-    digest: string,
-    file: string,
-    rangeHeader: string | undefined,
-    wait: boolean,
-  ): Promise<{ size: number; start: number; end: number; stream: ReadableStream<Uint8Array> }> {
-    assertName("snapshot", name);
-    assertName("file", file);
-    this.#assertOpen();
-    const pace = (bytes: number) => this.#egress.take(bytes);
-    const entry = this.#index.get(name);
-    if (entry?.digest === digest) {
-      const manifest = await this.#manifestOf(entry);
-      const info = findFile(manifest, file);
-      if (!info) {
-        throw new SnapmeshError("file_not_found", `Snapshot "${name}" has no file "${file}"`);
-      }
-      const { start, end } = chunkAlignedRange(rangeHeader, info.size, manifest.chunkSize);
-      let handle: FileHandle;
-      try {
-        handle = await this.#store.openFile(name, file);
-      } catch (err) {
-        if (err instanceof Deno.errors.NotFound) throw notFound(name);
-        throw err;
-      }
-      this.#touch(name);
-      const stream = verifiedRangeStream(handle, info, manifest.chunkSize, { start, end }, {
-        trust: this.#trust.file(digest, file, info.chunks.length),
-        pace,
-        onCorrupt: (index) =>
-          this.#onCorruptLocal(
-            name,
-            digest,
-            `chunk ${index} of "${file}" failed verification while serving a peer`,
-          ),
-        onClose: (bytes) => this.#metrics.servedBytes.inc(bytes),
-      });
-      return { size: info.size, start, end, stream };
-    }
-    const ready = this.#puller.readyNow(name);
-    if (ready?.manifest?.digest === digest) {
-      const { job, key } = ready;
-      const index = job.fileIndex(file);
-      if (index < 0) {
-        throw new SnapmeshError("file_not_found", `Snapshot "${name}" has no file "${file}"`);
-      }
-      const info = ready.manifest.files[index]!;
-      const { start, end } = chunkAlignedRange(rangeHeader, info.size, job.chunkSize);
-      if (!wait) {
-        for (let i = Math.floor(start / job.chunkSize); i <= Math.floor(end / job.chunkSize); i++) {
-          if (!job.isDone(index, i)) {
-            throw new SnapmeshError("chunk_unavailable", `Chunk ${i} of "${file}" is not here yet`);
-          }
-        }
-      }
-      let handle: FileHandle;
-      try {
-        handle = await this.#store.openPartialRead(key, file);
-      } catch (err) {
-        if (!(err instanceof Deno.errors.NotFound)) throw err;
-        // Published (or given up) meanwhile: look again once the pull has ended.
-        await this.#puller.settled(name);
-        if (this.#puller.readyNow(name) === ready) throw notFound(name);
-        return await this.peerRead(name, digest, file, rangeHeader, wait);
-      }
-      const stream = pullingFileStream(job, index, handle, start, end, {
-        pace,
-        onClose: (bytes) => this.#metrics.servedBytes.inc(bytes),
-      });
-      return { size: info.size, start, end, stream };
-    }
-    throw notFound(name);
-  }
-
-  /**
-   * A peer found chunk `index` of `file` it got from this node bad: check
-   * this node's copy again, whatever its trust (one check at a time; others
-   * are dropped, the scrub covers them). Never takes the peer's word for it.
-   */
-  peerSuspect(name: string, digest: string, file: string, index: number): void {
-    assertName("snapshot", name);
-    assertName("file", file);
-    this.#assertOpen();
-    const entry = this.#index.get(name);
-    if (entry?.digest !== digest || this.#checkingSuspect) return;
-    this.#checkingSuspect = true;
-    (async () => {
-      const manifest = await this.#manifestOf(entry);
-      const info = findFile(manifest, file);
-      if (!info || index >= info.chunks.length) return;
-      const handle = await this.#store.openFile(name, file);
-      try {
-        await readVerifiedChunk(handle, info, manifest.chunkSize, index);
-      } catch (err) {
-        if (!(err instanceof CorruptChunkError)) throw err;
-        await this.#onCorruptLocal(name, digest, `chunk ${index} of "${file}" (a peer got it bad)`);
-      } finally {
-        handle.close();
-      }
-    })().catch((err) => this.#log.debug("suspect check failed", { name, error: err }))
-      .finally(() => (this.#checkingSuspect = false));
-  }
-  #checkingSuspect = false;
-
-  /**
-   * Takes a snapshot whose bytes do not match its manifest out of the cache
-   * and moves its files to `quarantine/` for inspection.
-   */
-  async #quarantine(name: string, digest: string, why: string): Promise<void> {
-    await this.#meta.run(async () => {
-      const entry = this.#index.get(name);
-      if (!entry || entry.digest !== digest) return;
-      await this.#record({ t: "remove", name, digest, reason: "quarantine" });
-      this.#manifests.delete(digest);
-      this.#trust.forget(digest);
-      this.#unindexChunks(name);
-      const where = await this.#store.quarantine(name);
-      this.#metrics.verifyFailures.inc({ source: "local" });
-      this.#log.error("quarantined a snapshot whose bytes do not match its manifest", {
-        name,
-        digest,
-        why,
-        movedTo: where,
-      });
-    });
-  }
-
-  #indexChunks(name: string, manifest: ManifestWithDigest): void {
-    for (const file of manifest.files) {
-      file.chunks.forEach((digest, i) => {
-        if (digest === ZERO_CHUNK) return;
-        const list = this.#chunks.get(digest) ?? [];
-        if (!list.some((l) => l.name === name)) {
-          list.push({ name, file: file.name, offset: i * manifest.chunkSize });
-        }
-        this.#chunks.set(digest, list);
-      });
-    }
-  }
-
-  #unindexChunks(name: string): void {
-    for (const [digest, list] of this.#chunks) {
-      const kept = list.filter((l) => l.name !== name);
-      if (kept.length === 0) this.#chunks.delete(digest);
-      else if (kept.length !== list.length) this.#chunks.set(digest, kept);
-    }
-  }
-
-  #locate(digest: string): ChunkLocation | undefined {
-    const where = this.#chunks.get(digest)?.[0];
-    return where && { path: this.#store.filePath(where.name, where.file), offset: where.offset };
+    return this.#s.membership?.status() ?? [];
   }
 
   /** Pulls in progress, for `/v1/status`. */
   pullStatus(): PullReport[] {
-    return this.#puller.active();
+    return this.#s.puller.active();
   }
 
-  /** Absolute local path of a committed file. */
-  filePath(name: string, file: string): string {
-    return this.#store.filePath(name, file);
-  }
-
-  // --- internals ------------------------------------------------------------
-
-  async #record(record: StateRecord, sync = true): Promise<void> {
-    const { type, payload } = encodeStateRecord(record);
-    try {
-      await this.#journal.append(type, payload, { sync });
-    } catch (err) {
-      this.#repairJournalSoon();
-      const cause = (err as { cause?: unknown }).cause ?? this.#journal.broken;
-      if (isNoSpace(err) || isNoSpace(cause)) {
-        throw new SnapmeshError(
-          "insufficient_storage",
-          `The disk under ${this.config.dataDir} is full: the journal cannot record the change ` +
-            `(${errorMessage(cause ?? err)}); nothing was acknowledged`,
-        );
-      }
-      throw new SnapmeshError("journal_failed", `Journal write failed: ${errorMessage(err)}`);
-    }
-    this.#metrics.journalRecords.inc();
-    this.#metrics.journalCheckpoints.inc(
-      this.#journal.stats.checkpoints - (this.#lastCheckpoints ?? 0),
-    );
-    this.#lastCheckpoints = this.#journal.stats.checkpoints;
-  }
-  #lastCheckpoints = 0;
-  #repairTimer: ReturnType<typeof setTimeout> | null = null;
-
-  /**
-   * While the journal refuses writes (a failed write or fsync: a full disk,
-   * say), tries to repair it every second; it takes writes again once a
-   * fresh checkpoint and journal file could be written.
-   */
-  #repairJournalSoon(): void {
-    if (this.#repairTimer !== null || this.#closed || this.#journal.broken === null) return;
-    this.#repairTimer = setTimeout(async () => {
-      const healed = await this.#journal.heal().catch(() => false);
-      this.#repairTimer = null;
-      if (!healed) this.#repairJournalSoon();
-    }, JOURNAL_REPAIR_MS);
-    Deno.unrefTimer(this.#repairTimer);
-  }
-
-  /**
-   * Why this node cannot take changes right now (`/readyz` answers 503 with
-   * it), or null when it can.
-   */
-  unhealthyReason(): string | null {
-    const broken = this.#journal.broken;
-    if (broken === null) return null;
-    this.#repairJournalSoon();
-    return `the journal cannot write (${errorMessage(broken)}); it retries every ` +
-      `${JOURNAL_REPAIR_MS / 1000} s`;
-  }
-
-  async #manifestOf(entry: CacheEntry): Promise<ManifestWithDigest> {
-    const cached = this.#manifests.get(entry.digest);
-    if (cached) return cached;
-    let manifest: ManifestWithDigest;
-    try {
-      manifest = await this.#store.readManifest(entry.name, entry.digest);
-    } catch (err) {
-      if (err instanceof Deno.errors.NotFound) throw notFound(entry.name);
-      throw err;
-    }
-    this.#manifests.set(entry.digest, manifest);
-    return manifest;
-  }
-
-  #touch(name: string): void {
-    const at = this.#now();
-    this.#index.touch(name, at);
-    this.#touched.delete(name);
-    this.#touched.set(name, at);
-    if (this.#touchTimer === null) {
-      this.#touchTimer = setTimeout(() => {
-        this.#touchTimer = null;
-        this.#flushTouches();
-      }, this.#touchFlushMs);
-    }
-  }
-
-  /** Journals access order without fsync (batched, per DESIGN.md §5). */
-  #flushTouches(): void {
-    if (this.#touched.size === 0) return;
-    const touched = [...this.#touched];
-    this.#touched.clear();
-    // Batches of 500 names keep every record far below the journal's size limit.
-    for (let k = 0; k < touched.length; k += 500) {
-      const batch = touched.slice(k, k + 500);
-      this.#record(
-        { t: "touch", names: batch.map(([n]) => n), times: batch.map(([, t]) => t) },
-        false,
-      ).catch((err) => {
-        this.#log.warn("could not journal access times", { error: err });
-      });
-    }
-  }
-
-  #hit(): void {
-    this.counters.hits++;
-    this.#metrics.cacheHits.inc();
-  }
-
-  #miss(): void {
-    this.counters.misses++;
-    this.#metrics.cacheMisses.inc();
-  }
-
-  #assertOpen(): void {
+  /** Validates names and refuses work once closing. */
+  #check(name: string, file?: string): void {
+    assertName("snapshot", name);
+    if (file !== undefined) assertName("file", file);
     if (this.#closed) throw new SnapmeshError("shutting_down", "The agent is shutting down");
   }
-
-  #tooLarge(size: number): SnapmeshError {
-    return new SnapmeshError(
-      "too_large",
-      `File of ${size} bytes is larger than the ${this.config.maxFileSize}-byte limit ` +
-        `(--max-file-size)`,
-      { limit: this.config.maxFileSize },
-    );
-  }
-
-  #beingCommitted(name: string): SnapmeshError {
-    return new SnapmeshError(
-      "snapshot_exists",
-      `Snapshot "${name}" is committed or being committed: files cannot be staged into it`,
-    );
-  }
-
-  #uploadBusy(name: string, busy: Map<string, number>): SnapmeshError {
-    const file = [...busy.keys()][0];
-    return new SnapmeshError(
-      "upload_in_progress",
-      `Cannot commit snapshot "${name}": file "${file}" is still being written`,
-    );
-  }
-
-  /**
-   * Makes the files agree with the replayed index. Recovery never deletes a
-   * committed snapshot's files: a snapshot directory the index does not know
-   * (a commit or pull that crashed between its rename and its journal
-   * record, never acknowledged; or files the journal lost track of) is moved
-   * to `quarantine/`, never listed or served, and an indexed snapshot whose
-   * files are damaged is moved there too. Draft leftovers are repaired.
-   * Returns the number of directories moved aside.
-   */
-  async #reconcile(): Promise<number> {
-    let moved = 0;
-    for (const name of await this.#store.listSnapshotDirs()) {
-      if (this.#index.has(name)) continue;
-      const where = await this.#store.quarantine(name, "orphan");
-      this.#log.warn(
-        "recovery: a snapshot directory the journal has no record of was moved aside " +
-          "(never listed or served; if it was acknowledged, restart with --rebuild-index " +
-          "after moving it back into snapshots/)",
-        { name, movedTo: where },
-      );
-      moved++;
-    }
-    for (const entry of this.#index.entries()) {
-      const problem = await this.#checkOnDisk(entry);
-      if (problem === null) continue;
-      this.#log.error("recovery: an acknowledged snapshot is damaged on disk; moved aside", {
-        name: entry.name,
-        digest: entry.digest,
-        problem,
-      });
-      await this.#meta.run(() =>
-        this.#record({
-          t: "remove",
-          name: entry.name,
-          digest: entry.digest,
-          reason: "missing",
-        })
-      );
-      if (await this.#fs.statOrNull(this.#store.snapshotDir(entry.name)) !== null) {
-        await this.#store.quarantine(entry.name, "damaged");
-        moved++;
-      }
-    }
-    for (const name of await this.#store.listDrafts()) {
-      const files = await this.#store.repairDraft(name);
-      if (files.length === 0) continue;
-      const committed = this.#index.get(name);
-      if (committed && await this.#isLeftoverOfCommit(committed, files)) {
-        await this.#store.dropDraft(name);
-        continue;
-      }
-      const bytes = files.reduce((n, f) => n + (f.blob ? f.storedBytes : 0), 0);
-      this.#draftBytes.set(name, bytes);
-      this.#reserved += bytes;
-    }
-    return moved;
-  }
-
-  async #isLeftoverOfCommit(entry: CacheEntry, files: DraftFile[]): Promise<boolean> {
-    const manifest = await this.#manifestOf(entry);
-    return sameContent(
-      { files: files.map((f) => ({ name: f.file, size: f.size, sha256: f.sha256 })) },
-      manifest,
-    );
-  }
-
-  /** Cheap check of an acknowledged snapshot: manifest digest and file sizes. */
-  async #checkOnDisk(entry: CacheEntry): Promise<string | null> {
-    let manifest: ManifestWithDigest;
-    try {
-      manifest = await this.#store.readManifest(entry.name, entry.digest);
-    } catch (err) {
-      return `manifest: ${errorMessage(err)}`;
-    }
-    for (const file of manifest.files) {
-      const stat = await this.#fs.statOrNull(this.#store.filePath(entry.name, file.name));
-      if (stat === null) return `file "${file.name}" is missing`;
-      if (stat.size !== file.size) {
-        return `file "${file.name}" has ${stat.size} bytes, expected ${file.size}`;
-      }
-    }
-    this.#manifests.set(entry.digest, manifest);
-    this.#indexChunks(entry.name, manifest);
-    return null;
-  }
-
-  /**
-   * Rebuilds the index from a verified scan of the snapshot directories:
-   * each is verified in full and journaled again, or moved to `quarantine/`
-   * when it does not verify (never deleted). Pins and access times come from
-   * what could still be read of the old journal (`salvaged`); what could not
-   * is reported, not guessed.
-   */
-  async #rebuildIndex(
-    reason: RebuildReport["reason"],
-    salvaged: SalvagedState | null,
-  ): Promise<RebuildReport> {
-    const report: RebuildReport = {
-      reason,
-      adopted: [],
-      quarantined: [],
-      pinsRestored: [],
-      damagedRegions: salvaged?.damagedRegions ?? 0,
-      unknown: "",
-    };
-    this.#log.error(
-      reason === "requested"
-        ? "rebuild-index: rebuilding the index from a verified scan of the files"
-        : "recovery: the journal holds no state, yet snapshot directories exist (was the " +
-          "journal deleted or emptied?): rebuilding the index from a verified scan of the files",
-    );
-    for (const name of (await this.#store.listSnapshotDirs()).sort()) {
-      let manifest: ManifestWithDigest;
-      let manifestStat;
-      try {
-        manifest = await this.#store.readManifest(name);
-        if (manifest.name !== name) throw new Error(`manifest names "${manifest.name}"`);
-        for (const file of manifest.files) {
-          const check = await this.#verifyFile(name, manifest, file);
-          if (!check.ok) throw new Error(`file "${file.name}": ${check.problem}`);
-        }
-        manifestStat = await this.#fs.stat(`${this.#store.snapshotDir(name)}/manifest.json`);
-      } catch (err) {
-        const where = await this.#store.quarantine(name, "unverified");
-        this.#log.error("rebuild-index: a snapshot directory does not verify; moved aside", {
-          name,
-          movedTo: where,
-          error: err,
-        });
-        report.quarantined.push(name);
-        continue;
-      }
-      const known = salvaged?.entries.get(name);
-      const same = known?.digest === manifest.digest;
-      await this.#record({
-        t: "add",
-        name,
-        digest: manifest.digest,
-        bytes: manifest.files.reduce((n, f) => n + storedBytes(f, manifest.chunkSize), 0) +
-          manifestStat.size,
-        size: logicalSize(manifest),
-        files: manifest.files.length,
-        source: same ? known!.source : "local",
-        at: same ? known!.lastAccess : manifestStat.mtimeMs ?? this.#now(),
-      });
-      if (same && known!.pinned) {
-        await this.#record({ t: "pin", name });
-        report.pinsRestored.push(name);
-      }
-      report.adopted.push(name);
-      this.#log.warn("rebuild-index: kept a verified snapshot", {
-        name,
-        digest: manifest.digest,
-        pinned: same && known!.pinned,
-      });
-    }
-    report.unknown = salvaged === null
-      ? "no journal state was readable: every snapshot is unpinned and the LRU order " +
-        "follows the manifests' modification times; pin again what must stay"
-      : salvaged.damagedRegions > 0
-      ? `${salvaged.damagedRegions} damaged region(s) of the old journal were skipped: a pin, ` +
-        "unpin or delete recorded there is lost; check the pins"
-      : "nothing: the old journal was read in full";
-    this.#log.error("rebuild-index: index rebuilt", {
-      adopted: report.adopted.length,
-      quarantined: report.quarantined.length,
-      pinsRestored: report.pinsRestored.length,
-      damagedRegions: report.damagedRegions,
-      unknown: report.unknown,
-    });
-    return report;
-  }
-}
-
-/** Pins, access times and sources that could be read from a damaged journal. */
-interface SalvagedState {
-  entries: Map<string, CacheEntry>;
-  damagedRegions: number;
-}
-
-/**
- * Reads what can still be read of the journal before a rebuild: the
- * checkpoint when it is intact, then every valid record of the journal file,
- * skipping damage. Null when nothing is readable.
- */
-async function salvageJournalState(
-  store: SnapshotStore,
-  log: Logger,
-): Promise<SalvagedState | null> {
-  const fs = store.fs;
-  const index = new SnapshotIndex(log);
-  let readable = false;
-  let damagedRegions = 0;
-  const checkpoint = await fs.readFile(`${store.journalDir}/checkpoint`).catch(() => null);
-  if (checkpoint !== null) {
-    const decoded = decodeCheckpoint(checkpoint);
-    try {
-      if (typeof decoded === "string") throw new Error(decoded);
-      index.restore(decoded.payload);
-      readable = true;
-    } catch (err) {
-      damagedRegions++;
-      log.error("rebuild-index: the old checkpoint is unreadable", { error: err });
-    }
-  }
-  const wal = await fs.readFile(`${store.journalDir}/wal`).catch(() => null);
-  if (wal !== null) {
-    const salvage = salvageJournal(wal, { isKnownType: (t) => index.isKnownType(t) });
-    if (salvage === null) {
-      damagedRegions++;
-    } else {
-      damagedRegions += salvage.damagedAt.length;
-      for (const record of salvage.records) {
-        try {
-          index.apply(record);
-          readable = true;
-        } catch {
-          damagedRegions++;
-        }
-      }
-    }
-  }
-  if (!readable) return null;
-  index.goLive();
-  return { entries: new Map(index.entries().map((e) => [e.name, e])), damagedRegions };
-}
-
-async function moveJournalAside(store: SnapshotStore, log: Logger): Promise<void> {
-  const fs = store.fs;
-  if (await fs.statOrNull(store.journalDir) === null) return;
-  const aside = `${store.journalDir}.broken-${new Date().toISOString().replace(/[:.]/g, "-")}`;
-  await fs.rename(store.journalDir, aside);
-  await fs.mkdir(store.journalDir);
-  await fs.syncDir(store.root);
-  log.warn("rebuild-index: moved the old journal aside", { path: aside });
-}
-
-/** True when absolute path `path` is strictly inside directory `root`. */
-function isUnder(path: string, root: string): boolean {
-  return path.startsWith(root.endsWith("/") ? root : `${root}/`);
-}
-
-function importError(path: string, err: unknown): SnapmeshError {
-  if (err instanceof SnapmeshError) return err;
-  if (err instanceof Deno.errors.NotFound) {
-    return new SnapmeshError("invalid_body", `Cannot import ${path}: no such file`);
-  }
-  if (err instanceof Deno.errors.PermissionDenied) {
-    return new SnapmeshError("path_not_allowed", `Cannot import ${path}: permission denied`);
-  }
-  return new SnapmeshError("invalid_body", `Cannot import ${path}: ${errorMessage(err)}`);
-}
-
-/** A peer's range: required, single, starting and ending on chunk boundaries. */
-function chunkAlignedRange(
-  header: string | undefined,
-  size: number,
-  chunkSize: number,
-): { start: number; end: number } {
-  const range = parseRange(header ?? null, size) ?? { start: 0, end: size - 1 };
-  if (
-    range.start % chunkSize !== 0 || ((range.end + 1) % chunkSize !== 0 && range.end !== size - 1)
-  ) {
-    throw new SnapmeshError("invalid_range", "Peer reads must cover whole chunks");
-  }
-  return range;
-}
-
-/** Labels and hot lists a commit asked for (each only when the request named it). */
-interface CommitMetadata {
-  labels: Record<string, string>;
-  hot: Map<string, unknown>;
-  request: CommitRequest;
-}
-
-/**
- * How a committed manifest differs from the labels and hot lists a commit
- * asks for, or null when it does not. Only what the request names counts: a
- * commit without `labels` accepts the committed ones (a retried `put`).
- */
-function otherMetadata(manifest: Manifest, asked: CommitMetadata): string | null {
-  if (asked.request.labels !== undefined && !sameJson(manifest.labels, asked.labels)) {
-    return "other labels";
-  }
-  if (asked.request.hot !== undefined) {
-    for (const file of manifest.files) {
-      const want = asked.hot.get(file.name) ?? null;
-      if (!sameJson(file.hot ?? null, want)) return `another hot list for "${file.name}"`;
-    }
-  }
-  return null;
-}
-
-/** Deep equality of two JSON values, object keys in any order. */
-function sameJson(a: unknown, b: unknown): boolean {
-  if (a === b) return true;
-  if (typeof a !== "object" || typeof b !== "object" || a === null || b === null) return false;
-  if (Array.isArray(a) !== Array.isArray(b)) return false;
-  const ka = Object.keys(a);
-  const kb = Object.keys(b);
-  if (ka.length !== kb.length) return false;
-  return ka.every((k) =>
-    sameJson((a as Record<string, unknown>)[k], (b as Record<string, unknown>)[k])
-  );
-}
-
-function withoutDigest(manifest: ManifestWithDigest): Manifest {
-  const { digest: _, ...rest } = manifest;
-  return rest;
-}
-
-function parseHotRequest(value: unknown, drafts: DraftFile[]): Map<string, unknown> {
-  const out = new Map<string, unknown>();
-  if (value === undefined) return out;
-  if (typeof value !== "object" || value === null || Array.isArray(value)) {
-    throw new SnapmeshError("invalid_body", 'hot must be an object: {"<file>": [chunk indexes]}');
-  }
-  for (const [file, order] of Object.entries(value)) {
-    const draft = drafts.find((d) => d.file === file);
-    if (!draft) throw new SnapmeshError("invalid_body", `hot names "${file}", which is not staged`);
-    validateHot(file, order, chunkCount(draft.size, draft.chunkSize));
-    out.set(file, order);
-  }
-  return out;
-}
-
-function notFound(name: string): SnapmeshError {
-  return new SnapmeshError("snapshot_not_found", `Snapshot "${name}" is not on this node`);
 }

@@ -1,8 +1,8 @@
 /**
- * The agent: uploads, commits, reads, eviction and recovery, over the store,
- * the journal and the index.
+ * The agent: a facade over the services of one data directory.
  *
  * @module
  */
 
 export * from "./agent.ts";
+export * from "./removal.ts";

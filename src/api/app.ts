@@ -261,19 +261,18 @@ export function createApp(deps: AppDeps): Hono<Env> {
     if (!Number.isSafeInteger(index) || index < 0) {
       throw new SnapmeshError("invalid_body", "Query parameter chunk must be a chunk index");
     }
-    c.get("agent").peerSuspect(c.req.param("name"), digestParam(c), file, index);
+    c.get("agent").peerSuspect(c.req.param("name"), { digest: digestParam(c), file, index });
     return c.json({ accepted: true }, 202);
   });
 
   v1.get("/peer/snapshots/:name/files/:file", async (c) => {
     const { name, file } = c.req.param();
-    const read = await c.get("agent").peerRead(
-      name,
-      digestParam(c),
+    const read = await c.get("agent").peerRead(name, {
+      digest: digestParam(c),
       file,
-      c.req.header("range"),
-      c.req.query("wait") === "1",
-    );
+      range: c.req.header("range"),
+      wait: c.req.query("wait") === "1",
+    });
     return new Response(read.stream, {
       status: 206,
       headers: {

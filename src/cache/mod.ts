@@ -7,3 +7,6 @@
 export * from "./index.ts";
 export * from "./records.ts";
 export * from "./scrubber.ts";
+export * from "./budget.ts";
+export * from "./catalog.ts";
+export * from "./recovery.ts";

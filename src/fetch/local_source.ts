@@ -6,14 +6,9 @@
  * @module
  */
 
+import type { ChunkLocation } from "../cache/mod.ts";
 import type { FileSystem } from "../fs/mod.ts";
 import type { ChunkRequest, ChunkSource } from "./source.ts";
-
-/** Where a chunk with a given digest lives locally. */
-export interface ChunkLocation {
-  path: string;
-  offset: number;
-}
 
 /** Finds local copies of chunks by digest. */
 export interface ChunkLocator {

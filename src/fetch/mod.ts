@@ -10,3 +10,4 @@ export * from "./peer_source.ts";
 export * from "./pull_job.ts";
 export * from "./pull_stream.ts";
 export * from "./source.ts";
+export * from "./puller.ts";

@@ -7,3 +7,6 @@
 
 export * from "./retry.ts";
 export * from "./s3_origin.ts";
+export * from "./remote_manifests.ts";
+export * from "./pusher.ts";
+export * from "./open.ts";

@@ -11,3 +11,4 @@ export * from "./lock.ts";
 export * from "./range.ts";
 export * from "./store.ts";
 export * from "./verified_stream.ts";
+export * from "./verify_file.ts";

@@ -11,6 +11,7 @@ import { resolveServeConfig, type ServeConfig } from "../../src/config/mod.ts";
 import { DenoFileSystem, type FileSystem } from "../../src/fs/mod.ts";
 import { silentLogger } from "../../src/log/mod.ts";
 import { Metrics } from "../../src/metrics/mod.ts";
+import { openOrigin } from "../../src/origin/mod.ts";
 
 /** An in-process agent. */
 export interface TestNode extends AsyncDisposable {
@@ -39,6 +40,7 @@ export async function testNode(
   });
   const metrics = new Metrics();
   const agent = await Agent.open({
+    origin: await openOrigin(config, { log: silentLogger, metrics }),
     config,
     fs: options.fs ?? new DenoFileSystem(),
     log: silentLogger,

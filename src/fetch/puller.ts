@@ -21,24 +21,13 @@
  * @module
  */
 
-import { LRUCache } from "lru-cache";
 import { createHash } from "node:crypto";
-import type { Source } from "../cache/mod.ts";
+import type { CacheBudget, Catalog, Source } from "../cache/mod.ts";
 import type { ServeConfig } from "../config/mod.ts";
 import { errorMessage, hasCode, SnapmeshError } from "../errors.ts";
 import { weight } from "../cluster/hrw.ts";
 import type { Availability, Membership, Peer, PeerManifest } from "../cluster/mod.ts";
 import { isConnectionError } from "../cluster/mod.ts";
-import {
-  type ChunkLocator,
-  type ChunkSource,
-  LocalSource,
-  OriginSource,
-  PeerSource,
-  type PullFile,
-  PullJob,
-  type PullReport,
-} from "../fetch/mod.ts";
 import type { Logger } from "../log/mod.ts";
 import {
   chunkCount,
@@ -56,46 +45,34 @@ import {
   ZERO_CHUNK,
 } from "../manifest/mod.ts";
 import type { Metrics } from "../metrics/mod.ts";
-import type { S3Origin } from "../origin/mod.ts";
+import type { PushQueue, RemoteManifests, S3Origin } from "../origin/mod.ts";
 import type { SnapshotStore } from "../store/mod.ts";
+import type { Clock } from "../util/clock.ts";
 import type { RateLimiter } from "../util/rate.ts";
+import { LocalSource } from "./local_source.ts";
+import { OriginSource } from "./origin_source.ts";
+import { PeerSource } from "./peer_source.ts";
+import { type PullFile, PullJob, type PullReport } from "./pull_job.ts";
+import type { ChunkSource } from "./source.ts";
 
-/** What the puller needs from the agent. */
+/** What the puller works with. */
 export interface PullerDeps {
   config: ServeConfig;
-  store: SnapshotStore;
+  /** Local snapshots: the one publish path, and chunk locations for deduplication. */
+  catalog: Catalog;
+  /** Reservations for the bytes a pull writes. */
+  budget: CacheBudget;
   log: Logger;
   metrics: Metrics;
+  clock: Clock;
   origin: S3Origin | null;
+  /** The origin's manifests, or null without an origin. */
+  remote: RemoteManifests | null;
+  /** Uploads adopted snapshots in snapmesh's layout (null without an origin). */
+  pushes: PushQueue | null;
   membership: Membership | null;
-  /** Local copies of chunks (deduplication across snapshots). */
-  locator: ChunkLocator;
   /** Paces reads from the origin (`--max-origin-rate`). */
   originRate: RateLimiter;
-  /** Reserves cache budget, evicting as needed; throws `insufficient_storage`. */
-  reserve(bytes: number): Promise<void>;
-  /** Counts bytes as reserved without evicting (partials found at start). */
-  holdReserved(bytes: number): void;
-  release(bytes: number): void;
-  /** True when `bytes` more would still fit the cache budget. */
-  fits(bytes: number): boolean;
-  /** Installs a finished partial, journals it and releases its reservation. */
-  publish(request: PublishRequest): Promise<void>;
-}
-
-/** A finished pull, ready to become a local snapshot. */
-export interface PublishRequest {
-  name: string;
-  key: string;
-  digest: string;
-  manifest: Manifest;
-  /** Bytes on disk of the published snapshot. */
-  bytes: number;
-  /** The reservation the pull held, released when the snapshot is indexed. */
-  reservedBytes: number;
-  source: Source;
-  /** Queue an upload in snapmesh's layout (adopted snapshots). */
-  push: boolean;
 }
 
 /** A pull whose plan is known and whose job exists. */
@@ -139,16 +116,19 @@ export class Puller {
   readonly #jobs = new Map<string, PullJob>();
   /** Budget held by each partial pull, by partial key. */
   readonly #reserved = new Map<string, number>();
-  /** Recently fetched remote manifests (a manifest is immutable once written). */
-  readonly #remote = new LRUCache<string, ManifestWithDigest>({ max: 512, ttl: 60_000 });
 
   constructor(deps: PullerDeps) {
     this.#deps = deps;
   }
 
+  get #store(): SnapshotStore {
+    return this.#deps.catalog.store;
+  }
+
   /** Takes over partial pulls left by an earlier run: their bytes stay reserved. */
   async recover(): Promise<number> {
-    const { store, log } = this.#deps;
+    const { log } = this.#deps;
+    const store = this.#store;
     let kept = 0;
     for (const key of await store.listPartials()) {
       await store.cleanPartial(key);
@@ -158,7 +138,7 @@ export class Puller {
         await store.removePartial(key);
         continue;
       }
-      this.#deps.holdReserved(plan.reservedBytes);
+      this.#deps.budget.hold(plan.reservedBytes);
       this.#reserved.set(key, plan.reservedBytes);
       kept++;
     }
@@ -198,14 +178,15 @@ export class Puller {
       refused.catch(() => {});
       return { name, ready: refused, done: refused };
     }
-    const started = performance.now();
+    const { clock } = this.#deps;
+    const started = clock.monotonic();
     const ready = this.#prepare(name, mode);
     ready.then((r) => this.#readyNow.set(name, r), () => {});
     const done = ready.then((r) => this.#complete(name, r, started));
     const pull: ActivePull = { name, ready, done };
     this.#active.set(name, pull);
     ready.catch(() => {});
-    const seconds = () => (performance.now() - started) / 1000;
+    const seconds = () => (clock.monotonic() - started) / 1000;
     done.then(
       () => {
         this.#deps.metrics.pulls.inc({ result: "done" });
@@ -224,6 +205,15 @@ export class Puller {
     return pull;
   }
 
+  /**
+   * After a local copy was quarantined: fetches a good one again in the
+   * background, when a peer or the origin may have it.
+   */
+  refetch(name: string): void {
+    if (this.#stopped || (this.#deps.membership === null && this.#deps.origin === null)) return;
+    this.start(name).done.catch(() => {});
+  }
+
   /** Aborts every pull in flight (their partials stay for a later resume). */
   abortAll(reason: SnapmeshError): void {
     this.#stopped = reason;
@@ -232,34 +222,7 @@ export class Puller {
 
   /** The origin's manifest of `name`, or null when it has none (or there is no origin). */
   async remoteManifest(name: string): Promise<ManifestWithDigest | null> {
-    const origin = this.#deps.origin;
-    if (!origin) return null;
-    const cached = this.#remote.get(name);
-    if (cached) return cached;
-    const key = origin.manifestKey(name);
-    let bytes: Uint8Array | null;
-    try {
-      bytes = await origin.getObject(key);
-    } catch (err) {
-      throw upstream(`Cannot read ${key} from the origin ${origin.endpoint}: ${errorMessage(err)}`);
-    }
-    if (bytes === null) return null;
-    let manifest: ManifestWithDigest;
-    try {
-      manifest = decodeManifest(bytes);
-    } catch (err) {
-      throw upstream(`The origin's ${key} is not a valid manifest: ${errorMessage(err)}`);
-    }
-    if (manifest.name !== name) {
-      throw upstream(`The origin's ${key} describes "${manifest.name}", not "${name}"`);
-    }
-    this.#remote.set(name, manifest);
-    return manifest;
-  }
-
-  /** Forgets a cached remote manifest (after the origin deleted it). */
-  forget(name: string): void {
-    this.#remote.delete(name);
+    return await (this.#deps.remote?.get(name) ?? null);
   }
 
   /** Resolves once the pull of `name` in flight (if any) has ended, either way. */
@@ -273,15 +236,15 @@ export class Puller {
    * pull that published just before is then an ordinary local snapshot.
    */
   async cancel(name: string, reason: SnapmeshError): Promise<void> {
-    this.#remote.delete(name);
+    this.#deps.remote?.forget(name);
     const pull = this.#active.get(name);
     if (!pull) return;
     const ready = await pull.ready.catch(() => null);
     ready?.job.abort(reason);
     await pull.done.catch(() => {});
     if (!ready || this.#active.has(name)) return; // a new pull took over the partial
-    await this.#deps.store.removePartial(ready.key);
-    this.#deps.release(this.#reserved.get(ready.key) ?? 0);
+    await this.#store.removePartial(ready.key);
+    this.#deps.budget.release(this.#reserved.get(ready.key) ?? 0);
     this.#reserved.delete(ready.key);
     this.#adoptions.delete(ready.key);
   }
@@ -303,16 +266,16 @@ export class Puller {
 
   /** Drops partial pulls idle for longer than `ttlMs`; returns their keys. */
   async sweep(ttlMs: number): Promise<string[]> {
-    const { store } = this.#deps;
+    const store = this.#store;
     const busy = new Set(this.#active.keys());
     const dropped: string[] = [];
     for (const key of await store.listPartials()) {
       const plan = await store.readPartialPlan(key);
       if (plan && busy.has(plan.name)) continue;
       const touched = await store.partialTouchedAt(key);
-      if (touched !== null && Date.now() - touched < ttlMs) continue;
+      if (touched !== null && this.#deps.clock.now() - touched < ttlMs) continue;
       await store.removePartial(key);
-      this.#deps.release(this.#reserved.get(key) ?? 0);
+      this.#deps.budget.release(this.#reserved.get(key) ?? 0);
       this.#reserved.delete(key);
       dropped.push(key);
     }
@@ -396,7 +359,8 @@ export class Puller {
   }
 
   async #prepare(name: string, mode: PullMode): Promise<PullReady> {
-    const { config, store, origin, log, metrics, membership } = this.#deps;
+    const { config, origin, log, metrics, membership } = this.#deps;
+    const store = this.#store;
     const found = await this.#fromPeers(name, mode);
     const manifest = found?.manifest ?? (origin ? await this.remoteManifest(name) : null);
     let files: PullFile[];
@@ -467,7 +431,7 @@ export class Puller {
     // reserved: top the reservation up again.
     const held = this.#reserved.get(key) ?? 0;
     if (held < reservedBytes) {
-      await this.#deps.reserve(reservedBytes - held);
+      await this.#deps.budget.reserve(reservedBytes - held);
       this.#reserved.set(key, reservedBytes);
     }
     const resuming = (await store.readPartialPlan(key)) !== null;
@@ -477,7 +441,7 @@ export class Puller {
     const peerSources: { peer: Peer; source: PeerSource }[] = [];
     if (manifest) {
       const digests = new Map(manifest.files.map((f) => [f.name, f.chunks] as const));
-      sources.push(new LocalSource(store.fs, this.#deps.locator, digests, chunkSize));
+      sources.push(new LocalSource(store.fs, this.#deps.catalog, digests, chunkSize));
       for (const peer of this.#candidates(name, found)) {
         const source = new PeerSource({
           id: `peer:${peer.id}`,
@@ -525,7 +489,7 @@ export class Puller {
       if (resuming && manifest) await this.#resume(job, key);
     } catch (err) {
       await store.removePartial(key).catch(() => {});
-      this.#deps.release(this.#reserved.get(key) ?? 0);
+      this.#deps.budget.release(this.#reserved.get(key) ?? 0);
       this.#reserved.delete(key);
       throw err;
     }
@@ -573,7 +537,7 @@ export class Puller {
     await round();
     (async () => {
       while (job.progress.state === "running") {
-        await new Promise((r) => setTimeout(r, 250));
+        await this.#deps.clock.sleep(250);
         await round();
       }
     })();
@@ -603,7 +567,8 @@ export class Puller {
 
   /** Marks the chunks a cut-short pull already verified. */
   async #resume(job: PullJob, key: string): Promise<void> {
-    const { store, log } = this.#deps;
+    const { log } = this.#deps;
+    const store = this.#store;
     let reused = 0;
     for (let fi = 0; fi < job.files.length; fi++) {
       const file = job.files[fi]!;
@@ -638,15 +603,15 @@ export class Puller {
     if (hasCode(err, "shutting_down") || !this.#reserved.has(key)) return;
     const reserved = this.#reserved.get(key)!;
     const held = Math.min(reserved, job.progress.bytesDone + 64 * 1024);
-    if (hasCode(err, "insufficient_storage") || !this.#deps.fits(0)) {
-      await this.#deps.store.removePartial(key).catch(() => {});
-      this.#deps.release(reserved);
+    if (hasCode(err, "insufficient_storage") || !this.#deps.budget.fits(0)) {
+      await this.#store.removePartial(key).catch(() => {});
+      this.#deps.budget.release(reserved);
       this.#reserved.delete(key);
       this.#adoptions.delete(key);
       this.#deps.log.info("pull failed: its partial was removed", { name: job.name, key });
       return;
     }
-    this.#deps.release(reserved - held);
+    this.#deps.budget.release(reserved - held);
     this.#reserved.set(key, held);
   }
 
@@ -660,11 +625,12 @@ export class Puller {
   }
 
   async #finish(name: string, ready: PullReady, started: number): Promise<PullOutcome> {
-    const { store, config } = this.#deps;
+    const { config, clock, catalog, budget, log } = this.#deps;
+    const store = this.#store;
     const { job, key } = ready;
-    const fetchStarted = performance.now();
+    const fetchStarted = clock.monotonic();
     await job.run();
-    const fetched = performance.now();
+    const fetched = clock.monotonic();
     const manifest: Manifest = ready.manifest
       ? stripDigest(ready.manifest)
       : await this.#adoptedManifest(name, job, key);
@@ -673,7 +639,7 @@ export class Puller {
       name,
       prepareMs: Math.round(fetchStarted - started),
       fetchMs: Math.round(fetched - fetchStarted),
-      finishMs: Math.round(performance.now() - fetched),
+      finishMs: Math.round(clock.monotonic() - fetched),
     });
     const digest = sha256Hex(bytes);
     if (ready.manifest && digest !== ready.manifest.digest) {
@@ -688,31 +654,45 @@ export class Puller {
     );
     const stored = manifest.files.reduce((n, f) => n + storedBytes(f, manifest.chunkSize), 0) +
       bytes.length;
-    await this.#deps.publish({
+    const reserved = this.#reserved.get(key) ?? 0;
+    const push = ready.manifest === null && config.push !== "off" && this.#deps.pushes !== null;
+    const published = await catalog.publish({
       name,
-      key,
-      digest,
       manifest,
+      digest,
       bytes: stored,
-      reservedBytes: this.#reserved.get(key) ?? 0,
       source,
-      push: ready.manifest === null && config.push !== "off",
+      push,
+      from: { kind: "partial", key },
+      // The snapshot's bytes now count in the index: the pull's reservation
+      // goes back in the same critical section.
+      onPublished: () => budget.release(reserved),
     });
+    // Committed or pulled by another path meanwhile: that one is kept.
+    if (!published) budget.release(reserved);
     this.#reserved.delete(key);
     this.#adoptions.delete(key);
+    if (published) {
+      log.info("pulled", { name, digest, source, bytes: stored });
+      if (push) this.#deps.pushes!.kick();
+      await budget.enforce(new Set([name])).catch((err) => {
+        log.warn("cache over budget after a pull", { error: err });
+      });
+    }
     return {
       name,
       digest,
       manifest: { ...manifest, digest },
       bytes: bySource,
       source,
-      ms: Math.round(performance.now() - started),
+      ms: Math.round(clock.monotonic() - started),
     };
   }
 
   /** Builds the manifest of an adopted snapshot from the bytes that arrived. */
   async #adoptedManifest(name: string, job: PullJob, key: string): Promise<Manifest> {
-    const { store, origin } = this.#deps;
+    const { origin } = this.#deps;
+    const store = this.#store;
     const adoption = this.#adoptions.get(key);
     const files = [];
     for (let fi = 0; fi < job.files.length; fi++) {

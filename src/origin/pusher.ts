@@ -9,25 +9,33 @@
  */
 
 import { createHash } from "node:crypto";
-import type { SnapshotIndex } from "../cache/mod.ts";
+import type { Catalog } from "../cache/mod.ts";
 import { errorMessage } from "../errors.ts";
 import type { Logger } from "../log/mod.ts";
 import { decodeManifest, encodeManifest, sameContent, sha256Hex } from "../manifest/mod.ts";
 import type { Metrics } from "../metrics/mod.ts";
-import type { S3Origin } from "../origin/mod.ts";
-import { lazyFileStream, type SnapshotStore } from "../store/mod.ts";
+import { lazyFileStream } from "../store/mod.ts";
+import type { Clock, Timer } from "../util/clock.ts";
+import type { Random } from "../util/random.ts";
+import type { S3Origin } from "./s3_origin.ts";
 
-/** What the pusher needs from the agent. */
+/** What the pusher works with. */
 export interface PusherDeps {
   origin: S3Origin;
-  store: SnapshotStore;
-  index: SnapshotIndex;
+  /** The local snapshots, their push queue (journaled) and quarantine. */
+  catalog: Catalog;
   log: Logger;
   metrics: Metrics;
-  /** Journals that the push of `name` at `digest` is finished (fsynced). */
-  markDone(name: string, digest: string): Promise<void>;
-  /** Takes a snapshot whose bytes do not match its manifest out of the cache. */
-  quarantine(name: string, digest: string, why: string): Promise<void>;
+  clock: Clock;
+  random: Random;
+}
+
+/** Uploads to the origin, as a commit or a pull starts them. */
+export interface PushQueue {
+  /** Uploads now; rejects when the upload fails (it stays queued). */
+  push(name: string, digest: string): Promise<void>;
+  /** Looks at the queue now (an async push was journaled). */
+  kick(): void;
 }
 
 /** Push queue state for `/v1/status`. */
@@ -63,7 +71,7 @@ const MAX_PARALLEL = 2;
 const MAX_BACKOFF_MS = 5 * 60_000;
 
 /** Drains the push queue in the background, with per-snapshot backoff. */
-export class Pusher {
+export class Pusher implements PushQueue {
   readonly #deps: PusherDeps;
   readonly #inFlight = new Map<string, Promise<void>>();
   readonly #failures = new Map<string, Failure>();
@@ -97,12 +105,14 @@ export class Pusher {
     this.kick();
     await this.#loop;
     const settled = Promise.allSettled([...this.#inFlight.values()]);
-    let timer: ReturnType<typeof setTimeout> | undefined;
+    let timer: Timer | undefined;
     const late = await Promise.race([
       settled.then(() => false),
-      new Promise<boolean>((resolve) => timer = setTimeout(() => resolve(true), graceMs)),
+      new Promise<boolean>((resolve) => {
+        timer = this.#deps.clock.setTimeout(() => resolve(true), graceMs);
+      }),
     ]);
-    clearTimeout(timer);
+    timer?.cancel();
     if (late) {
       this.#deps.log.warn("shutdown: aborting uploads in flight; they stay queued", {
         names: [...this.#inFlight.keys()],
@@ -128,9 +138,9 @@ export class Pusher {
   }
 
   status(): PushStatus {
-    const now = Date.now();
+    const now = this.#deps.clock.monotonic();
     return {
-      queued: this.#deps.index.pushQueue().length,
+      queued: this.#deps.catalog.index.pushQueue().length,
       inProgress: [...this.#inFlight.keys()],
       failing: [...this.#failures].map(([name, f]) => ({
         name,
@@ -143,8 +153,8 @@ export class Pusher {
 
   async #run(): Promise<void> {
     while (!this.#stopped) {
-      const now = Date.now();
-      for (const { name, digest } of this.#deps.index.pushQueue()) {
+      const now = this.#deps.clock.monotonic();
+      for (const { name, digest } of this.#deps.catalog.index.pushQueue()) {
         if (this.#inFlight.size >= MAX_PARALLEL) break;
         if (this.#inFlight.has(name)) continue;
         const failure = this.#failures.get(name);
@@ -156,10 +166,9 @@ export class Pusher {
         1000,
       );
       await new Promise<void>((resolve) => {
-        const timer = setTimeout(resolve, Math.max(nextDue, 20));
-        Deno.unrefTimer(timer);
+        const timer = this.#deps.clock.setTimeout(resolve, Math.max(nextDue, 20), { ref: false });
         this.#wake = () => {
-          clearTimeout(timer);
+          timer.cancel();
           resolve();
         };
       });
@@ -168,8 +177,9 @@ export class Pusher {
   }
 
   async #pushOnce(name: string, digest: string): Promise<void> {
-    const { origin, store, log, metrics } = this.#deps;
-    const started = performance.now();
+    const { origin, catalog, log, metrics } = this.#deps;
+    const store = catalog.store;
+    const started = this.#deps.clock.monotonic();
     const signal = this.#abort.signal;
     try {
       const manifest = await store.readManifest(name, digest).catch((err) => {
@@ -179,7 +189,7 @@ export class Pusher {
       signal.throwIfAborted();
       if (manifest === null) {
         // Deleted before it could be uploaded: nothing to push.
-        await this.#deps.markDone(name, digest);
+        await this.#markDone(name, digest);
         return;
       }
       const existing = await origin.getObject(origin.manifestKey(name), { signal });
@@ -239,8 +249,8 @@ export class Pusher {
           error: corrupt,
         });
         this.#failures.set(name, { attempts: 1, nextAt: Infinity, lastError: corrupt.message });
-        await this.#deps.markDone(name, digest).catch(() => {});
-        await this.#deps.quarantine(name, digest, corrupt.message).catch(() => {});
+        await this.#markDone(name, digest).catch(() => {});
+        await catalog.quarantine(name, digest, corrupt.message).catch(() => {});
         throw corrupt;
       }
       const permanent = err instanceof PushConflictError;
@@ -248,10 +258,10 @@ export class Pusher {
       const previous = this.#failures.get(name);
       const attempts = (previous?.attempts ?? 0) + 1;
       const delay = Math.min(MAX_BACKOFF_MS, 1000 * 2 ** (attempts - 1)) *
-        (0.5 + Math.random() / 2);
+        (0.5 + this.#deps.random.next() / 2);
       this.#failures.set(name, {
         attempts,
-        nextAt: Date.now() + delay,
+        nextAt: this.#deps.clock.monotonic() + delay,
         lastError: errorMessage(err),
       });
       log.error(permanent ? "push: giving up" : "push: failed; will retry", {
@@ -264,21 +274,27 @@ export class Pusher {
       if (permanent) {
         // Nothing a retry can fix: take it off the queue, keep the error visible.
         this.#failures.set(name, { attempts, nextAt: Infinity, lastError: errorMessage(err) });
-        await this.#deps.markDone(name, digest).catch(() => {});
+        await this.#markDone(name, digest).catch(() => {});
       }
       throw err;
     }
   }
 
+  /** Journals (fsynced) that the push of `name` at `digest` is finished. */
+  async #markDone(name: string, digest: string): Promise<void> {
+    const { catalog } = this.#deps;
+    await catalog.lock.run(() => catalog.record({ t: "push_done", name, digest }));
+  }
+
   async #finish(name: string, digest: string, bytes: number, started: number): Promise<void> {
-    await this.#deps.markDone(name, digest);
+    await this.#markDone(name, digest);
     this.#failures.delete(name);
     this.#deps.metrics.pushes.inc();
     this.#deps.log.info("pushed", {
       name,
       digest,
       bytes,
-      ms: Math.round(performance.now() - started),
+      ms: Math.round(this.#deps.clock.monotonic() - started),
     });
   }
 }

@@ -1,0 +1,174 @@
+/**
+ * Wiring: builds the services of one agent over its opened journal, each
+ * given exactly the rooms it works with.
+ *
+ * @module
+ */
+
+import {
+  CacheBudget,
+  Catalog,
+  Scrubber,
+  type ScrubTarget,
+  type SnapshotIndex,
+} from "../cache/mod.ts";
+import { Membership } from "../cluster/mod.ts";
+import type { ServeConfig } from "../config/mod.ts";
+import { Committer, Drafts } from "../drafts/mod.ts";
+import { Puller } from "../fetch/mod.ts";
+import type { FileSystem } from "../fs/mod.ts";
+import type { Journal } from "../journal/mod.ts";
+import type { Logger } from "../log/mod.ts";
+import type { ManifestWithDigest } from "../manifest/mod.ts";
+import type { Metrics } from "../metrics/mod.ts";
+import { Pusher, RemoteManifests, type S3Origin } from "../origin/mod.ts";
+import { PeerService, Reads } from "../reads/mod.ts";
+import type { SnapshotStore } from "../store/mod.ts";
+import type { Clock } from "../util/clock.ts";
+import type { Random } from "../util/random.ts";
+import { RateLimiter } from "../util/rate.ts";
+
+/** What {@linkcode wire} builds on. */
+export interface WireOptions {
+  config: ServeConfig;
+  fs: FileSystem;
+  log: Logger;
+  metrics: Metrics;
+  version: string;
+  origin: S3Origin | null;
+  store: SnapshotStore;
+  index: SnapshotIndex;
+  journal: Journal;
+  clock: Clock;
+  random: Random;
+  touchFlushMs?: number;
+}
+
+/** The services of one agent, wired. */
+export interface Services {
+  store: SnapshotStore;
+  catalog: Catalog;
+  budget: CacheBudget;
+  drafts: Drafts;
+  committer: Committer;
+  puller: Puller;
+  reads: Reads;
+  peers: PeerService;
+  origin: S3Origin | null;
+  remote: RemoteManifests | null;
+  pusher: Pusher | null;
+  membership: Membership | null;
+  scrubber: Scrubber | null;
+}
+
+/** Builds the services of an agent over an opened journal. */
+export function wire(options: WireOptions): Services {
+  const { config, fs, log, metrics, origin, store, index, journal, clock, random } = options;
+  const catalog = new Catalog({
+    store,
+    index,
+    journal,
+    log,
+    metrics,
+    clock,
+    ...(options.touchFlushMs === undefined ? {} : { touchFlushMs: options.touchFlushMs }),
+  });
+  const budget = new CacheBudget({ catalog, capacity: config.cacheSize });
+  const membership = config.peers.length > 0 || config.peersFile !== null ||
+      config.peersDns !== null
+    ? new Membership({
+      nodeId: config.nodeId,
+      token: config.token,
+      peers: config.peers,
+      peersFile: config.peersFile,
+      peersDns: config.peersDns,
+      // A peer that sends nothing for this long is given up on (a waiting
+      // read, for an owner still fetching, gets six times more).
+      peerStallMs: Math.min(config.originStallTimeoutMs, 10_000),
+      log: log.child({ component: "cluster" }),
+    })
+    : null;
+  const remote = origin ? new RemoteManifests(origin) : null;
+  const pusher = origin ? new Pusher({ origin, catalog, log, metrics, clock, random }) : null;
+  const puller = new Puller({
+    config,
+    catalog,
+    budget,
+    log,
+    metrics,
+    clock,
+    origin,
+    remote,
+    pushes: pusher,
+    membership,
+    originRate: new RateLimiter(config.maxOriginRate),
+  });
+  const drafts = new Drafts({ config, fs, store, catalog, budget, log, metrics, clock });
+  const committer = new Committer({
+    config,
+    fs,
+    store,
+    catalog,
+    budget,
+    drafts,
+    remote,
+    pushes: pusher,
+    log,
+    metrics,
+    clock,
+  });
+  const reads = new Reads({ catalog, puller, log, metrics, clock, hasOrigin: origin !== null });
+  const peers = new PeerService({
+    config,
+    version: options.version,
+    catalog,
+    puller,
+    reads,
+    egress: new RateLimiter(config.maxEgress),
+    log,
+    metrics,
+  });
+  const scrubber = config.scrubRate > 0
+    ? new Scrubber({
+      targets: () => scrubTargets(catalog),
+      trust: catalog.trust,
+      rate: new RateLimiter(config.scrubRate),
+      onCorrupt: (target, why) => reads.quarantine(target.name, target.manifest.digest, why),
+      log: log.child({ component: "scrub" }),
+    })
+    : null;
+  return {
+    store,
+    catalog,
+    budget,
+    drafts,
+    committer,
+    puller,
+    reads,
+    peers,
+    origin,
+    remote,
+    pusher,
+    membership,
+    scrubber,
+  };
+}
+
+/** Local snapshots with their manifests, least recently used first (for the scrub). */
+async function scrubTargets(catalog: Catalog): Promise<ScrubTarget[]> {
+  const out: ScrubTarget[] = [];
+  for (const entry of catalog.entries()) {
+    let manifest: ManifestWithDigest;
+    try {
+      manifest = await catalog.manifestOf(entry);
+    } catch {
+      continue; // evicted meanwhile
+    }
+    out.push({
+      name: entry.name,
+      manifest,
+      open: (file) => catalog.store.openFile(entry.name, file),
+    });
+  }
+  return out;
+}

@@ -1,0 +1,250 @@
+/**
+ * What this node answers its peers (`/v1/peer/*`, or an in-memory transport
+ * in tests): who it is, its manifest of a snapshot and which chunks it
+ * holds, chunk reads (whole chunks, verified before they are sent, paced by
+ * `--max-egress`), and reports of chunks a peer found bad.
+ *
+ * @module
+ */
+
+import type { Catalog } from "../cache/mod.ts";
+import { notLocal } from "../cache/mod.ts";
+import type { Availability, PeerManifest } from "../cluster/mod.ts";
+import type { ServeConfig } from "../config/mod.ts";
+import { hasCode, SnapmeshError } from "../errors.ts";
+import type { FileHandle } from "../fs/mod.ts";
+import { type Puller, pullingFileStream } from "../fetch/mod.ts";
+import type { Logger } from "../log/mod.ts";
+import { encodeManifest, findFile } from "../manifest/mod.ts";
+import type { Metrics } from "../metrics/mod.ts";
+import {
+  CorruptChunkError,
+  parseRange,
+  readVerifiedChunk,
+  verifiedRangeStream,
+} from "../store/mod.ts";
+import type { RateLimiter } from "../util/rate.ts";
+import type { Reads } from "./local_reads.ts";
+
+/** Who a node is, for peers' probes. */
+export interface Hello {
+  nodeId: string;
+  version: string;
+  advertise: string | null;
+}
+
+/** Bytes of a file for a peer. */
+export interface PeerRead {
+  size: number;
+  start: number;
+  end: number;
+  stream: ReadableStream<Uint8Array>;
+}
+
+/** Options for {@linkcode PeerService}. */
+export interface PeerServiceOptions {
+  config: ServeConfig;
+  version: string;
+  catalog: Catalog;
+  puller: Puller;
+  /** Quarantines a local copy that failed verification (and refetches it). */
+  reads: Reads;
+  /** Paces what this node serves to peers (`--max-egress`). */
+  egress: RateLimiter;
+  log: Logger;
+  metrics: Metrics;
+}
+
+const decoder = new TextDecoder();
+
+/** Answers peers. Names are validated by the caller. */
+export class PeerService {
+  readonly #o: PeerServiceOptions;
+  #advertise: string | null = null;
+  #checkingSuspect = false;
+
+  constructor(options: PeerServiceOptions) {
+    this.#o = options;
+  }
+
+  /** Sets the URL peers reach this node at (known once listening). */
+  setAdvertise(url: string | null): void {
+    this.#advertise = url;
+  }
+
+  hello(): Hello {
+    return { nodeId: this.#o.config.nodeId, version: this.#o.version, advertise: this.#advertise };
+  }
+
+  /**
+   * This node's manifest of `name` and which chunks it holds, or null. With
+   * `fetch` (a peer asks this node, an owner, to get it), a miss starts a
+   * pull in owner mode and answers once the manifest is known.
+   */
+  async manifest(name: string, fetch: boolean): Promise<PeerManifest | null> {
+    const { catalog, puller } = this.#o;
+    const entry = catalog.get(name);
+    if (entry) {
+      const manifest = await catalog.manifestOf(entry);
+      return {
+        manifest: decoder.decode(encodeManifest(manifest)),
+        digest: entry.digest,
+        complete: true,
+        have: {},
+      };
+    }
+    let ready = puller.readyNow(name);
+    if (!ready || !ready.manifest) {
+      if (!fetch) return null;
+      const pull = puller.start(name, "owner");
+      try {
+        ready = await pull.ready;
+        if (!ready.manifest) {
+          await pull.done; // adopting: the manifest exists once the files are hashed
+          return await this.manifest(name, false);
+        }
+      } catch (err) {
+        if (hasCode(err, "snapshot_not_found")) return null;
+        throw err;
+      }
+    }
+    return {
+      manifest: decoder.decode(encodeManifest(ready.manifest!)),
+      digest: ready.manifest!.digest,
+      ...ready.job.availability(),
+    };
+  }
+
+  /** Which chunks of `name` at `digest` this node has verified, or null. */
+  availability(name: string, digest: string): Availability | null {
+    if (this.#o.catalog.get(name)?.digest === digest) return { digest, complete: true, have: {} };
+    const ready = this.#o.puller.readyNow(name);
+    if (ready?.manifest?.digest === digest) return { digest, ...ready.job.availability() };
+    return null;
+  }
+
+  /**
+   * Bytes of a file for a peer: whole chunks only (the range starts and ends
+   * on chunk boundaries), each verified before it is sent. From a local
+   * snapshot, a chunk that fails verification quarantines the snapshot; from
+   * a pull in progress, only chunks already verified are sent (with `wait`,
+   * the others are waited for).
+   */
+  async read(
+    name: string,
+    request: { digest: string; file: string; range: string | undefined; wait: boolean },
+  ): Promise<PeerRead> {
+    const { catalog, puller, metrics } = this.#o;
+    const { digest, file, range, wait } = request;
+    const pace = (bytes: number) => this.#o.egress.take(bytes);
+    const entry = catalog.get(name);
+    if (entry?.digest === digest) {
+      const manifest = await catalog.manifestOf(entry);
+      const info = findFile(manifest, file);
+      if (!info) throw noFile(name, file);
+      const { start, end } = chunkAlignedRange(range, info.size, manifest.chunkSize);
+      let handle: FileHandle;
+      try {
+        handle = await catalog.store.openFile(name, file);
+      } catch (err) {
+        if (err instanceof Deno.errors.NotFound) throw notLocal(name);
+        throw err;
+      }
+      catalog.touch(name);
+      const stream = verifiedRangeStream(handle, info, manifest.chunkSize, { start, end }, {
+        trust: catalog.trust.file(digest, file, info.chunks.length),
+        pace,
+        onCorrupt: (index) =>
+          this.#o.reads.quarantine(
+            name,
+            digest,
+            `chunk ${index} of "${file}" failed verification while serving a peer`,
+          ),
+        onClose: (bytes) => metrics.servedBytes.inc(bytes),
+      });
+      return { size: info.size, start, end, stream };
+    }
+    const ready = puller.readyNow(name);
+    if (ready?.manifest?.digest === digest) {
+      const { job, key } = ready;
+      const index = job.fileIndex(file);
+      if (index < 0) throw noFile(name, file);
+      const info = ready.manifest.files[index]!;
+      const { start, end } = chunkAlignedRange(range, info.size, job.chunkSize);
+      if (!wait) {
+        for (let i = Math.floor(start / job.chunkSize); i <= Math.floor(end / job.chunkSize); i++) {
+          if (!job.isDone(index, i)) {
+            throw new SnapmeshError("chunk_unavailable", `Chunk ${i} of "${file}" is not here yet`);
+          }
+        }
+      }
+      let handle: FileHandle;
+      try {
+        handle = await catalog.store.openPartialRead(key, file);
+      } catch (err) {
+        if (!(err instanceof Deno.errors.NotFound)) throw err;
+        // Published (or given up) meanwhile: look again once the pull has ended.
+        await puller.settled(name);
+        if (puller.readyNow(name) === ready) throw notLocal(name);
+        return await this.read(name, request);
+      }
+      const stream = pullingFileStream(job, index, handle, start, end, {
+        pace,
+        onClose: (bytes) => metrics.servedBytes.inc(bytes),
+      });
+      return { size: info.size, start, end, stream };
+    }
+    throw notLocal(name);
+  }
+
+  /**
+   * A peer found chunk `index` of `file` it got from this node bad: check
+   * this node's copy again, whatever its trust (one check at a time; others
+   * are dropped, the scrub covers them). Never takes the peer's word for it.
+   */
+  suspect(name: string, request: { digest: string; file: string; index: number }): void {
+    const { catalog } = this.#o;
+    const { digest, file, index } = request;
+    const entry = catalog.get(name);
+    if (entry?.digest !== digest || this.#checkingSuspect) return;
+    this.#checkingSuspect = true;
+    (async () => {
+      const manifest = await catalog.manifestOf(entry);
+      const info = findFile(manifest, file);
+      if (!info || index >= info.chunks.length) return;
+      const handle = await catalog.store.openFile(name, file);
+      try {
+        await readVerifiedChunk(handle, info, manifest.chunkSize, index);
+      } catch (err) {
+        if (!(err instanceof CorruptChunkError)) throw err;
+        await this.#o.reads.quarantine(
+          name,
+          digest,
+          `chunk ${index} of "${file}" (a peer got it bad)`,
+        );
+      } finally {
+        handle.close();
+      }
+    })().catch((err) => this.#o.log.debug("suspect check failed", { name, error: err }))
+      .finally(() => (this.#checkingSuspect = false));
+  }
+}
+
+/** A peer's range: required, single, starting and ending on chunk boundaries. */
+function chunkAlignedRange(
+  header: string | undefined,
+  size: number,
+  chunkSize: number,
+): { start: number; end: number } {
+  const range = parseRange(header ?? null, size) ?? { start: 0, end: size - 1 };
+  if (
+    range.start % chunkSize !== 0 || ((range.end + 1) % chunkSize !== 0 && range.end !== size - 1)
+  ) {
+    throw new SnapmeshError("invalid_range", "Peer reads must cover whole chunks");
+  }
+  return range;
+}
+
+function noFile(name: string, file: string): SnapmeshError {
+  return new SnapmeshError("file_not_found", `Snapshot "${name}" has no file "${file}"`);
+}
