@@ -54,10 +54,10 @@ export const MAX_TIMER_DELAY = 2 ** 31 - 1;
  * and delays a real timer would silently wrap to 0 are bugs.
  */
 function checkDelay(ms: number, what: string): number {
-  if (Number.isNaN(ms) || ms > MAX_TIMER_DELAY) {
+  if (!Number.isFinite(ms) || ms > MAX_TIMER_DELAY) {
     throw new RangeError(
-      `Cannot schedule ${what}: delay ${ms} ms is not a number of milliseconds ` +
-        `between 0 and ${MAX_TIMER_DELAY}`,
+      `Cannot schedule ${what}: delay ${ms} ms is not a finite number of milliseconds ` +
+        `up to ${MAX_TIMER_DELAY} (negative delays mean 0)`,
     );
   }
   return Math.max(0, ms);

@@ -215,6 +215,10 @@ Deno.test("VirtualClock rejects bad input, overlapping runs and reports callback
     () => Promise.resolve().then(() => clock.setTimeout(() => {}, 2 ** 31)),
     (err) => err instanceof RangeError,
   );
+  await assertRejects(
+    () => Promise.resolve().then(() => clock.setInterval(() => {}, -Infinity)),
+    (err) => err instanceof RangeError,
+  );
 
   clock.setTimeout(() => {
     throw new Error("boom");
