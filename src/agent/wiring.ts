@@ -12,7 +12,15 @@ import {
   type ScrubTarget,
   type SnapshotIndex,
 } from "../cache/mod.ts";
-import { Membership } from "../cluster/mod.ts";
+import {
+  type Discovery,
+  DnsDiscovery,
+  FileDiscovery,
+  HttpPeerTransport,
+  Membership,
+  type PeerTransport,
+  StaticDiscovery,
+} from "../cluster/mod.ts";
 import type { ServeConfig } from "../config/mod.ts";
 import { Committer, Drafts } from "../drafts/mod.ts";
 import { Puller } from "../fetch/mod.ts";
@@ -42,6 +50,22 @@ export interface WireOptions {
   clock: Clock;
   random: Random;
   touchFlushMs?: number;
+  /** Where peers come from. @default from `--peers`, `--peers-file`, `--peers-dns` */
+  discovery?: readonly Discovery[];
+  /** How peers are asked. @default HTTP */
+  transport?: PeerTransport;
+}
+
+/** The discovery sources a configuration names. */
+export function discoveryOf(
+  config: ServeConfig,
+  options: { fs: FileSystem; log: Logger },
+): Discovery[] {
+  const out: Discovery[] = [];
+  if (config.peers.length > 0) out.push(new StaticDiscovery(config.peers));
+  if (config.peersFile !== null) out.push(new FileDiscovery(config.peersFile, options));
+  if (config.peersDns !== null) out.push(new DnsDiscovery(config.peersDns, { log: options.log }));
+  return out;
 }
 
 /** The services of one agent, wired. */
@@ -74,18 +98,20 @@ export function wire(options: WireOptions): Services {
     ...(options.touchFlushMs === undefined ? {} : { touchFlushMs: options.touchFlushMs }),
   });
   const budget = new CacheBudget({ catalog, capacity: config.cacheSize });
-  const membership = config.peers.length > 0 || config.peersFile !== null ||
-      config.peersDns !== null
+  const clusterLog = log.child({ component: "cluster" });
+  const discovery = options.discovery ?? discoveryOf(config, { fs, log: clusterLog });
+  const membership = discovery.length > 0
     ? new Membership({
       nodeId: config.nodeId,
-      token: config.token,
-      peers: config.peers,
-      peersFile: config.peersFile,
-      peersDns: config.peersDns,
-      // A peer that sends nothing for this long is given up on (a waiting
-      // read, for an owner still fetching, gets six times more).
-      peerStallMs: Math.min(config.originStallTimeoutMs, 10_000),
-      log: log.child({ component: "cluster" }),
+      discovery,
+      transport: options.transport ?? new HttpPeerTransport({
+        token: config.token,
+        // A peer that sends nothing for this long is given up on (a waiting
+        // read, for an owner still fetching, gets six times more).
+        stallMs: Math.min(config.originStallTimeoutMs, 10_000),
+      }),
+      clock,
+      log: clusterLog,
     })
     : null;
   const remote = origin ? new RemoteManifests(origin) : null;

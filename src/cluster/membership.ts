@@ -1,16 +1,19 @@
 /**
- * Who the peers are and whether they answer. Peers come from a static list,
- * a file (reread when it changes) and DNS (re-resolved); each is probed with
- * `/v1/peer/hello` and marked up or down. A node ignores itself, known by its
- * advertised URL or by the node id a probe returns. No consensus: peers are
- * a list, and rendezvous hashing over the healthy ones picks owners.
+ * Who the peers are and whether they answer. The list comes from one or
+ * more discovery sources (a static list, a file, DNS); each peer is probed
+ * with `hello` through the transport and marked up or down. A node ignores
+ * itself, known by its advertised URL or by the node id a probe returns. No
+ * consensus: peers are a list, and rendezvous hashing over the healthy ones
+ * picks owners.
  *
  * @module
  */
 
 import type { Logger } from "../log/mod.ts";
+import type { Clock, Timer } from "../util/clock.ts";
+import type { Discovery } from "./discovery.ts";
 import { rank } from "./hrw.ts";
-import { PeerClient, PeerError } from "./peer_client.ts";
+import { PeerError, type PeerTransport } from "./transport.ts";
 
 /** One peer as this node sees it. */
 export interface Peer {
@@ -22,7 +25,6 @@ export interface Peer {
   lastSeen: number | null;
   /** Why it is down, when it is. */
   lastError: string | null;
-  client: PeerClient;
 }
 
 /** A member in a ranking: this node or a peer. */
@@ -31,48 +33,45 @@ export type Member = { self: true; id: string } | { self: false; id: string; pee
 /** Options for {@linkcode Membership}. */
 export interface MembershipOptions {
   nodeId: string;
-  token: string | null;
-  peers: string[];
-  peersFile: string | null;
-  peersDns: string | null;
+  /** Where the peer list comes from. */
+  discovery: readonly Discovery[];
+  /** How peers are asked (probes here; transfers elsewhere). */
+  transport: PeerTransport;
+  clock: Clock;
   log: Logger;
-  /** A peer request or body idle this long is aborted. @default 10000 */
-  peerStallMs?: number;
   /** @default 1000 */
   probeIntervalMs?: number;
   /** @default 1000 */
   probeTimeoutMs?: number;
   /** Failed probes in a row before a peer is down. @default 2 */
   downAfter?: number;
-  /** @default 2000 */
-  fileCheckMs?: number;
-  /** @default 15000 */
-  dnsIntervalMs?: number;
 }
 
 /** The peer list and its health. */
 export class Membership {
   readonly nodeId: string;
+  readonly transport: PeerTransport;
   readonly #options: MembershipOptions;
   readonly #log: Logger;
   #advertise: string | null = null;
   readonly #peers = new Map<string, Peer & { failures: number }>();
-  #fromFile: string[] = [];
-  #fromDns: string[] = [];
-  #fileText: string | null = null;
-  #timers: ReturnType<typeof setInterval>[] = [];
+  /** URLs found to be this node. */
+  readonly #self = new Set<string>();
+  /** The last list each discovery source gave. */
+  readonly #found = new Map<Discovery, string[]>();
+  #timers: Timer[] = [];
   #stopped = false;
 
   constructor(options: MembershipOptions) {
     this.nodeId = options.nodeId;
+    this.transport = options.transport;
     this.#options = options;
     this.#log = options.log;
   }
 
   /** True when some source of peers is configured. */
   get configured(): boolean {
-    const o = this.#options;
-    return o.peers.length > 0 || o.peersFile !== null || o.peersDns !== null;
+    return this.#options.discovery.length > 0;
   }
 
   /** Sets the URL peers reach this node at (known once listening). */
@@ -83,32 +82,32 @@ export class Membership {
 
   /** Loads the peer list, probes every peer once, then keeps probing. */
   async start(): Promise<void> {
-    await this.#reloadFile();
-    await this.#resolveDns();
+    for (const source of this.#options.discovery) await this.#refresh(source);
     this.#sync();
     await this.probeAll();
-    const o = this.#options;
+    const { clock } = this.#options;
     const every = (ms: number, task: () => Promise<void>) => {
-      const timer = setInterval(() => {
-        if (!this.#stopped) {
-          task().catch((err) => this.#log.warn("membership task failed", { error: err }));
-        }
-      }, ms);
-      Deno.unrefTimer(timer);
-      this.#timers.push(timer);
+      this.#timers.push(clock.setInterval(
+        () => {
+          if (!this.#stopped) {
+            task().catch((err) => this.#log.warn("membership task failed", { error: err }));
+          }
+        },
+        ms,
+        { ref: false },
+      ));
     };
-    every(o.probeIntervalMs ?? 1000, () => this.probeAll());
-    if (o.peersFile) {
-      every(o.fileCheckMs ?? 2000, () => this.#reloadFile().then(() => this.#sync()));
-    }
-    if (o.peersDns) {
-      every(o.dnsIntervalMs ?? 15_000, () => this.#resolveDns().then(() => this.#sync()));
+    every(this.#options.probeIntervalMs ?? 1000, () => this.probeAll());
+    for (const source of this.#options.discovery) {
+      if (source.refreshMs > 0) {
+        every(source.refreshMs, () => this.#refresh(source).then(() => this.#sync()));
+      }
     }
   }
 
   stop(): void {
     this.#stopped = true;
-    for (const timer of this.#timers) clearInterval(timer);
+    for (const timer of this.#timers) timer.cancel();
     this.#timers = [];
   }
 
@@ -144,7 +143,7 @@ export class Membership {
   /** Notes a successful exchange with a peer. */
   markSeen(peer: Peer): void {
     const state = this.#peers.get(peer.url);
-    if (state) state.lastSeen = Date.now();
+    if (state) state.lastSeen = this.#options.clock.now();
   }
 
   /** `/v1/status` view. */
@@ -155,7 +154,7 @@ export class Membership {
     lastSeenMs: number | null;
     lastError: string | null;
   }[] {
-    const now = Date.now();
+    const now = this.#options.clock.now();
     return this.peers().map((p) => ({
       id: p.id,
       url: p.url,
@@ -174,7 +173,9 @@ export class Membership {
     const state = this.#peers.get(url);
     if (!state) return;
     try {
-      const hello = await state.client.hello(this.#options.probeTimeoutMs ?? 1000);
+      const hello = await this.transport.hello(url, {
+        timeoutMs: this.#options.probeTimeoutMs ?? 1000,
+      });
       if (hello.nodeId === this.nodeId) {
         // Our own URL under another name: ignore it from now on.
         this.#log.info("ignoring a peer entry that is this node", { url });
@@ -186,13 +187,13 @@ export class Membership {
       state.id = hello.nodeId;
       state.healthy = true;
       state.failures = 0;
-      state.lastSeen = Date.now();
+      state.lastSeen = this.#options.clock.now();
       state.lastError = null;
     } catch (err) {
       const refused = err instanceof PeerError && err.status === 401;
       state.failures++;
       state.lastError = refused
-        ? "refused our token (401): it belongs to another cluster or has another --token"
+        ? "refused our credentials (401): it belongs to another cluster or has another --token"
         : (err as Error).message;
       if (state.healthy && (refused || state.failures >= (this.#options.downAfter ?? 2))) {
         state.healthy = false;
@@ -201,13 +202,20 @@ export class Membership {
     }
   }
 
-  /** URLs found to be this node. */
-  readonly #self = new Set<string>();
+  async #refresh(source: Discovery): Promise<void> {
+    try {
+      this.#found.set(source, await source.peers());
+    } catch (err) {
+      this.#log.warn("peer discovery failed; keeping the last list", {
+        source: source.label,
+        error: err,
+      });
+    }
+  }
 
   #sync(): void {
-    const wanted = new Set(
-      [...this.#options.peers, ...this.#fromFile, ...this.#fromDns].map(normalize),
-    );
+    const wanted = new Set<string>();
+    for (const urls of this.#found.values()) for (const url of urls) wanted.add(normalize(url));
     for (const url of wanted) {
       if (url === this.#advertise || this.#self.has(url) || this.#peers.has(url)) continue;
       this.#peers.set(url, {
@@ -217,10 +225,6 @@ export class Membership {
         lastSeen: null,
         lastError: "not probed yet",
         failures: 0,
-        client: new PeerClient(url, {
-          token: this.#options.token,
-          stallMs: this.#options.peerStallMs,
-        }),
       });
     }
     for (const url of [...this.#peers.keys()]) {
@@ -230,61 +234,8 @@ export class Membership {
       }
     }
   }
-
-  async #reloadFile(): Promise<void> {
-    const path = this.#options.peersFile;
-    if (!path) return;
-    let text;
-    try {
-      text = await Deno.readTextFile(path);
-    } catch {
-      if (this.#fromFile.length > 0) {
-        this.#log.warn("peers file is gone; keeping no peers from it", { path });
-      }
-      this.#fromFile = [];
-      this.#fileText = null;
-      return;
-    }
-    // Compared by content, not mtime: coarse timestamps would hide a quick rewrite.
-    if (text === this.#fileText) return;
-    this.#fileText = text;
-    const urls: string[] = [];
-    for (const raw of text.split("\n")) {
-      const line = raw.replace(/#.*$/, "").trim();
-      if (line === "") continue;
-      try {
-        const url = new URL(line);
-        if (url.protocol === "http:" || url.protocol === "https:") urls.push(url.href);
-        else throw new Error("not http(s)");
-      } catch {
-        this.#log.warn("peers file: ignoring a line that is not an http(s) URL", { path, line });
-      }
-    }
-    this.#fromFile = urls;
-    this.#log.info("peers file loaded", { path, peers: urls.length });
-  }
-
-  async #resolveDns(): Promise<void> {
-    const spec = this.#options.peersDns;
-    if (!spec) return;
-    const match = /^(.+):(\d+)$/.exec(spec);
-    if (!match) return;
-    const [, name, port] = match as unknown as [string, string, string];
-    const urls: string[] = [];
-    for (const type of ["A", "AAAA"] as const) {
-      try {
-        for (const ip of await Deno.resolveDns(name, type)) {
-          urls.push(type === "A" ? `http://${ip}:${port}` : `http://[${ip}]:${port}`);
-        }
-      } catch {
-        // No records of this type.
-      }
-    }
-    if (urls.length === 0) this.#log.warn("peers DNS name resolved to nothing", { name });
-    this.#fromDns = urls;
-  }
 }
 
 function normalize(url: string): string {
-  return new URL(url).href.replace(/\/+$/, "");
+  return new URL(url).origin;
 }

@@ -6,4 +6,7 @@
 
 export * from "./hrw.ts";
 export * from "./membership.ts";
-export * from "./peer_client.ts";
+export * from "./discovery.ts";
+export * from "./http_transport.ts";
+export * from "./memory_transport.ts";
+export * from "./transport.ts";

@@ -8,6 +8,7 @@
 
 import { isLogLevel, type LogLevel, redactUrlPasswords } from "../log/mod.ts";
 import { DEFAULT_CHUNK_SIZE, MAX_CHUNK_SIZE, MIN_CHUNK_SIZE } from "../manifest/manifest.ts";
+import { normalizePeerUrl, parseDnsSpec } from "../cluster/discovery.ts";
 import { formatSize, parseSize } from "./size.ts";
 
 /** How commits reach the origin. */
@@ -334,6 +335,13 @@ export function resolveServeConfig(sources: ConfigSources): ServeConfig {
     );
   }
   if (config.cacheSize < 1) throw new ConfigError("cache-size must be at least 1 byte");
+  if (config.peersDns !== null) {
+    try {
+      parseDnsSpec(config.peersDns);
+    } catch (err) {
+      throw new ConfigError(`Invalid value for peers-dns: ${(err as Error).message}`);
+    }
+  }
   if ((config.originEndpoint === null) !== (config.originBucket === null)) {
     throw new ConfigError("origin-endpoint and origin-bucket must be given together");
   }
@@ -383,7 +391,13 @@ function convert(setting: Setting, value: unknown, where: string, cwd: string): 
       const items = Array.isArray(value)
         ? value.map(String)
         : text().split(",").map((s) => s.trim()).filter((s) => s !== "");
-      return items.map((item) => normalizeUrl(item) ?? fail("comma-separated http(s) URLs"));
+      return items.map((item) => {
+        try {
+          return normalizePeerUrl(item);
+        } catch (err) {
+          throw new ConfigError(`${where}: invalid peer URL ${(err as Error).message}`);
+        }
+      });
     }
     case "url":
       return normalizeUrl(text()) ?? fail("an http(s) URL");

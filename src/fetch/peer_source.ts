@@ -6,7 +6,7 @@
  * @module
  */
 
-import { type Availability, decodeBitmap, hasBit, type PeerClient } from "../cluster/mod.ts";
+import { type Availability, decodeBitmap, hasBit, type PeerTransport } from "../cluster/mod.ts";
 import type { ChunkRequest, ChunkSource } from "./source.ts";
 
 /** Options for {@linkcode PeerSource}. */
@@ -14,7 +14,9 @@ export interface PeerSourceOptions {
   id: string;
   /** The peer's node id. */
   nodeId: string;
-  client: PeerClient;
+  transport: PeerTransport;
+  /** Where the peer is reached. */
+  url: string;
   name: string;
   digest: string;
   /** The owner fetching for everyone: it may be asked for chunks it does not hold yet. */
@@ -103,16 +105,20 @@ export class PeerSource implements ChunkSource {
   }
 
   suspect(file: string, index: number): void {
-    const { client, name, digest } = this.#options;
-    client.suspect(name, digest, file, index).catch(() => {
+    const { transport, url, name, digest } = this.#options;
+    transport.suspect(url, name, { digest, file, index }).catch(() => {
       // Only a hint: the peer's scrub finds the rot too.
     });
   }
 
   async read(request: ChunkRequest, signal: AbortSignal): Promise<Uint8Array> {
-    const { client, name, digest } = this.#options;
+    const { transport, url, name, digest } = this.#options;
     try {
-      const bytes = await client.read(name, digest, request.file, request.start, request.end, {
+      const bytes = await transport.read(url, name, {
+        digest,
+        file: request.file,
+        start: request.start,
+        end: request.end,
         wait: !this.holds(request),
         signal,
       });

@@ -332,7 +332,10 @@ export class Puller {
   ): Promise<{ manifest: ManifestWithDigest; raw: PeerManifest } | null> {
     let answer: PeerManifest | null;
     try {
-      answer = await peer.client.manifest(name, fetch, timeoutMs);
+      answer = await this.#deps.membership!.transport.manifest(peer.url, name, {
+        fetch,
+        timeoutMs,
+      });
     } catch (err) {
       // Only a peer that cannot be reached is down; a slow or odd answer
       // (an owner still fetching, a 5xx) says nothing about its health.
@@ -446,7 +449,8 @@ export class Puller {
         const source = new PeerSource({
           id: `peer:${peer.id}`,
           nodeId: peer.id,
-          client: peer.client,
+          transport: membership!.transport,
+          url: peer.url,
           name,
           digest: manifest.digest,
           primary: peer === found?.primary,
@@ -524,7 +528,10 @@ export class Puller {
       await Promise.all(sources.map(async ({ peer, source }) => {
         if (job.isBad(source.id)) return;
         try {
-          const answer = await peer.client.availability(name, digest, 1_000);
+          const answer = await this.#deps.membership!.transport.availability(peer.url, name, {
+            digest,
+            timeoutMs: 1_000,
+          });
           updateSource(source, answer, this.#deps.log, peer.id);
         } catch {
           // Availability is only a hint (the read path reports failures), but

@@ -47,7 +47,11 @@ Deno.test("decodeBitmap refuses what is not base64", () => {
 });
 
 Deno.test("Membership: probes mark peers up, down (a refused token at once), and drop this node's own URL", async () => {
-  const { Membership } = await import("../../src/cluster/mod.ts");
+  const { FileDiscovery, HttpPeerTransport, Membership } = await import(
+    "../../src/cluster/mod.ts"
+  );
+  const { DenoFileSystem } = await import("../../src/fs/mod.ts");
+  const { systemClock } = await import("../../src/util/clock.ts");
   const { silentLogger } = await import("../../src/log/mod.ts");
   const { tempDir } = await import("../helpers/temp.ts");
   const serve = (answer: (req: Request) => Response) =>
@@ -68,10 +72,9 @@ Deno.test("Membership: probes mark peers up, down (a refused token at once), and
   );
   const membership = new Membership({
     nodeId: "me",
-    token: "t",
-    peers: [],
-    peersFile: file,
-    peersDns: null,
+    discovery: [new FileDiscovery(file, { fs: new DenoFileSystem(), log: silentLogger })],
+    transport: new HttpPeerTransport({ token: "t" }),
+    clock: systemClock,
     log: silentLogger,
   });
   try {

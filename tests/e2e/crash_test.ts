@@ -50,6 +50,8 @@ class Campaign {
   /** Names a commit was attempted for (their drafts may linger after a kill). */
   readonly attempted = new Set<string>();
   counter = 0;
+  /** Operations that ended (either way) since the campaign started. */
+  done = 0;
   stats = {
     commits: 0,
     deletes: 0,
@@ -109,6 +111,7 @@ async function worker(c: Campaign, agent: AgentProcess, stop: { killed: boolean 
     } catch {
       // The process died under us: whatever was in flight is uncertain (set below).
     }
+    c.done++;
   }
 }
 
@@ -292,7 +295,15 @@ Deno.test({
         await check(c, agent, round);
         const stop = { killed: false };
         const workers = [worker(c, agent, stop), worker(c, agent, stop), worker(c, agent, stop)];
-        await new Promise((r) => setTimeout(r, 30 + random(400)));
+        // Kill after a random number of operations (so the workload does not
+        // depend on how fast this machine is), then at a random moment, so
+        // the kill lands inside operations as often as between them.
+        const target = c.done + 1 + random(12);
+        const deadline = Date.now() + 10_000;
+        while (c.done < target && Date.now() < deadline) {
+          await new Promise((r) => setTimeout(r, 2));
+        }
+        await new Promise((r) => setTimeout(r, random(40)));
         stop.killed = true;
         await agent.kill();
         await Promise.allSettled(workers);

@@ -1,0 +1,174 @@
+/**
+ * The in-memory peer transport: agents of one process ask each other
+ * directly (tests, the in-process cluster, the simulation). A request costs
+ * no real I/O, so under a virtual clock a whole cluster runs
+ * deterministically. Faults per node: down (connection refused), slow, or
+ * sending corrupted chunks.
+ *
+ * @module
+ */
+
+import { hasCode, SnapmeshError } from "../errors.ts";
+import type { Clock } from "../util/clock.ts";
+import {
+  type Availability,
+  type Hello,
+  type PeerEndpoint,
+  PeerError,
+  type PeerManifest,
+  type PeerReadRequest,
+  type PeerTransport,
+  type SuspectReport,
+} from "./transport.ts";
+
+/** Faults of one node, as its peers see it. */
+export interface MemoryPeerFaults {
+  /** Every request fails as a refused connection. */
+  down?: boolean;
+  /** Extra latency per request, in ms of the transport's clock. */
+  delayMs?: number;
+  /** Flip one byte of every chunk read this node sends. */
+  corrupt?: boolean;
+}
+
+/** Options for {@linkcode MemoryTransport}. */
+export interface MemoryTransportOptions {
+  clock: Clock;
+  /** Latency of every request, in ms. @default 0 */
+  latencyMs?: number;
+}
+
+/** Connects the agents of one process. */
+export class MemoryTransport implements PeerTransport {
+  readonly #endpoints = new Map<string, PeerEndpoint>();
+  readonly #faults = new Map<string, MemoryPeerFaults>();
+  readonly #options: MemoryTransportOptions;
+  /** Bytes each node sent in chunk reads, by URL. */
+  readonly servedBytes = new Map<string, number>();
+  /** Requests each node answered, by URL. */
+  readonly requests = new Map<string, number>();
+
+  constructor(options: MemoryTransportOptions) {
+    this.#options = options;
+  }
+
+  /** Makes `endpoint` reachable at `url`. */
+  attach(url: string, endpoint: PeerEndpoint): void {
+    this.#endpoints.set(url, endpoint);
+  }
+
+  /** Makes `url` unreachable (the node is gone). */
+  detach(url: string): void {
+    this.#endpoints.delete(url);
+  }
+
+  /** Sets (or clears, with `{}`) the faults of the node at `url`. */
+  setFaults(url: string, faults: MemoryPeerFaults): void {
+    this.#faults.set(url, faults);
+  }
+
+  async hello(url: string): Promise<Hello> {
+    const endpoint = await this.#reach(url);
+    return endpoint.hello();
+  }
+
+  async manifest(
+    url: string,
+    name: string,
+    options: { fetch: boolean },
+  ): Promise<PeerManifest | null> {
+    const endpoint = await this.#reach(url);
+    return await this.#answer(url, () => endpoint.manifest(name, options.fetch));
+  }
+
+  async availability(
+    url: string,
+    name: string,
+    options: { digest: string },
+  ): Promise<Availability | null> {
+    const endpoint = await this.#reach(url);
+    return await this.#answer(
+      url,
+      () => Promise.resolve(endpoint.availability(name, options.digest)),
+    );
+  }
+
+  async read(url: string, name: string, request: PeerReadRequest): Promise<Uint8Array> {
+    const endpoint = await this.#reach(url);
+    request.signal.throwIfAborted();
+    const answer = await this.#answer(url, () =>
+      endpoint.read(name, {
+        digest: request.digest,
+        file: request.file,
+        range: `bytes=${request.start}-${request.end}`,
+        wait: request.wait,
+      }));
+    if (answer === null) throw new PeerError(404, `peer ${url} does not have "${name}"`);
+    const out = new Uint8Array(request.end - request.start + 1);
+    let at = 0;
+    const reader = answer.stream.getReader();
+    const abort = () => reader.cancel(request.signal.reason).catch(() => {});
+    request.signal.addEventListener("abort", abort, { once: true });
+    try {
+      while (true) {
+        const { done, value } = await reader.read();
+        if (done) break;
+        if (at + value.length > out.length) throw new Error(`peer ${url} sent too many bytes`);
+        out.set(value, at);
+        at += value.length;
+      }
+    } finally {
+      request.signal.removeEventListener("abort", abort);
+    }
+    request.signal.throwIfAborted();
+    if (at !== out.length) throw new Error(`peer ${url} sent ${at} of ${out.length} bytes`);
+    if (this.#faults.get(url)?.corrupt && out.length > 0) out[out.length >> 1]! ^= 0xff;
+    this.servedBytes.set(url, (this.servedBytes.get(url) ?? 0) + out.length);
+    return out;
+  }
+
+  async suspect(url: string, name: string, report: SuspectReport): Promise<void> {
+    const endpoint = await this.#reach(url);
+    endpoint.suspect(name, report);
+  }
+
+  /** The endpoint at `url` after the request's latency, or a refused connection. */
+  async #reach(url: string): Promise<PeerEndpoint> {
+    const delay = (this.#options.latencyMs ?? 0) + (this.#faults.get(url)?.delayMs ?? 0);
+    if (delay > 0) await this.#options.clock.sleep(delay);
+    const endpoint = this.#endpoints.get(url);
+    if (!endpoint || this.#faults.get(url)?.down) {
+      // The HTTP transport's fetch rejects with a TypeError when it cannot connect.
+      throw new TypeError(`connection refused: ${url}`);
+    }
+    this.requests.set(url, (this.requests.get(url) ?? 0) + 1);
+    return endpoint;
+  }
+
+  /** Runs a request against an endpoint, mapping its errors as HTTP would. */
+  async #answer<T>(url: string, run: () => Promise<T>): Promise<T | null> {
+    try {
+      return await run();
+    } catch (err) {
+      if (hasCode(err, "snapshot_not_found")) return null;
+      if (err instanceof SnapmeshError) {
+        throw new PeerError(
+          STATUS[err.code] ?? 500,
+          `peer ${url} answered ${err.code}: ${err.message}`,
+        );
+      }
+      throw new PeerError(500, `peer ${url} failed: ${(err as Error).message}`);
+    }
+  }
+}
+
+/** Status codes a peer answers for the errors peers see. */
+const STATUS: Partial<Record<string, number>> = {
+  file_not_found: 404,
+  invalid_range: 400,
+  invalid_name: 400,
+  chunk_unavailable: 409,
+  shutting_down: 503,
+  upstream_failed: 502,
+  insufficient_storage: 507,
+};
