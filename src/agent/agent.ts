@@ -322,6 +322,7 @@ export class Agent {
         region: config.originRegion,
         stallTimeoutMs: config.originStallTimeoutMs,
         log: log.child({ component: "origin" }),
+        createBucket: config.originCreateBucket,
       });
       const { metrics } = options;
       origin.observer = {

@@ -383,6 +383,7 @@ interface Status {
     endpoint: string;
     bucket: string;
     healthy: boolean;
+    lastError?: string | null;
     push: { mode: string; queued: number; failing: unknown[] };
   } | null;
   pulls: { name: string; bytesDone: number; bytesTotal: number }[];
@@ -391,9 +392,8 @@ interface Status {
 function originLine(origin: Status["origin"]): string {
   if (!origin) return "none";
   const push = origin.push;
-  return `${origin.endpoint} bucket ${origin.bucket} (${
-    origin.healthy ? "healthy" : "unhealthy"
-  }); ` +
+  const health = origin.healthy ? "healthy" : `UNHEALTHY: ${origin.lastError ?? "no answer"}`;
+  return `${origin.endpoint} bucket ${origin.bucket} (${health}); ` +
     `push ${push.mode}: ${push.queued} queued, ${push.failing.length} failing`;
 }
 

@@ -29,6 +29,8 @@ export interface ServeConfig {
   originBucket: string | null;
   originPrefix: string;
   originRegion: string;
+  /** Create the origin bucket at start when it does not exist. */
+  originCreateBucket: boolean;
   push: PushMode;
   /** Stalled origin bodies are aborted after this many milliseconds. */
   originStallTimeoutMs: number;
@@ -160,6 +162,13 @@ export const SETTINGS: readonly Setting[] = [
     kind: "string",
     help: "origin region",
     defaultText: "us-east-1",
+  },
+  {
+    key: "originCreateBucket",
+    flag: "origin-create-bucket",
+    kind: "bool",
+    help: "create the origin bucket at start when it does not exist",
+    defaultText: "false (the bucket must exist)",
   },
   {
     key: "push",
@@ -299,6 +308,7 @@ export function resolveServeConfig(sources: ConfigSources): ServeConfig {
     originBucket: null,
     originPrefix: "",
     originRegion: "us-east-1",
+    originCreateBucket: false,
     push: null,
     originStallTimeoutMs: 30_000,
     chunkSize: DEFAULT_CHUNK_SIZE,
@@ -326,6 +336,11 @@ export function resolveServeConfig(sources: ConfigSources): ServeConfig {
   if (config.cacheSize < 1) throw new ConfigError("cache-size must be at least 1 byte");
   if ((config.originEndpoint === null) !== (config.originBucket === null)) {
     throw new ConfigError("origin-endpoint and origin-bucket must be given together");
+  }
+  if (config.originCreateBucket && config.originEndpoint === null) {
+    throw new ConfigError(
+      "origin-create-bucket needs an origin (--origin-endpoint, --origin-bucket)",
+    );
   }
   if (config.push === null) config.push = config.originEndpoint ? "async" : "off";
   if (config.push !== "off" && config.originEndpoint === null) {
