@@ -8,6 +8,7 @@
 import { ConfigError, envName, SETTINGS } from "../config/mod.ts";
 import { VERSION } from "../version.ts";
 import { UsageError } from "./args.ts";
+import { CommandError } from "./client.ts";
 import { CLIENT_COMMANDS, type CommandIo, runClientCommand } from "./commands.ts";
 import { serveCommand } from "./serve_command.ts";
 
@@ -98,6 +99,7 @@ export async function main(args: string[], io: CommandIo = processIo()): Promise
       return 2;
     }
     io.err(`snapmesh: ${(err as Error).message ?? String(err)}`);
+    if (err instanceof CommandError) { for (const note of err.notes) io.err(`snapmesh: ${note}`); }
     return 1;
   }
 }
