@@ -17,7 +17,7 @@ import {
   UsageError,
 } from "./args.ts";
 import { CommandError, NodeClient, RequestError, segment } from "./client.ts";
-import { progressBar, progressEnabled } from "./progress.ts";
+import { type Progress, progressBar, progressEnabled } from "./progress.ts";
 
 /** Where a command writes. */
 export interface CommandIo {
@@ -343,7 +343,10 @@ const get: ClientCommand = {
     const actual = hash.digest("hex");
     if (expected && actual !== expected) {
       if (temp) await Deno.remove(temp).catch(() => {});
-      throw new Error(`Downloaded bytes of ${name}/${file} hash to ${actual}, not ${expected}`);
+      throw new CommandError(
+        "verification_failed",
+        `Downloaded bytes of ${name}/${file} hash to ${actual}, not ${expected}`,
+      );
     }
     if (temp) await Deno.rename(temp, out);
     const source = response.headers.get("x-snapmesh-source");
@@ -355,9 +358,22 @@ const get: ClientCommand = {
   },
 };
 
+interface PullAnswer {
+  digest?: string | null;
+  source?: string;
+  ms?: number;
+  paths?: Record<string, string>;
+  bytes?: Record<string, number>;
+  /** False when `?hot=true` answered before the whole snapshot was local. */
+  complete?: boolean;
+  /** "pulling" when `?wait=false` answered at once. */
+  state?: string;
+}
+
 const pull: ClientCommand = {
   usage: "snapmesh pull NAME [--hot] [--no-wait]",
-  summary: "make a snapshot local on the node and print its file paths",
+  summary: "make a snapshot local on the node and print its file paths " +
+    "(--hot: answer once the hot chunks are local; the files are incomplete until the pull ends)",
   options: { hot: { type: "boolean" }, "no-wait": { type: "boolean" } },
   async run(args, client, io) {
     const name = one(args, "NAME", this.usage);
@@ -365,23 +381,19 @@ const pull: ClientCommand = {
     if (flagOption(args, "hot")) query.set("hot", "true");
     if (flagOption(args, "no-wait")) query.set("wait", "false");
     const qs = query.size > 0 ? `?${query}` : "";
-    const request = client.json<{
-      digest?: string;
-      source?: string;
-      ms?: number;
-      paths?: Record<string, string>;
-      bytes?: Record<string, number>;
-    }>("POST", `/v1/snapshots/${segment(name)}/pull${qs}`);
+    const request = client.json<PullAnswer>("POST", `/v1/snapshots/${segment(name)}/pull${qs}`);
     // On a terminal, draw the pull's progress from the node's event stream
     // while the request runs.
     let watch: Promise<void> | null = null;
     const stop = new AbortController();
+    const ending = { complete: false };
     if (progressEnabled(flagOption(args, "json")) && !flagOption(args, "no-wait")) {
-      watch = watchPull(client, name, stop.signal).catch(() => {});
+      watch = watchPull(client, name, stop.signal, ending).catch(() => {});
     }
-    let result;
+    let result: PullAnswer;
     try {
       result = await request;
+      ending.complete = result.complete !== false;
     } finally {
       stop.abort();
       await watch;
@@ -390,34 +402,62 @@ const pull: ClientCommand = {
       json(io, result);
       return 0;
     }
+    if (result.state === "pulling") {
+      io.err(`pull of ${name} started on the node; follow it with: snapmesh status`);
+      return 0;
+    }
     for (const [file, path] of Object.entries(result.paths ?? {})) io.out(`${file}\t${path}`);
-    if (result.bytes) {
-      const b = result.bytes;
+    const b = result.bytes ?? {};
+    const bytes = `local ${formatSize(b.local ?? 0)}, peer ${formatSize(b.peer ?? 0)}, ` +
+      `origin ${formatSize(b.origin ?? 0)}`;
+    if (result.complete === false) {
       io.err(
-        `pulled ${name} from ${result.source} in ${result.ms} ms ` +
-          `(local ${formatSize(b.local ?? 0)}, peer ${formatSize(b.peer ?? 0)}, origin ${
-            formatSize(b.origin ?? 0)
-          })`,
+        `hot set of ${name} ready after ${result.ms} ms (${bytes} so far, from ${result.source}); ` +
+          `the rest is still being pulled, so these files are INCOMPLETE: do not load them ` +
+          `with Firecracker's File memory backend until 'snapmesh pull ${name}' ` +
+          `(without --hot) returns`,
       );
+    } else if (result.source === "local") {
+      io.err(`${name} is already local`);
+    } else {
+      io.err(`pulled ${name} from ${result.source} in ${result.ms} ms (${bytes})`);
     }
     return 0;
   },
 };
 
-/** Draws a progress bar for the pull of `name` from `/v1/pulls/events` until aborted. */
-async function watchPull(client: NodeClient, name: string, signal: AbortSignal): Promise<void> {
+/**
+ * Draws a progress bar for the pull of `name` from `/v1/pulls/events`
+ * until aborted, with the node's own rate and ETA.
+ */
+async function watchPull(
+  client: NodeClient,
+  name: string,
+  signal: AbortSignal,
+  ending: { complete: boolean },
+): Promise<void> {
   const response = await client.request("GET", "/v1/pulls/events", { signal });
-  let bar: ReturnType<typeof progressBar> | null = null;
+  let bar: Progress | null = null;
   try {
     for await (const data of sseData(response.body!)) {
-      const pulls = JSON.parse(data) as { name: string; bytesDone: number; bytesTotal: number }[];
+      const pulls = JSON.parse(data) as {
+        name: string;
+        bytesDone: number;
+        bytesTotal: number;
+        rateBytesPerSecond?: number;
+        etaSeconds?: number | null;
+      }[];
       const mine = pulls.find((p) => p.name === name);
       if (!mine) continue;
       bar ??= progressBar(`pull ${name}`, mine.bytesTotal, true);
-      bar.update(mine.bytesDone);
+      const figures = mine.rateBytesPerSecond === undefined
+        ? {}
+        : { rate: mine.rateBytesPerSecond, etaSeconds: mine.etaSeconds ?? null };
+      bar.update(mine.bytesDone, figures);
     }
   } finally {
-    bar?.finish();
+    // A hot answer leaves the pull running: the bar stops where it was.
+    bar?.finish(ending.complete);
   }
 }
 
@@ -494,7 +534,22 @@ const rm: ClientCommand = {
     if (flagOption(args, "origin")) query.set("origin", "true");
     if (flagOption(args, "force")) query.set("force", "true");
     const qs = query.size > 0 ? `?${query}` : "";
-    const result = await client.json("DELETE", `/v1/snapshots/${segment(name)}${qs}`);
+    let result;
+    try {
+      result = await client.json("DELETE", `/v1/snapshots/${segment(name)}${qs}`);
+    } catch (err) {
+      // The node's message names its query parameter (?force=true); say the flag.
+      if (err instanceof RequestError && err.code === "snapshot_pinned") {
+        throw new RequestError(
+          err.status,
+          err.code,
+          `Snapshot "${name}" is pinned: unpin it first (snapmesh unpin ${name}), ` +
+            `or remove it anyway with: snapmesh rm ${name} --force`,
+          err.body,
+        );
+      }
+      throw err;
+    }
     if (flagOption(args, "json")) json(io, result);
     else io.out(`removed ${name}`);
     return 0;
@@ -524,7 +579,14 @@ interface Status {
   version: string;
   uptime: number;
   cache: Record<string, number>;
-  peers: { id: string; url: string; healthy: boolean; lastSeenMs: number | null }[];
+  dataDir?: string;
+  peers: {
+    id: string;
+    url: string;
+    healthy: boolean;
+    lastSeenMs: number | null;
+    lastError?: string | null;
+  }[];
   origin: {
     endpoint: string;
     bucket: string;
@@ -592,13 +654,15 @@ const peers: ClientCommand = {
       io.out("no peers configured");
       return 0;
     }
-    const rows = [["ID", "URL", "STATE", "LAST SEEN"]];
+    const rows = [["ID", "URL", "STATE", "LAST SEEN", "LAST ERROR"]];
     for (const p of s.peers) {
       rows.push([
         p.id,
         p.url,
         p.healthy ? "up" : "down",
         p.lastSeenMs === null ? "never" : `${Math.round(p.lastSeenMs / 1000)}s ago`,
+        // Why a peer is down; an old error of a peer that is up again says nothing.
+        p.healthy ? "" : p.lastError ?? "",
       ]);
     }
     io.out(table(rows));
@@ -614,21 +678,70 @@ interface Verification {
 
 const verify: ClientCommand = {
   usage: "snapmesh verify NAME",
-  summary: "rehash the node's local files of a snapshot against its manifest",
+  summary: "rehash the node's local files of a snapshot against its manifest; " +
+    "a snapshot that fails is quarantined (taken out of the cache)",
   options: {},
   async run(args, client, io) {
     const name = one(args, "NAME", this.usage);
     const result = await client.json<Verification>("POST", `/v1/snapshots/${segment(name)}/verify`);
-    if (flagOption(args, "json")) json(io, result);
-    else {
+    if (result.ok) {
+      if (flagOption(args, "json")) json(io, result);
+      else {
+        for (const f of result.files) io.out(`ok  ${f.file}`);
+        io.out(`${name} verifies (${result.digest})`);
+      }
+      return 0;
+    }
+    // The node takes a snapshot that fails out of its cache (quarantine):
+    // check that it did, and say where a good copy comes from next.
+    const [list, status] = await Promise.all([
+      client.json<Summary[]>("GET", "/v1/snapshots"),
+      client.json<Status>("GET", "/v1/status"),
+    ]);
+    const quarantined = !list.some((s) => s.name === name && s.digest === result.digest);
+    const sources = refetchSources(status);
+    const bad = result.files.filter((f) => !f.ok).map((f) => f.file);
+    let message = `${name} does NOT verify (${bad.join(", ")} differ from the manifest)`;
+    const notes: string[] = [];
+    if (quarantined) {
+      message += `: the node quarantined it (out of the cache, kept for inspection under ` +
+        `${status.dataDir ?? "its data directory"}/quarantine/) and never serves those bytes`;
+      notes.push(
+        sources.length > 0
+          ? `the next read or pull of ${name} fetches a good copy from ${sources.join(", else ")}`
+          : `this node has no peer and no origin: no good copy of ${name} is left here; ` +
+            `put it again`,
+      );
+    }
+    if (flagOption(args, "json")) {
+      json(io, { ...result, quarantined, refetchFrom: quarantined ? sources : [] });
+    } else {
       for (const f of result.files) {
         io.out(`${f.ok ? "ok " : "BAD"} ${f.file}${f.problem ? `: ${f.problem}` : ""}`);
       }
-      io.out(result.ok ? `${name} verifies (${result.digest})` : `${name} does NOT verify`);
     }
-    return result.ok ? 0 : 1;
+    const failure = new CommandError("verification_failed", message);
+    failure.notes.push(...notes);
+    failure.extra.quarantined = quarantined;
+    throw failure;
   },
 };
+
+/** Where a node reads a snapshot it does not hold: its peers, then its origin. */
+function refetchSources(status: Status): string[] {
+  const sources: string[] = [];
+  const up = status.peers.filter((p) => p.healthy).length;
+  if (status.peers.length > 0) {
+    sources.push(`a peer that holds it (${up} of ${status.peers.length} peers up)`);
+  }
+  if (status.origin) {
+    sources.push(
+      `the origin (${status.origin.endpoint}, bucket ${status.origin.bucket}` +
+        `${status.origin.healthy ? "" : ", now UNHEALTHY"})`,
+    );
+  }
+  return sources;
+}
 
 /** The client commands, by name. */
 export const CLIENT_COMMANDS: Record<string, ClientCommand> = {

@@ -200,6 +200,10 @@ Deno.test("put checks the node's --max-file-size first: exit 1, not a byte sent,
     text.stderr,
     /big is 3\.00 MiB .*larger than the node's --max-file-size of 2\.00 MiB: nothing was sent/,
   );
+  const asJson = await runSnapmesh(["put", "fn-big", `${tmp.path}/big`, "--json"], { env });
+  assertEquals(asJson.code, 1);
+  assertEquals(asJson.stdout, "");
+  assertEquals(JSON.parse(asJson.stderr).error.code, "too_large");
 
   // The agent logs every request: not one PUT of fn-big reached it.
   const puts = agent.logs().split("\n").filter((l) => l.includes('"path":"/v1/snapshots/fn-big/'));
@@ -227,10 +231,12 @@ Deno.test("a failed put drops the draft it created, and never one that existed b
   });
 
   await t.step("the second file is refused (507): the first one's draft goes too", async () => {
-    const r = await runSnapmesh(["put", "fn-b", `${tmp.path}/mem`, `${tmp.path}/disk`], { env });
+    const r = await runSnapmesh(["put", "fn-b", `${tmp.path}/mem`, `${tmp.path}/disk`, "--json"], {
+      env,
+    });
     assertEquals(r.code, 1, r.stderr);
-    assertMatch(r.stderr, /cannot make room/i);
-    assertMatch(r.stderr, /dropped the draft of fn-b \(mem, staged by this put\)/);
+    const error = JSON.parse(r.stderr).error;
+    assertEquals([error.code, error.draft], ["insufficient_storage", "dropped"]);
     assertEquals(await commitDraft(agent, "fn-b"), null);
   });
 
