@@ -57,6 +57,7 @@ export function progressBar(label: string, total: number | null, enabled: boolea
   let given: ProgressFigures = {};
   let phase: { text: string; since: number } | null = null;
   let ticker: ReturnType<typeof setInterval> | undefined;
+  let finished = false;
 
   const bar = (ratio: number) => {
     const width = 30;
@@ -100,12 +101,15 @@ export function progressBar(label: string, total: number | null, enabled: boolea
   };
   return {
     update(value, figures = {}) {
+      if (finished) return;
       if (value > done) meter.add(value - done);
       done = value;
       given = figures;
       draw(null);
     },
     phase(text) {
+      // The answer may come before the client learns that its last byte left.
+      if (finished) return;
       clearInterval(ticker);
       ticker = undefined;
       phase = text === null ? null : { text, since: performance.now() };
@@ -117,6 +121,8 @@ export function progressBar(label: string, total: number | null, enabled: boolea
       }
     },
     finish(ok = true) {
+      if (finished) return;
+      finished = true;
       clearInterval(ticker);
       ticker = undefined;
       draw(ok ? "ok" : "failed");
