@@ -167,8 +167,8 @@ export const SETTINGS: readonly Setting[] = [
     key: "originCreateBucket",
     flag: "origin-create-bucket",
     kind: "bool",
-    help: "create the origin bucket at start when it does not exist",
-    defaultText: "false (the bucket must exist)",
+    help: "create the origin bucket at start when it does not exist (else it must exist)",
+    defaultText: "false",
   },
   {
     key: "push",
