@@ -229,6 +229,8 @@ export function createApp(deps: AppDeps): Hono<Env> {
       uptime: Math.round((Date.now() - agent.startedAt) / 1000),
       ready: deps.isReady(),
       dataDir: agent.config.dataDir,
+      // What a client checks before it sends a file (snapmesh put).
+      limits: { maxFileSize: agent.config.maxFileSize, chunkSize: agent.config.chunkSize },
       cache: agent.cacheStatus(),
       peers: agent.peerStatus(),
       origin: agent.originStatus(),

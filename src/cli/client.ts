@@ -4,16 +4,41 @@
  * @module
  */
 
-/** A request to the node failed; the message is the node's error message. */
-export class RequestError extends Error {
-  readonly status: number;
-  readonly code: string;
+import { sizedUpload, type SizedUploadOptions, UploadError } from "./upload.ts";
 
-  constructor(status: number, code: string, message: string) {
+/**
+ * A command failed (exit code 1). `code` is stable snake_case; `notes` are
+ * printed after the message, and `extra` is merged into the `--json` error
+ * object.
+ */
+export class CommandError extends Error {
+  readonly code: string;
+  readonly notes: string[] = [];
+  readonly extra: Record<string, unknown> = {};
+
+  constructor(code: string, message: string) {
     super(message);
+    this.name = "CommandError";
+    this.code = code;
+  }
+}
+
+/** A request to the node failed; the message is the node's error message. */
+export class RequestError extends CommandError {
+  readonly status: number;
+  /** The node's own error object (`{code, message, …}`), when it sent one. */
+  readonly body: Record<string, unknown> | null;
+
+  constructor(
+    status: number,
+    code: string,
+    message: string,
+    body: Record<string, unknown> | null = null,
+  ) {
+    super(code, message);
     this.name = "RequestError";
     this.status = status;
-    this.code = code;
+    this.body = body;
   }
 }
 
@@ -24,6 +49,9 @@ export interface NodeClientOptions {
   /** Bearer token, or undefined. */
   token?: string;
 }
+
+/** An upload of one file: see {@linkcode NodeClient.upload}. */
+export type UploadOptions = Omit<SizedUploadOptions, "url" | "method" | "headers">;
 
 /** Talks to a snapmesh node's `/v1` API. */
 export class NodeClient {
@@ -48,25 +76,10 @@ export class NodeClient {
     try {
       response = await fetch(this.url(path), { ...init, method, headers });
     } catch (err) {
-      throw new RequestError(
-        0,
-        "unreachable",
-        `Cannot reach the node at ${this.node}: ${(err as Error).message}`,
-      );
+      throw this.#unreachable(err);
     }
     if (response.ok || response.status === 304) return response;
-    let code = "http_error";
-    let message = `${method} ${path} answered ${response.status}`;
-    try {
-      const body = await response.json();
-      if (body?.error?.message) {
-        code = String(body.error.code);
-        message = String(body.error.message);
-      }
-    } catch {
-      // Not our JSON error body; keep the generic message.
-    }
-    throw new RequestError(response.status, code, message);
+    throw answerError(method, path, response.status, await response.text().catch(() => ""));
   }
 
   /** Sends a request and parses the JSON answer. */
@@ -79,6 +92,53 @@ export class NodeClient {
     const response = await this.request(method, path, init);
     return await response.json() as T;
   }
+
+  /**
+   * PUTs a file as one sized body (`Content-Length`, streamed from disk)
+   * and parses the JSON answer; non-2xx answers throw {@linkcode RequestError}.
+   */
+  async upload<T>(path: string, options: UploadOptions): Promise<T> {
+    const headers: Record<string, string> = { "Content-Type": "application/octet-stream" };
+    if (this.#token) headers["Authorization"] = `Bearer ${this.#token}`;
+    let answer;
+    try {
+      answer = await sizedUpload({ ...options, url: this.url(path), method: "PUT", headers });
+    } catch (err) {
+      if (!(err instanceof UploadError)) throw err;
+      const code = (err.cause as { code?: string } | undefined)?.code;
+      if (code === "ECONNREFUSED" || code === "ENOTFOUND") throw this.#unreachable(err);
+      throw new RequestError(
+        0,
+        "upload_failed",
+        `The upload to ${this.node} broke off: ${err.message}`,
+      );
+    }
+    if (answer.status < 200 || answer.status > 299) {
+      throw answerError("PUT", path, answer.status, answer.text);
+    }
+    return JSON.parse(answer.text) as T;
+  }
+
+  #unreachable(err: unknown): RequestError {
+    return new RequestError(
+      0,
+      "unreachable",
+      `Cannot reach the node at ${this.node}: ${(err as Error).message}`,
+    );
+  }
+}
+
+/** The error for a non-2xx answer: the node's own when its body is our JSON error. */
+function answerError(method: string, path: string, status: number, text: string): RequestError {
+  try {
+    const error = JSON.parse(text)?.error;
+    if (typeof error?.message === "string") {
+      return new RequestError(status, String(error.code), error.message, error);
+    }
+  } catch {
+    // Not our JSON error body; keep the generic message.
+  }
+  return new RequestError(status, "http_error", `${method} ${path} answered ${status}`);
 }
 
 /** Escapes one path segment. */

@@ -16,8 +16,8 @@ import {
   stringOption,
   UsageError,
 } from "./args.ts";
-import { NodeClient, segment } from "./client.ts";
-import { countingStream, progressBar, progressEnabled } from "./progress.ts";
+import { CommandError, NodeClient, RequestError, segment } from "./client.ts";
+import { type Progress, progressBar, progressEnabled } from "./progress.ts";
 
 /** Where a command writes. */
 export interface CommandIo {
@@ -106,50 +106,196 @@ const put: ClientCommand = {
       }
       hot[match[1]!] = match[2]!.split(",").map(Number);
     }
-    const showProgress = progressEnabled(flagOption(args, "json"));
-    const staged = [];
-    for (const [file, path] of files) {
-      const base = `/v1/snapshots/${segment(name)}/files/${segment(file)}`;
-      if (flagOption(args, "import")) {
-        const absolute = path.startsWith("/") ? path : `${Deno.cwd()}/${path}`;
-        staged.push(await client.json("POST", `${base}/import`, { path: absolute }));
-        continue;
-      }
-      let stat: Deno.FileInfo;
-      try {
-        stat = await Deno.stat(path);
-      } catch (err) {
-        throw new Error(`Cannot read ${path}: ${(err as Error).message}`);
-      }
-      if (!stat.isFile) throw new Error(`Cannot upload ${path}: not a regular file`);
-      const source = await Deno.open(path);
-      const bar = progressBar(`put ${file}`, stat.size, showProgress);
-      try {
-        const response = await client.request("PUT", base, {
-          body: countingStream(source.readable, (n) => bar.update(n)),
-          headers: {
-            "Content-Length": String(stat.size),
-            "Content-Type": "application/octet-stream",
-          },
-        });
-        staged.push(await response.json());
-      } finally {
-        bar.finish();
+    const asJson = flagOption(args, "json");
+    const importing = flagOption(args, "import");
+    const showProgress = progressEnabled(asJson);
+    // Local checks first: nothing is sent when a file cannot be read.
+    const sizes = new Map<string, number>();
+    if (!importing) {
+      for (const [file, path] of files) sizes.set(file, await localFileSize(path));
+    }
+    // The node's limits, before a byte is sent (a refused upload would
+    // still have made the node evict to make room for it).
+    const limits = await nodeLimits(client);
+    for (const [file, size] of sizes) {
+      if (limits?.maxFileSize !== undefined && size > limits.maxFileSize) {
+        throw new CommandError(
+          "too_large",
+          `${files.get(file)} is ${formatSize(size)} (${size} bytes), larger than the node's ` +
+            `--max-file-size of ${formatSize(limits.maxFileSize)}: nothing was sent`,
+        );
       }
     }
-    const body: Record<string, unknown> = {};
-    if (Object.keys(labels).length > 0) body.labels = labels;
-    if (Object.keys(hot).length > 0) body.hot = hot;
-    const manifest = await client.json<{ digest: string; name: string }>(
-      "POST",
-      `/v1/snapshots/${segment(name)}/commit`,
-      body,
-    );
-    if (flagOption(args, "json")) json(io, { staged, manifest });
+    const draftBefore = await draftExists(client, name);
+    const staged: { file: string; size: number; sha256: string }[] = [];
+    let manifest: { digest: string; name: string; files?: { name: string }[] };
+    try {
+      for (const [file, path] of files) {
+        const base = `/v1/snapshots/${segment(name)}/files/${segment(file)}`;
+        if (importing) {
+          const absolute = path.startsWith("/") ? path : `${Deno.cwd()}/${path}`;
+          staged.push(await client.json("POST", `${base}/import`, { path: absolute }));
+          continue;
+        }
+        staged.push(await uploadFile(client, base, file, path, sizes.get(file)!, showProgress));
+      }
+      const body: Record<string, unknown> = {};
+      if (Object.keys(labels).length > 0) body.labels = labels;
+      if (Object.keys(hot).length > 0) body.hot = hot;
+      const bar = progressBar(`commit ${name}`, null, showProgress);
+      bar.phase("waiting for the node");
+      try {
+        manifest = await client.json("POST", `/v1/snapshots/${segment(name)}/commit`, body);
+        bar.finish(true);
+      } catch (err) {
+        bar.finish(false);
+        throw err;
+      }
+    } catch (err) {
+      throw await cleanUpAfterFailure(client, name, staged.map((s) => s.file), draftBefore, err);
+    }
+    // A draft that existed before this put may have held other files: they
+    // are in the snapshot now, and the user should know.
+    const others = (manifest.files ?? []).map((f) => f.name).filter((f) => !files.has(f));
+    if (others.length > 0) {
+      io.err(
+        `note: ${name} also holds ${others.join(", ")}, staged into its draft before this put`,
+      );
+    }
+    if (asJson) json(io, { staged, manifest });
     else io.out(`committed ${manifest.name} ${manifest.digest}`);
     return 0;
   },
 };
+
+/** The size of a regular file the user named, or a clear error. */
+async function localFileSize(path: string): Promise<number> {
+  let stat: Deno.FileInfo;
+  try {
+    stat = await Deno.stat(path);
+  } catch (err) {
+    throw new CommandError("file_unreadable", `Cannot read ${path}: ${(err as Error).message}`);
+  }
+  if (!stat.isFile) {
+    throw new CommandError("not_a_file", `Cannot upload ${path}: not a regular file`);
+  }
+  return stat.size;
+}
+
+/** The node's limits from `/v1/status` (null from a node too old to say). */
+async function nodeLimits(
+  client: NodeClient,
+): Promise<{ maxFileSize?: number; chunkSize?: number } | null> {
+  const status = await client.json<{ limits?: { maxFileSize?: number; chunkSize?: number } }>(
+    "GET",
+    "/v1/status",
+  );
+  return status.limits ?? null;
+}
+
+/**
+ * Whether `name` has a draft on the node: true, false, or null when the
+ * node does not say. No route reads a draft, so this asks for a commit
+ * that cannot succeed (its labels and hot list are invalid): the node looks
+ * for the draft first and answers 404 `draft_not_found` when there is none,
+ * 400 `invalid_body` when there is one; it commits nothing either way.
+ */
+async function draftExists(client: NodeClient, name: string): Promise<boolean | null> {
+  try {
+    await client.json("POST", `/v1/snapshots/${segment(name)}/commit`, {
+      labels: "draft check by snapmesh put",
+      hot: { "": [-1] },
+    });
+  } catch (err) {
+    if (err instanceof RequestError && err.code === "draft_not_found") return false;
+    if (err instanceof RequestError && err.code === "invalid_body") return true;
+  }
+  return null;
+}
+
+/**
+ * After a failed put: drops the draft when this put created it (no draft
+ * before it started), never one that existed before. Returns `err` with a
+ * note on what became of the draft.
+ */
+async function cleanUpAfterFailure(
+  client: NodeClient,
+  name: string,
+  staged: string[],
+  draftBefore: boolean | null,
+  err: unknown,
+): Promise<unknown> {
+  const failure = err instanceof CommandError
+    ? err
+    : new CommandError("failed", (err as Error).message ?? String(err));
+  const drop = `curl -X DELETE ${client.node}/v1/snapshots/${segment(name)}/draft`;
+  if (draftBefore === true) {
+    failure.notes.push(
+      `the draft of ${name} existed before this put, so it was left as it is` +
+        (staged.length > 0 ? ` (this put staged ${staged.join(", ")} into it)` : "") +
+        `; drop it with: ${drop}`,
+    );
+    failure.extra.draft = "kept: it existed before this put";
+    return failure;
+  }
+  if (staged.length === 0) return failure;
+  if (draftBefore === null) {
+    failure.notes.push(
+      `the node did not say whether ${name} had a draft before this put, so the draft ` +
+        `(with ${staged.join(", ")} from this put) was left; drop it with: ${drop}`,
+    );
+    failure.extra.draft = "kept: the node did not say whether it existed before";
+    return failure;
+  }
+  try {
+    await client.json("DELETE", `/v1/snapshots/${segment(name)}/draft`);
+    failure.notes.push(`dropped the draft of ${name} (${staged.join(", ")}, staged by this put)`);
+    failure.extra.draft = "dropped";
+  } catch (dropErr) {
+    if (dropErr instanceof RequestError && dropErr.code === "draft_not_found") return failure;
+    failure.notes.push(
+      `could not drop the draft of ${name} (${(dropErr as Error).message}); drop it with: ${drop}`,
+    );
+    failure.extra.draft = "kept: dropping it failed";
+  }
+  return failure;
+}
+
+/** PUTs one file as a sized body, with a progress bar on a terminal. */
+async function uploadFile(
+  client: NodeClient,
+  path: string,
+  file: string,
+  local: string,
+  size: number,
+  showProgress: boolean,
+): Promise<{ file: string; size: number; sha256: string }> {
+  let source: Deno.FsFile;
+  try {
+    source = await Deno.open(local);
+  } catch (err) {
+    throw new CommandError("file_unreadable", `Cannot read ${local}: ${(err as Error).message}`);
+  }
+  const bar = progressBar(`put ${file}`, size, showProgress);
+  let ok = false;
+  try {
+    const result = await client.upload<{ file: string; size: number; sha256: string }>(path, {
+      file: source,
+      size,
+      onSent: (n) => bar.update(n),
+      // The last byte left; the node still writes and syncs the last chunks.
+      onAllSent: () => bar.phase("committing on the node"),
+    });
+    ok = true;
+    return result;
+  } catch (err) {
+    if (err instanceof CommandError) throw err;
+    throw new CommandError("file_unreadable", `Cannot read ${local}: ${(err as Error).message}`);
+  } finally {
+    bar.finish(ok);
+    source.close();
+  }
+}
 
 const get: ClientCommand = {
   usage: "snapmesh get NAME FILE [-o OUT]",
@@ -197,7 +343,10 @@ const get: ClientCommand = {
     const actual = hash.digest("hex");
     if (expected && actual !== expected) {
       if (temp) await Deno.remove(temp).catch(() => {});
-      throw new Error(`Downloaded bytes of ${name}/${file} hash to ${actual}, not ${expected}`);
+      throw new CommandError(
+        "verification_failed",
+        `Downloaded bytes of ${name}/${file} hash to ${actual}, not ${expected}`,
+      );
     }
     if (temp) await Deno.rename(temp, out);
     const source = response.headers.get("x-snapmesh-source");
@@ -209,9 +358,22 @@ const get: ClientCommand = {
   },
 };
 
+interface PullAnswer {
+  digest?: string | null;
+  source?: string;
+  ms?: number;
+  paths?: Record<string, string>;
+  bytes?: Record<string, number>;
+  /** False when `?hot=true` answered before the whole snapshot was local. */
+  complete?: boolean;
+  /** "pulling" when `?wait=false` answered at once. */
+  state?: string;
+}
+
 const pull: ClientCommand = {
   usage: "snapmesh pull NAME [--hot] [--no-wait]",
-  summary: "make a snapshot local on the node and print its file paths",
+  summary: "make a snapshot local on the node and print its file paths " +
+    "(--hot: answer once the hot chunks are local; the files are incomplete until the pull ends)",
   options: { hot: { type: "boolean" }, "no-wait": { type: "boolean" } },
   async run(args, client, io) {
     const name = one(args, "NAME", this.usage);
@@ -219,23 +381,19 @@ const pull: ClientCommand = {
     if (flagOption(args, "hot")) query.set("hot", "true");
     if (flagOption(args, "no-wait")) query.set("wait", "false");
     const qs = query.size > 0 ? `?${query}` : "";
-    const request = client.json<{
-      digest?: string;
-      source?: string;
-      ms?: number;
-      paths?: Record<string, string>;
-      bytes?: Record<string, number>;
-    }>("POST", `/v1/snapshots/${segment(name)}/pull${qs}`);
+    const request = client.json<PullAnswer>("POST", `/v1/snapshots/${segment(name)}/pull${qs}`);
     // On a terminal, draw the pull's progress from the node's event stream
     // while the request runs.
     let watch: Promise<void> | null = null;
     const stop = new AbortController();
+    const ending = { complete: false };
     if (progressEnabled(flagOption(args, "json")) && !flagOption(args, "no-wait")) {
-      watch = watchPull(client, name, stop.signal).catch(() => {});
+      watch = watchPull(client, name, stop.signal, ending).catch(() => {});
     }
-    let result;
+    let result: PullAnswer;
     try {
       result = await request;
+      ending.complete = result.complete !== false;
     } finally {
       stop.abort();
       await watch;
@@ -244,34 +402,62 @@ const pull: ClientCommand = {
       json(io, result);
       return 0;
     }
+    if (result.state === "pulling") {
+      io.err(`pull of ${name} started on the node; follow it with: snapmesh status`);
+      return 0;
+    }
     for (const [file, path] of Object.entries(result.paths ?? {})) io.out(`${file}\t${path}`);
-    if (result.bytes) {
-      const b = result.bytes;
+    const b = result.bytes ?? {};
+    const bytes = `local ${formatSize(b.local ?? 0)}, peer ${formatSize(b.peer ?? 0)}, ` +
+      `origin ${formatSize(b.origin ?? 0)}`;
+    if (result.complete === false) {
       io.err(
-        `pulled ${name} from ${result.source} in ${result.ms} ms ` +
-          `(local ${formatSize(b.local ?? 0)}, peer ${formatSize(b.peer ?? 0)}, origin ${
-            formatSize(b.origin ?? 0)
-          })`,
+        `hot set of ${name} ready after ${result.ms} ms (${bytes} so far, from ${result.source}); ` +
+          `the rest is still being pulled, so these files are INCOMPLETE: do not load them ` +
+          `with Firecracker's File memory backend until 'snapmesh pull ${name}' ` +
+          `(without --hot) returns`,
       );
+    } else if (result.source === "local") {
+      io.err(`${name} is already local`);
+    } else {
+      io.err(`pulled ${name} from ${result.source} in ${result.ms} ms (${bytes})`);
     }
     return 0;
   },
 };
 
-/** Draws a progress bar for the pull of `name` from `/v1/pulls/events` until aborted. */
-async function watchPull(client: NodeClient, name: string, signal: AbortSignal): Promise<void> {
+/**
+ * Draws a progress bar for the pull of `name` from `/v1/pulls/events`
+ * until aborted, with the node's own rate and ETA.
+ */
+async function watchPull(
+  client: NodeClient,
+  name: string,
+  signal: AbortSignal,
+  ending: { complete: boolean },
+): Promise<void> {
   const response = await client.request("GET", "/v1/pulls/events", { signal });
-  let bar: ReturnType<typeof progressBar> | null = null;
+  let bar: Progress | null = null;
   try {
     for await (const data of sseData(response.body!)) {
-      const pulls = JSON.parse(data) as { name: string; bytesDone: number; bytesTotal: number }[];
+      const pulls = JSON.parse(data) as {
+        name: string;
+        bytesDone: number;
+        bytesTotal: number;
+        rateBytesPerSecond?: number;
+        etaSeconds?: number | null;
+      }[];
       const mine = pulls.find((p) => p.name === name);
       if (!mine) continue;
       bar ??= progressBar(`pull ${name}`, mine.bytesTotal, true);
-      bar.update(mine.bytesDone);
+      const figures = mine.rateBytesPerSecond === undefined
+        ? {}
+        : { rate: mine.rateBytesPerSecond, etaSeconds: mine.etaSeconds ?? null };
+      bar.update(mine.bytesDone, figures);
     }
   } finally {
-    bar?.finish();
+    // A hot answer leaves the pull running: the bar stops where it was.
+    bar?.finish(ending.complete);
   }
 }
 
@@ -348,7 +534,22 @@ const rm: ClientCommand = {
     if (flagOption(args, "origin")) query.set("origin", "true");
     if (flagOption(args, "force")) query.set("force", "true");
     const qs = query.size > 0 ? `?${query}` : "";
-    const result = await client.json("DELETE", `/v1/snapshots/${segment(name)}${qs}`);
+    let result;
+    try {
+      result = await client.json("DELETE", `/v1/snapshots/${segment(name)}${qs}`);
+    } catch (err) {
+      // The node's message names its query parameter (?force=true); say the flag.
+      if (err instanceof RequestError && err.code === "snapshot_pinned") {
+        throw new RequestError(
+          err.status,
+          err.code,
+          `Snapshot "${name}" is pinned: unpin it first (snapmesh unpin ${name}), ` +
+            `or remove it anyway with: snapmesh rm ${name} --force`,
+          err.body,
+        );
+      }
+      throw err;
+    }
     if (flagOption(args, "json")) json(io, result);
     else io.out(`removed ${name}`);
     return 0;
@@ -378,11 +579,19 @@ interface Status {
   version: string;
   uptime: number;
   cache: Record<string, number>;
-  peers: { id: string; url: string; healthy: boolean; lastSeenMs: number | null }[];
+  dataDir?: string;
+  peers: {
+    id: string;
+    url: string;
+    healthy: boolean;
+    lastSeenMs: number | null;
+    lastError?: string | null;
+  }[];
   origin: {
     endpoint: string;
     bucket: string;
     healthy: boolean;
+    lastError?: string | null;
     push: { mode: string; queued: number; failing: unknown[] };
   } | null;
   pulls: { name: string; bytesDone: number; bytesTotal: number }[];
@@ -391,9 +600,8 @@ interface Status {
 function originLine(origin: Status["origin"]): string {
   if (!origin) return "none";
   const push = origin.push;
-  return `${origin.endpoint} bucket ${origin.bucket} (${
-    origin.healthy ? "healthy" : "unhealthy"
-  }); ` +
+  const health = origin.healthy ? "healthy" : `UNHEALTHY: ${origin.lastError ?? "no answer"}`;
+  return `${origin.endpoint} bucket ${origin.bucket} (${health}); ` +
     `push ${push.mode}: ${push.queued} queued, ${push.failing.length} failing`;
 }
 
@@ -446,13 +654,15 @@ const peers: ClientCommand = {
       io.out("no peers configured");
       return 0;
     }
-    const rows = [["ID", "URL", "STATE", "LAST SEEN"]];
+    const rows = [["ID", "URL", "STATE", "LAST SEEN", "LAST ERROR"]];
     for (const p of s.peers) {
       rows.push([
         p.id,
         p.url,
         p.healthy ? "up" : "down",
         p.lastSeenMs === null ? "never" : `${Math.round(p.lastSeenMs / 1000)}s ago`,
+        // Why a peer is down; an old error of a peer that is up again says nothing.
+        p.healthy ? "" : p.lastError ?? "",
       ]);
     }
     io.out(table(rows));
@@ -468,21 +678,70 @@ interface Verification {
 
 const verify: ClientCommand = {
   usage: "snapmesh verify NAME",
-  summary: "rehash the node's local files of a snapshot against its manifest",
+  summary: "rehash the node's local files of a snapshot against its manifest; " +
+    "a snapshot that fails is quarantined (taken out of the cache)",
   options: {},
   async run(args, client, io) {
     const name = one(args, "NAME", this.usage);
     const result = await client.json<Verification>("POST", `/v1/snapshots/${segment(name)}/verify`);
-    if (flagOption(args, "json")) json(io, result);
-    else {
+    if (result.ok) {
+      if (flagOption(args, "json")) json(io, result);
+      else {
+        for (const f of result.files) io.out(`ok  ${f.file}`);
+        io.out(`${name} verifies (${result.digest})`);
+      }
+      return 0;
+    }
+    // The node takes a snapshot that fails out of its cache (quarantine):
+    // check that it did, and say where a good copy comes from next.
+    const [list, status] = await Promise.all([
+      client.json<Summary[]>("GET", "/v1/snapshots"),
+      client.json<Status>("GET", "/v1/status"),
+    ]);
+    const quarantined = !list.some((s) => s.name === name && s.digest === result.digest);
+    const sources = refetchSources(status);
+    const bad = result.files.filter((f) => !f.ok).map((f) => f.file);
+    let message = `${name} does NOT verify (${bad.join(", ")} differ from the manifest)`;
+    const notes: string[] = [];
+    if (quarantined) {
+      message += `: the node quarantined it (out of the cache, kept for inspection under ` +
+        `${status.dataDir ?? "its data directory"}/quarantine/) and never serves those bytes`;
+      notes.push(
+        sources.length > 0
+          ? `the next read or pull of ${name} fetches a good copy from ${sources.join(", else ")}`
+          : `this node has no peer and no origin: no good copy of ${name} is left here; ` +
+            `put it again`,
+      );
+    }
+    if (flagOption(args, "json")) {
+      json(io, { ...result, quarantined, refetchFrom: quarantined ? sources : [] });
+    } else {
       for (const f of result.files) {
         io.out(`${f.ok ? "ok " : "BAD"} ${f.file}${f.problem ? `: ${f.problem}` : ""}`);
       }
-      io.out(result.ok ? `${name} verifies (${result.digest})` : `${name} does NOT verify`);
     }
-    return result.ok ? 0 : 1;
+    const failure = new CommandError("verification_failed", message);
+    failure.notes.push(...notes);
+    failure.extra.quarantined = quarantined;
+    throw failure;
   },
 };
+
+/** Where a node reads a snapshot it does not hold: its peers, then its origin. */
+function refetchSources(status: Status): string[] {
+  const sources: string[] = [];
+  const up = status.peers.filter((p) => p.healthy).length;
+  if (status.peers.length > 0) {
+    sources.push(`a peer that holds it (${up} of ${status.peers.length} peers up)`);
+  }
+  if (status.origin) {
+    sources.push(
+      `the origin (${status.origin.endpoint}, bucket ${status.origin.bucket}` +
+        `${status.origin.healthy ? "" : ", now UNHEALTHY"})`,
+    );
+  }
+  return sources;
+}
 
 /** The client commands, by name. */
 export const CLIENT_COMMANDS: Record<string, ClientCommand> = {

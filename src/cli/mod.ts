@@ -8,6 +8,7 @@
 import { ConfigError, envName, SETTINGS } from "../config/mod.ts";
 import { VERSION } from "../version.ts";
 import { UsageError } from "./args.ts";
+import { CommandError, RequestError } from "./client.ts";
 import { CLIENT_COMMANDS, type CommandIo, runClientCommand } from "./commands.ts";
 import { serveCommand } from "./serve_command.ts";
 
@@ -68,9 +69,27 @@ export function mainHelp(): string {
   ].join("\n");
 }
 
+/**
+ * The `--json` error object of a failure: the node's own error object when
+ * it sent one, else `{code, message}`; `extra` fields are merged in.
+ */
+export function errorObject(err: unknown, code: string): { error: Record<string, unknown> } {
+  const message = (err as Error)?.message ?? String(err);
+  if (err instanceof CommandError) {
+    const own = err instanceof RequestError && err.body ? err.body : {};
+    return { error: { ...own, code: err.code, message, ...err.extra } };
+  }
+  return { error: { code, message } };
+}
+
 /** Runs the CLI and returns its exit code. */
 export async function main(args: string[], io: CommandIo = processIo()): Promise<number> {
   const [command, ...rest] = args;
+  // Under --json, a failure is one JSON error object on stderr (stdout keeps
+  // only results), whatever failed: a usage error or the operation.
+  const end = rest.indexOf("--");
+  const jsonErrors = command !== undefined && Object.hasOwn(CLIENT_COMMANDS, command) &&
+    (end < 0 ? rest : rest.slice(0, end)).includes("--json");
   try {
     if (command === "--version" || command === "-V" || command === "version") {
       io.out(`snapmesh ${VERSION}`);
@@ -89,15 +108,26 @@ export async function main(args: string[], io: CommandIo = processIo()): Promise
     throw new UsageError(`unknown command ${JSON.stringify(command)}`);
   } catch (err) {
     if (err instanceof UsageError || err instanceof ConfigError) {
-      io.err(`snapmesh: ${err.message}`);
       const hint = command && command !== "--help" &&
           (command === "serve" || Object.hasOwn(CLIENT_COMMANDS, command))
         ? `snapmesh ${command} --help`
         : "snapmesh --help";
+      if (jsonErrors) {
+        const object = errorObject(err, "invalid_usage");
+        object.error.message = `${err.message} (run '${hint}' for usage)`;
+        io.err(JSON.stringify(object));
+        return 2;
+      }
+      io.err(`snapmesh: ${err.message}`);
       io.err(`Run '${hint}' for usage.`);
       return 2;
     }
+    if (jsonErrors) {
+      io.err(JSON.stringify(errorObject(err, "failed")));
+      return 1;
+    }
     io.err(`snapmesh: ${(err as Error).message ?? String(err)}`);
+    if (err instanceof CommandError) { for (const note of err.notes) io.err(`snapmesh: ${note}`); }
     return 1;
   }
 }

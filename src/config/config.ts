@@ -30,6 +30,8 @@ export interface ServeConfig {
   originBucket: string | null;
   originPrefix: string;
   originRegion: string;
+  /** Create the origin bucket at start when it does not exist. */
+  originCreateBucket: boolean;
   push: PushMode;
   /** Stalled origin bodies are aborted after this many milliseconds. */
   originStallTimeoutMs: number;
@@ -163,6 +165,13 @@ export const SETTINGS: readonly Setting[] = [
     kind: "string",
     help: "origin region",
     defaultText: "us-east-1",
+  },
+  {
+    key: "originCreateBucket",
+    flag: "origin-create-bucket",
+    kind: "bool",
+    help: "create the origin bucket at start when it does not exist (else it must exist)",
+    defaultText: "false",
   },
   {
     key: "push",
@@ -309,6 +318,7 @@ export function resolveServeConfig(sources: ConfigSources): ServeConfig {
     originBucket: null,
     originPrefix: "",
     originRegion: "us-east-1",
+    originCreateBucket: false,
     push: null,
     originStallTimeoutMs: 30_000,
     chunkSize: DEFAULT_CHUNK_SIZE,
@@ -344,6 +354,11 @@ export function resolveServeConfig(sources: ConfigSources): ServeConfig {
   }
   if ((config.originEndpoint === null) !== (config.originBucket === null)) {
     throw new ConfigError("origin-endpoint and origin-bucket must be given together");
+  }
+  if (config.originCreateBucket && config.originEndpoint === null) {
+    throw new ConfigError(
+      "origin-create-bucket needs an origin (--origin-endpoint, --origin-bucket)",
+    );
   }
   if (config.push === null) config.push = config.originEndpoint ? "async" : "off";
   if (config.push !== "off" && config.originEndpoint === null) {

@@ -23,6 +23,7 @@ const EXAMPLES: Record<string, unknown> = {
   "origin-bucket": "snapshots",
   "origin-prefix": "vhive",
   "origin-region": "us-east-1",
+  "origin-create-bucket": true,
   push: "async",
   "origin-stall-timeout": "30s",
   "chunk-size": "1MiB",

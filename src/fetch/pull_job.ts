@@ -25,6 +25,7 @@ import { type FileHandle, isNoSpace } from "../fs/mod.ts";
 import type { Logger } from "../log/mod.ts";
 import { chunkCount, chunkLength, isAllZero, verifyChunk, ZERO_CHUNK } from "../manifest/mod.ts";
 import { Mutex } from "../util/mutex.ts";
+import { RateMeter } from "../util/rate_meter.ts";
 import { encodeBitmap } from "../cluster/mod.ts";
 import type { ChunkRequest, ChunkSource, SourceKind } from "./source.ts";
 
@@ -88,9 +89,9 @@ export interface PullProgress {
 
 /** Progress as `/v1/pulls` reports it. */
 export interface PullReport extends PullProgress {
-  /** Bytes per second over the last few seconds. */
+  /** Bytes per second, smoothed over about the last ten seconds. */
   rateBytesPerSecond: number;
-  /** Seconds left at that rate, or null. */
+  /** Seconds left at that rate, or null before the first byte. */
   etaSeconds: number | null;
 }
 
@@ -693,18 +694,15 @@ export class PullJob {
     return { complete, have, pending };
   }
 
-  /** Progress with the current rate (over the last three seconds). */
+  /** Progress with the current rate (smoothed over about ten seconds, see RateMeter). */
   report(now = Date.now()): PullReport {
-    const window = this.#samples.filter(([t]) => now - t <= 3000);
-    const first = window[0];
-    const elapsed = first ? (now - first[0]) / 1000 : 0;
-    const rate = first && elapsed > 0.2 ? (this.progress.bytesDone - first[1]) / elapsed : 0;
     const left = this.progress.bytesTotal - this.progress.bytesDone;
+    const eta = this.#meter.eta(left, now);
     return {
       ...this.progress,
       bySource: { ...this.progress.bySource },
-      rateBytesPerSecond: Math.round(rate),
-      etaSeconds: rate > 0 ? Math.round(left / rate) : null,
+      rateBytesPerSecond: Math.round(this.#meter.rate(now)),
+      etaSeconds: eta === null ? null : Math.round(eta),
     };
   }
 
@@ -728,8 +726,8 @@ export class PullJob {
     await lock.run(() => handle.writeAt(bytes, offset));
   }
 
-  /** (time, bytesDone) after each chunk, the last few seconds only. */
-  readonly #samples: [number, number][] = [];
+  /** Bytes per second of verified chunks, for report(). */
+  readonly #meter = new RateMeter();
 
   #complete(file: number, index: number, digest: string, bytes: number, kind: SourceKind): void {
     this.#state[file]![index] = DONE;
@@ -740,9 +738,7 @@ export class PullJob {
     this.progress.chunksDone++;
     this.progress.bySource[kind] += bytes;
     this.#options.onBytes?.(kind, bytes);
-    const now = Date.now();
-    this.#samples.push([now, this.progress.bytesDone]);
-    while (this.#samples.length > 1 && now - this.#samples[0]![0] > 3000) this.#samples.shift();
+    this.#meter.add(bytes);
     const key = `${file}:${index}`;
     for (const waiter of this.#waiters.get(key) ?? []) waiter.resolve();
     this.#waiters.delete(key);

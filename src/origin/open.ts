@@ -23,6 +23,7 @@ export async function openOrigin(
     region: config.originRegion,
     stallTimeoutMs: config.originStallTimeoutMs,
     log: options.log.child({ component: "origin" }),
+    createBucket: config.originCreateBucket,
   });
   const { metrics } = options;
   origin.observer = {

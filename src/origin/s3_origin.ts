@@ -47,6 +47,10 @@ export interface S3OriginOptions {
   stallTimeoutMs: number;
   log: Logger;
   retry?: RetryPolicy;
+  /** Create the bucket when it does not exist. @default false */
+  createBucket?: boolean;
+  /** How often a missing bucket is looked for again. @default 15000 */
+  bucketRecheckMs?: number;
 }
 
 /** Counters for metrics and status. */
@@ -95,9 +99,14 @@ export class S3Origin {
   readonly #stallMs: number;
   readonly #log: Logger;
   readonly #retry: RetryPolicy;
+  readonly #region: string;
+  readonly #createBucket: boolean;
+  readonly #bucketRecheckMs: number;
   #healthy = true;
   #lastContact: number | null = null;
   #lastError: string | null = null;
+  /** Looks for a missing bucket again, until it exists. */
+  #recheck: ReturnType<typeof setInterval> | undefined;
   observer: OriginObserver = {};
 
   private constructor(
@@ -114,6 +123,9 @@ export class S3Origin {
     this.#stallMs = options.stallTimeoutMs;
     this.#log = options.log;
     this.#retry = options.retry ?? DEFAULT_RETRY;
+    this.#region = options.region;
+    this.#createBucket = options.createBucket ?? false;
+    this.#bucketRecheckMs = options.bucketRecheckMs ?? 15_000;
     this.#client = new sdk.S3Client({
       endpoint: options.endpoint,
       region: options.region,
@@ -169,20 +181,89 @@ export class S3Origin {
     };
   }
 
-  /** Checks that the bucket answers (HeadBucket). */
+  /**
+   * Checks the origin at start: true when it answers. A bucket that does not
+   * exist is created with `createBucket`; otherwise the origin is reported
+   * unhealthy with the reason ({@linkcode health}, a warning in the log) and
+   * looked for again every `bucketRecheckMs` until it exists.
+   */
   async probe(): Promise<boolean> {
+    const state = await this.checkBucket();
+    return state !== "unreachable";
+  }
+
+  /**
+   * Looks for the bucket (HeadBucket) and creates it when it is missing and
+   * `createBucket` is set. "missing" leaves the origin unhealthy with the
+   * reason; "unreachable" means the origin did not answer (see health()).
+   */
+  async checkBucket(): Promise<"ok" | "created" | "missing" | "unreachable"> {
     try {
       await this.#call(
-        "probe",
+        "check bucket",
         (signal) =>
           this.#client.send(new this.#sdk.HeadBucketCommand({ Bucket: this.bucket }), {
             abortSignal: signal,
           }),
       );
-      return true;
-    } catch {
-      return false;
+      return "ok";
+    } catch (err) {
+      // HeadBucket has no body: a missing bucket is a bare 404.
+      if (!isMissingBucket(err) && statusOf(err) !== 404) return "unreachable";
     }
+    if (!this.#createBucket) {
+      this.#bucketMissing();
+      return "missing";
+    }
+    try {
+      await this.#call("create bucket", (signal) =>
+        this.#client.send(
+          new this.#sdk.CreateBucketCommand({
+            Bucket: this.bucket,
+            // AWS wants the region named, except for its default one.
+            CreateBucketConfiguration: this.#region === "us-east-1"
+              ? undefined
+              : { LocationConstraint: this.#region as S3.BucketLocationConstraint },
+          }),
+          { abortSignal: signal },
+        ));
+    } catch (err) {
+      // Another node created it at the same moment: as good as ours.
+      if ((err as Error).name !== "BucketAlreadyOwnedByYou") {
+        this.#bucketMissing(`it could not be created: ${(err as Error).message}`);
+        return "missing";
+      }
+    }
+    this.#bucketFound();
+    this.#log.info("created the origin bucket", { bucket: this.bucket });
+    return "created";
+  }
+
+  /** The bucket does not exist: unhealthy, with the reason, until it does. */
+  #bucketMissing(why?: string): void {
+    const first = this.#recheck === undefined;
+    this.#healthy = false;
+    this.#lastError = why
+      ? `bucket "${this.bucket}" does not exist and ${why}`
+      : `bucket "${this.bucket}" does not exist: create it, ` +
+        `or start the agent with --origin-create-bucket`;
+    if (!first) return;
+    this.#log.warn("origin bucket does not exist; pushes and origin reads fail until it does", {
+      bucket: this.bucket,
+      reason: this.#lastError,
+    });
+    this.#recheck = setInterval(() => {
+      this.checkBucket().catch(() => {});
+    }, this.#bucketRecheckMs);
+    // A check in the background must not keep the process alive.
+    Deno.unrefTimer(this.#recheck);
+  }
+
+  #bucketFound(): void {
+    if (this.#recheck === undefined) return;
+    clearInterval(this.#recheck);
+    this.#recheck = undefined;
+    this.#log.info("origin bucket found", { bucket: this.bucket });
   }
 
   /**
@@ -433,8 +514,17 @@ export class S3Origin {
       });
       this.#healthy = true;
       this.#lastContact = Date.now();
+      this.#bucketFound();
       return result;
     } catch (err) {
+      if (isMissingBucket(err)) {
+        // A 404, but not the "no such object" kind: nothing works until it exists.
+        this.stats.errors++;
+        this.observer.error?.(what, err);
+        this.#lastContact = Date.now();
+        this.#bucketMissing();
+        throw err;
+      }
       const status = statusOf(err);
       if (status === 404 || (err as Error).name === "NoSuchKey") {
         this.#healthy = true;
@@ -515,6 +605,12 @@ export class S3Origin {
     }
     return joined;
   }
+}
+
+/** True when S3 says the bucket itself does not exist (also a 404). */
+function isMissingBucket(err: unknown): boolean {
+  return (err as Error)?.name === "NoSuchBucket" ||
+    (err as { Code?: string })?.Code === "NoSuchBucket";
 }
 
 /**

@@ -113,6 +113,11 @@ Deno.test("resolveServeConfig() names the key and the accepted form on errors", 
     ["peer with a path", { flags: { peers: "http://peer:7070/x?y" } }, /path, query/],
     ["bad peers-dns", { flags: { "peers-dns": "peers.local" } }, /NAME:PORT/],
     ["push without origin", { flags: { push: "sync" } }, /needs an origin/],
+    [
+      "create-bucket without origin",
+      { env: { SNAPMESH_ORIGIN_CREATE_BUCKET: "true" } },
+      /origin-create-bucket needs an origin/,
+    ],
     ["endpoint without bucket", { flags: { "origin-endpoint": "http://s3:9000" } }, /together/],
     ["file not an object", { file: [1] }, /JSON object/],
   ];
@@ -136,6 +141,24 @@ Deno.test("resolveServeConfig() defaults push to async when an origin is set", (
   });
   assertEquals(c.push, "async");
   assertEquals(c.originPrefix, "a/b");
+});
+
+Deno.test("origin-create-bucket: off by default; flag, env and file turn it on", async (t) => {
+  const origin = { "origin-endpoint": "http://127.0.0.1:9000", "origin-bucket": "snaps" };
+  assertEquals(resolveServeConfig({ ...base, flags: origin }).originCreateBucket, false);
+  const cases: [string, Partial<ConfigSources>][] = [
+    ["flag", { flags: { ...origin, "origin-create-bucket": true } }],
+    ["env", { flags: origin, env: { SNAPMESH_ORIGIN_CREATE_BUCKET: "yes" } }],
+    ["file", { file: { ...origin, "origin-create-bucket": true } }],
+  ];
+  for (const [label, sources] of cases) {
+    await t.step(label, () => {
+      const c = resolveServeConfig({ ...base, ...sources });
+      assertEquals(c.originCreateBucket, true);
+      assertEquals(describeConfig(c)["origin-create-bucket"], true);
+    });
+  }
+  assert(configTemplate().includes('// "origin-create-bucket": true,'), "in the template");
 });
 
 Deno.test("describeConfig() redacts the token", () => {
