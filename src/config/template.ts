@@ -31,6 +31,11 @@ const EXAMPLES: Record<string, unknown> = {
   "max-file-size": "64GiB",
   "max-egress": "100MB",
   "max-origin-rate": "0",
+  "idle-timeout": "60s",
+  "header-timeout": "10s",
+  "body-timeout": "30s",
+  "max-connections": 1024,
+  "max-uploads": 64,
   "log-level": "info",
   "rebuild-index": false,
 };
@@ -82,5 +87,6 @@ export function configTemplate(given: RawSettings = {}): string {
 function asJson(kind: string, value: unknown): unknown {
   if (typeof value !== "string") return value;
   if (kind === "list") return value.split(",").map((s) => s.trim()).filter((s) => s !== "");
+  if (kind === "count" && /^\d+$/.test(value.trim())) return Number(value);
   return value;
 }
