@@ -6,6 +6,7 @@
 
 import type { ContentfulStatusCode } from "hono/utils/http-status";
 import { type ErrorCode, SnapmeshError } from "../errors.ts";
+import { BodyAbortedError } from "../http/mod.ts";
 
 const STATUS: Record<ErrorCode, ContentfulStatusCode> = {
   invalid_name: 400,
@@ -14,6 +15,7 @@ const STATUS: Record<ErrorCode, ContentfulStatusCode> = {
   unauthorized: 401,
   path_not_allowed: 403,
   not_found: 404,
+  method_not_allowed: 405,
   snapshot_not_found: 404,
   file_not_found: 404,
   draft_not_found: 404,
@@ -68,6 +70,8 @@ export class HttpError extends Error {
       if (err.code === "unauthorized") headers["WWW-Authenticate"] = 'Bearer realm="snapmesh"';
       return new HttpError(err.code, err.message, { details: err.details, headers });
     }
+    // The client hung up or went silent mid-body: its fault, not ours.
+    if (err instanceof BodyAbortedError) return new HttpError("invalid_body", err.message);
     return new HttpError("internal", "Internal error; see the agent log");
   }
 
