@@ -66,6 +66,8 @@ export interface ConnectionHost {
 /** Read-ahead buffer size; it grows for large heads and shrinks back after. */
 const BUFFER_BYTES = 8 * 1024;
 const MAX_BUFFER_BYTES = MAX_REQUEST_LINE + MAX_HEADER_BYTES + 4096;
+/** Responses up to this size (head and body) are assembled in a reused buffer. */
+const WRITE_BUFFER_BYTES = 8 * 1024;
 /** Unread body bytes drained after a response to keep a connection; more closes it. */
 const DRAIN_BYTES = 256 * 1024;
 /** A request with a body larger than this (or chunked) is an upload. */
@@ -109,6 +111,7 @@ export class Connection implements BodyInput, ResponseSink {
   #body: RequestBody | null = null;
   #responseStarted = false;
   #responseReader: ReadableStreamDefaultReader<Uint8Array> | null = null;
+  #writeBuffer: Uint8Array | null = null;
 
   /** Absolute time (ms) by which the pending read must complete. */
   readDeadline = Infinity;
@@ -501,6 +504,14 @@ export class Connection implements BodyInput, ResponseSink {
 
   track(reader: ReadableStreamDefaultReader<Uint8Array> | null): void {
     this.#responseReader = reader;
+  }
+
+  buffer(bytes: number): Uint8Array {
+    // Writes are awaited one at a time, so one buffer serves them all: a small
+    // response (a head and a 4 KiB range) costs no allocation.
+    if (bytes > WRITE_BUFFER_BYTES) return new Uint8Array(bytes);
+    this.#writeBuffer ??= new Uint8Array(WRITE_BUFFER_BYTES);
+    return this.#writeBuffer.subarray(0, bytes);
   }
 }
 

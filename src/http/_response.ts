@@ -14,6 +14,11 @@ export interface ResponseSink {
   write(bytes: Uint8Array): Promise<void>;
   /** The body being sent; the connection cancels it if it closes meanwhile. */
   track(reader: ReadableStreamDefaultReader<Uint8Array> | null): void;
+  /**
+   * A buffer of `bytes` to assemble one write in: the connection's reusable
+   * one when it is large enough (it is free again once that write is done).
+   */
+  buffer(bytes: number): Uint8Array;
 }
 
 /** The request a response answers. */
@@ -100,15 +105,16 @@ export async function writeResponse(
   let head = `HTTP/1.1 ${status} ${REASONS[status] ?? (response.statusText || "Unknown")}\r\n`;
   let declared: number | null = null;
   let hasDate = false;
-  for (const [name, value] of response.headers) {
+  // forEach, not for-of: the same names and values (set-cookie kept apart),
+  // several times faster in Deno.
+  response.headers.forEach((value, name) => {
     if (name === "content-length") {
       declared = /^\d{1,15}$/.test(value) ? Number(value) : null;
-      continue;
+    } else if (!HOP_BY_HOP.has(name)) {
+      if (name === "date") hasDate = true;
+      head += `${name}: ${value}\r\n`;
     }
-    if (HOP_BY_HOP.has(name)) continue;
-    if (name === "date") hasDate = true;
-    head += `${name}: ${value}\r\n`;
-  }
+  });
   if (!hasDate) head += `date: ${httpDate()}\r\n`;
 
   let keepAlive = context.keepAlive;
@@ -263,7 +269,7 @@ async function send(sink: ResponseSink, pieces: (string | Uint8Array)[]): Promis
     let joinedBytes = 0;
     for (const piece of pieces) {
       if (typeof piece !== "string" && piece.length > COALESCE_BYTES) {
-        if (joined.length > 0) await sink.write(join(joined, joinedBytes));
+        if (joined.length > 0) await sink.write(join(sink, joined, joinedBytes));
         joined = [];
         joinedBytes = 0;
         await sink.write(piece);
@@ -272,16 +278,16 @@ async function send(sink: ResponseSink, pieces: (string | Uint8Array)[]): Promis
       joined.push(piece);
       joinedBytes += piece.length; // strings here are ASCII or Latin-1: one byte a char
     }
-    if (joined.length > 0) await sink.write(join(joined, joinedBytes));
+    if (joined.length > 0) await sink.write(join(sink, joined, joinedBytes));
     return true;
   } catch {
     return false;
   }
 }
 
-function join(pieces: (string | Uint8Array)[], bytes: number): Uint8Array {
+function join(sink: ResponseSink, pieces: (string | Uint8Array)[], bytes: number): Uint8Array {
   if (pieces.length === 1 && typeof pieces[0] !== "string") return pieces[0]!;
-  const out = new Uint8Array(bytes);
+  const out = sink.buffer(bytes);
   let at = 0;
   for (const piece of pieces) {
     if (typeof piece === "string") {
