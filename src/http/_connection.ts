@@ -11,7 +11,7 @@ import type { Logger } from "../log/mod.ts";
 import { findHeadEnd, HttpParseError, parseHead, type RequestHead } from "./_head.ts";
 import { MAX_HEADER_BYTES, MAX_REQUEST_LINE } from "./_head.ts";
 import { type ResponseSink, type WriteOutcome, writeResponse } from "./_response.ts";
-import { BodyAbortedError, type BodyInput, RequestBody } from "./body.ts";
+import { BodyAbortedError, type BodyInput, lineTooLong, RequestBody } from "./body.ts";
 
 /**
  * The byte stream a connection runs on. `Deno.Conn` is one; TLS streams
@@ -253,9 +253,7 @@ export class Connection implements BodyInput, ResponseSink {
       if (this.#end < this.#buf.length) return;
     }
     // findHeadEnd throws before a head outgrows MAX_BUFFER_BYTES.
-    const bigger = new Uint8Array(Math.min(this.#buf.length * 2, MAX_BUFFER_BYTES));
-    bigger.set(this.#buf.subarray(0, this.#end));
-    this.#buf = bigger;
+    this.#grow(this.#end + 1);
   }
 
   /** One request and its response. */
@@ -414,50 +412,77 @@ export class Connection implements BodyInput, ResponseSink {
 
   // BodyInput
 
-  async readInto(view: Uint8Array): Promise<number> {
-    const buffered = this.#end - this.#start;
-    if (buffered > 0) {
-      const n = Math.min(buffered, view.length);
-      view.set(this.#buf.subarray(this.#start, this.#start + n));
-      this.#start += n;
-      this.#shrink();
-      return n;
-    }
+  get buffered(): number {
+    return this.#end - this.#start;
+  }
+
+  takeBuffered(view: Uint8Array): number {
+    const n = Math.min(this.#end - this.#start, view.length);
+    view.set(this.#buf.subarray(this.#start, this.#start + n));
+    this.#start += n;
+    this.#shrink();
+    return n;
+  }
+
+  async readDirect(view: Uint8Array): Promise<number> {
     return await this.#bodyRead(view);
   }
 
-  async readLine(max: number): Promise<string | null> {
-    while (true) {
-      const lf = this.#buf.subarray(this.#start, this.#end).indexOf(10);
-      if (lf !== -1) {
-        const endOfLine = this.#start + lf;
-        const hasCr = lf > 0 && this.#buf[endOfLine - 1] === 13;
-        if (lf - (hasCr ? 1 : 0) > max) throw lineTooLong();
-        const line = decoder.decode(
-          this.#buf.subarray(this.#start, hasCr ? endOfLine - 1 : endOfLine),
-        );
-        this.#start = endOfLine + 1;
-        this.#shrink();
-        return line;
-      }
+  takeLine(max: number): string | null {
+    const lf = this.#buf.subarray(this.#start, this.#end).indexOf(10);
+    if (lf === -1) {
       if (this.#end - this.#start > max + 1) throw lineTooLong();
-      if (this.#start === this.#end) {
-        this.#start = 0;
-        this.#end = 0;
-      } else if (this.#end === this.#buf.length) {
-        this.#buf.copyWithin(0, this.#start, this.#end);
-        this.#end -= this.#start;
-        this.#start = 0;
-        if (this.#end === this.#buf.length) {
-          const bigger = new Uint8Array(Math.min(this.#buf.length * 2, MAX_BUFFER_BYTES));
-          bigger.set(this.#buf.subarray(0, this.#end));
-          this.#buf = bigger;
-        }
-      }
-      const n = await this.#bodyRead(this.#buf.subarray(this.#end));
-      if (n === 0) return null;
-      this.#end += n;
+      return null;
     }
+    const endOfLine = this.#start + lf;
+    const hasCr = lf > 0 && this.#buf[endOfLine - 1] === 13;
+    if (lf - (hasCr ? 1 : 0) > max) throw lineTooLong();
+    const line = decoder.decode(this.#buf.subarray(this.#start, hasCr ? endOfLine - 1 : endOfLine));
+    this.#start = endOfLine + 1;
+    this.#shrink();
+    return line;
+  }
+
+  async fill(): Promise<boolean> {
+    if (this.#start === this.#end) {
+      this.#start = 0;
+      this.#end = 0;
+    } else if (this.#end === this.#buf.length) {
+      this.#buf.copyWithin(0, this.#start, this.#end);
+      this.#end -= this.#start;
+      this.#start = 0;
+      if (this.#end === this.#buf.length) this.#grow(this.#end + 1);
+    }
+    const n = await this.#bodyRead(this.#buf.subarray(this.#end));
+    this.#end += n;
+    return n > 0;
+  }
+
+  unread(bytes: Uint8Array): void {
+    const buffered = this.#end - this.#start;
+    if (buffered === 0 && bytes.length <= this.#buf.length) {
+      this.#buf.set(bytes);
+      this.#start = 0;
+      this.#end = bytes.length;
+      return;
+    }
+    // Rare: a chunked body's read ran past the body (a pipelined request).
+    const joined = new Uint8Array(Math.max(BUFFER_BYTES, bytes.length + buffered));
+    joined.set(bytes);
+    joined.set(this.#buf.subarray(this.#start, this.#end), bytes.length);
+    this.#buf = joined;
+    this.#start = 0;
+    this.#end = bytes.length + buffered;
+  }
+
+  /** A larger read-ahead buffer holding at least `bytes` (the buffered bytes kept). */
+  #grow(bytes: number): void {
+    const size = Math.max(bytes, Math.min(this.#buf.length * 2, MAX_BUFFER_BYTES));
+    const bigger = new Uint8Array(size);
+    bigger.set(this.#buf.subarray(this.#start, this.#end));
+    this.#end -= this.#start;
+    this.#start = 0;
+    this.#buf = bigger;
   }
 
   /** A body read: no progress for the body timeout closes the connection. */
@@ -513,10 +538,6 @@ export class Connection implements BodyInput, ResponseSink {
     this.#writeBuffer ??= new Uint8Array(WRITE_BUFFER_BYTES);
     return this.#writeBuffer.subarray(0, bytes);
   }
-}
-
-function lineTooLong(): BodyAbortedError {
-  return new BodyAbortedError("Invalid chunked request body: a framing line is too long");
 }
 
 function message(err: unknown): string {

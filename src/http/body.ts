@@ -19,15 +19,30 @@ export class BodyAbortedError extends Error {
   }
 }
 
-/** Where a body's bytes come from: the connection, read-ahead bytes first. */
+/**
+ * Where a body's bytes come from: the connection and the bytes it has read
+ * ahead. Only `readDirect` and `fill` wait for the network.
+ */
 export interface BodyInput {
-  /** Reads up to `view.length` bytes into `view`; 0 at the end of the connection. */
-  readInto(view: Uint8Array): Promise<number>;
+  /** Bytes read ahead and not consumed yet. */
+  readonly buffered: number;
+  /** Moves up to `view.length` read-ahead bytes into `view`; the count. */
+  takeBuffered(view: Uint8Array): number;
   /**
-   * Reads one line (without its line end), at most `max` bytes; null at the
-   * end of the connection. Throws {@linkcode BodyAbortedError} when longer.
+   * Reads from the connection straight into `view` (nothing may be read
+   * ahead); 0 at the end of the connection.
    */
-  readLine(max: number): Promise<string | null>;
+  readDirect(view: Uint8Array): Promise<number>;
+  /**
+   * A complete line from the read-ahead bytes (without its line end), or
+   * null when none is there yet. Throws {@linkcode BodyAbortedError} when the
+   * line is longer than `max` bytes.
+   */
+  takeLine(max: number): string | null;
+  /** Reads more from the connection into the read-ahead bytes; false at its end. */
+  fill(): Promise<boolean>;
+  /** Puts `bytes` back in front of the read-ahead bytes. */
+  unread(bytes: Uint8Array): void;
 }
 
 /** Options for {@linkcode RequestBody}. */
@@ -51,8 +66,10 @@ export class RequestBody {
   #beforeFirstRead: (() => Promise<void>) | undefined;
   /** Fixed: bytes left of the body. Chunked: bytes left of the current chunk. */
   #remaining: number;
-  #state: "size" | "data" | "crlf" | "done";
+  #state: "size" | "data" | "crlf" | "trailers" | "done";
   #received = 0;
+  #trailerBytes = 0;
+  #trailerFields = 0;
   #started = false;
   #reading = false;
   #failure: Error | null = null;
@@ -116,7 +133,9 @@ export class RequestBody {
 
   async #readFixed(view: Uint8Array): Promise<number> {
     const want = Math.min(view.length, this.#remaining);
-    const n = await this.#input.readInto(want === view.length ? view : view.subarray(0, want));
+    const target = want === view.length ? view : view.subarray(0, want);
+    const input = this.#input;
+    const n = input.buffered > 0 ? input.takeBuffered(target) : await input.readDirect(target);
     if (n === 0) {
       throw new BodyAbortedError(
         `Request body ended early: the connection closed after ${this.#received} of ` +
@@ -129,63 +148,134 @@ export class RequestBody {
     return n;
   }
 
+  /**
+   * Fills `view` with chunk data: from read-ahead bytes without waiting, or,
+   * when there are none and nothing is filled yet, with one read from the
+   * connection straight into all of `view`. That read may run past the
+   * chunk into the framing of the next ones; the framing is then taken out
+   * in place ({@linkcode RequestBody.#unframe}), so large reads stay possible
+   * whatever the chunk size. Waits only while nothing is filled.
+   */
   async #readChunked(view: Uint8Array): Promise<number> {
-    while (true) {
+    const input = this.#input;
+    let filled = 0;
+    while (filled < view.length) {
       switch (this.#state) {
         case "done":
-          return 0;
-        case "size": {
-          const line = await this.#line(MAX_CHUNK_LINE);
-          const size = parseChunkSize(line);
-          if (size === 0) {
-            await this.#skipTrailers();
-            this.#state = "done";
-            return 0;
+          return filled;
+        case "data": {
+          if (input.buffered > 0) {
+            const room = Math.min(view.length - filled, this.#remaining);
+            const n = input.takeBuffered(view.subarray(filled, filled + room));
+            this.#took(n);
+            filled += n;
+            break;
           }
-          this.#remaining = size;
-          this.#state = "data";
+          if (filled > 0) return filled;
+          const n = await input.readDirect(view);
+          if (n === 0) throw this.#endedEarly();
+          const data = Math.min(n, this.#remaining);
+          this.#took(data);
+          filled = n > data ? this.#unframe(view, data, n) : data;
           break;
         }
-        case "data": {
-          const want = Math.min(view.length, this.#remaining);
-          const n = await this.#input.readInto(
-            want === view.length ? view : view.subarray(0, want),
-          );
-          if (n === 0) throw this.#endedEarly();
-          this.#remaining -= n;
-          this.#received += n;
-          if (this.#remaining === 0) this.#state = "crlf";
-          return n;
-        }
-        case "crlf": {
-          if ((await this.#line(2)) !== "") {
-            throw new BodyAbortedError(
-              "Invalid chunked request body: a chunk is longer than its size",
-            );
+        case "crlf":
+        case "size":
+        case "trailers": {
+          const max = this.#state === "crlf"
+            ? 2
+            : this.#state === "size"
+            ? MAX_CHUNK_LINE
+            : MAX_HEADER_BYTES - this.#trailerBytes;
+          let line = input.takeLine(max);
+          if (line === null) {
+            if (filled > 0) return filled;
+            line = await this.#line(max);
           }
-          this.#state = "size";
+          this.#framingLine(line);
           break;
         }
       }
     }
+    return filled;
+  }
+
+  /** Counts `n` bytes of chunk data as consumed. */
+  #took(n: number): void {
+    this.#remaining -= n;
+    this.#received += n;
+    if (this.#remaining === 0) this.#state = "crlf";
+  }
+
+  /** Applies one framing line: the CRLF after a chunk, a chunk size, or a trailer field. */
+  #framingLine(line: string): void {
+    switch (this.#state) {
+      case "crlf":
+        if (line !== "") {
+          throw new BodyAbortedError("Invalid chunked request body: a chunk is longer than its size");
+        }
+        this.#state = "size";
+        return;
+      case "size": {
+        const size = parseChunkSize(line);
+        if (size === 0) {
+          this.#state = "trailers";
+        } else {
+          this.#remaining = size;
+          this.#state = "data";
+        }
+        return;
+      }
+      case "trailers":
+        // Trailer fields are read (within the header limits) and ignored.
+        if (line === "") {
+          this.#state = "done";
+          return;
+        }
+        this.#trailerBytes += line.length + 2;
+        if (++this.#trailerFields > MAX_HEADER_FIELDS) {
+          throw new BodyAbortedError("Invalid chunked request body: too many trailer fields");
+        }
+    }
+  }
+
+  /**
+   * `view[0, end)` holds `filled` bytes of data, then framing and data of
+   * the chunks that follow. Moves their data down over the framing and
+   * returns where the data ends; an unfinished line, the trailer and
+   * anything after the body go back to the read-ahead bytes.
+   */
+  #unframe(view: Uint8Array, filled: number, end: number): number {
+    let at = filled;
+    while (at < end && this.#state !== "trailers") {
+      if (this.#state === "data") {
+        const take = Math.min(this.#remaining, end - at);
+        view.copyWithin(filled, at, at + take);
+        filled += take;
+        at += take;
+        this.#took(take);
+        continue;
+      }
+      const lf = view.subarray(at, end).indexOf(10);
+      const max = this.#state === "crlf" ? 2 : MAX_CHUNK_LINE;
+      if (lf === -1) {
+        if (end - at > max + 1) throw lineTooLong();
+        break;
+      }
+      const lineEnd = lf > 0 && view[at + lf - 1] === 13 ? at + lf - 1 : at + lf;
+      if (lineEnd - at > max) throw lineTooLong();
+      this.#framingLine(latin1(view.subarray(at, lineEnd)));
+      at += lf + 1;
+    }
+    if (at < end) this.#input.unread(view.subarray(at, end));
+    return filled;
   }
 
   async #line(max: number): Promise<string> {
-    const line = await this.#input.readLine(max);
-    if (line === null) throw this.#endedEarly();
-    return line;
-  }
-
-  /** Trailer fields are read (within the header limits) and ignored. */
-  async #skipTrailers(): Promise<void> {
-    let bytes = 0;
-    for (let fields = 0;; fields++) {
-      const line = await this.#line(MAX_HEADER_BYTES - bytes);
-      if (line === "") return;
-      bytes += line.length + 2;
-      if (fields >= MAX_HEADER_FIELDS) {
-        throw new BodyAbortedError("Invalid chunked request body: too many trailer fields");
-      }
+    while (true) {
+      const line = this.#input.takeLine(max);
+      if (line !== null) return line;
+      if (!(await this.#input.fill())) throw this.#endedEarly();
     }
   }
 
@@ -282,6 +372,16 @@ function parseChunkSize(line: string): number {
     );
   }
   return parseInt(digits, 16);
+}
+
+/** A framing line that is too long for its kind. */
+export function lineTooLong(): BodyAbortedError {
+  return new BodyAbortedError("Invalid chunked request body: a framing line is too long");
+}
+
+/** Framing bytes as text (ASCII when valid; anything else fails to parse later). */
+function latin1(bytes: Uint8Array): string {
+  return String.fromCharCode(...bytes);
 }
 
 function connectionLost(err: unknown): BodyAbortedError {

@@ -257,6 +257,65 @@ Deno.test("serveHttp() decodes chunked bodies: extensions ignored, trailers drop
   assert(await client.waitClosed(), "closed after a broken chunked body");
 });
 
+Deno.test("serveHttp() reads chunked bodies in large pieces, taking the framing out in place", async (t) => {
+  // Many small chunks with extensions, a trailer, then a pipelined request:
+  // all of it lands in one read into the handler's buffer.
+  const bytes = new Uint8Array(300_000).map((_, i) => (i * 7 + (i >> 9)) & 0xff);
+  const parts: Uint8Array[] = [];
+  for (let at = 0, i = 0; at < bytes.length; i++) {
+    const size = Math.min(bytes.length - at, 1 + ((i * 977) % 3000));
+    parts.push(new TextEncoder().encode(`${size.toString(16)}${i % 3 ? "" : ";x=y"}\r\n`));
+    parts.push(bytes.subarray(at, at + size), new TextEncoder().encode("\r\n"));
+    at += size;
+  }
+  parts.push(new TextEncoder().encode("0\r\nX-Sum: 1\r\n\r\n" + GET("/after")));
+  const body = new Uint8Array(parts.reduce((n, p) => n + p.length, 0));
+  parts.reduce((at, p) => (body.set(p, at), at + p.length), 0);
+
+  let waiting = 0;
+  const received: { bytes: Uint8Array; reads: number }[] = [];
+  const viewSize = { value: 0 };
+  await using s = testServer(async (request) => {
+    if (request.method === "GET") return new Response("after");
+    const reader = request.body!.getReader({ mode: "byob" });
+    const out = new Uint8Array(bytes.length);
+    let at = 0;
+    let reads = 0;
+    let buffer = new ArrayBuffer(viewSize.value);
+    waiting++;
+    while (true) {
+      const { done, value } = await reader.read(new Uint8Array(buffer));
+      if (done) break;
+      out.set(value, at);
+      at += value.length;
+      reads++;
+      buffer = value.buffer as ArrayBuffer;
+    }
+    received.push({ bytes: out.subarray(0, at), reads });
+    return new Response("ok");
+  });
+  for (const size of [1024 * 1024, 1000, 7, 1]) {
+    await t.step(`BYOB views of ${size} bytes`, async () => {
+      viewSize.value = size;
+      received.length = 0;
+      const before = waiting;
+      using client = await RawClient.connect(s.url);
+      await client.send("PUT /c HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n");
+      await waitFor("the handler to wait for body bytes", () => waiting > before);
+      await client.send(body);
+      assertEquals((await client.readResponse()).text, "ok");
+      assertEquals((await client.readResponse()).text, "after");
+      assertEquals(received[0]!.bytes, bytes);
+      if (size === 1024 * 1024) {
+        assert(
+          received[0]!.reads < 20,
+          `${received[0]!.reads} reads for ${parts.length / 3} chunks`,
+        );
+      }
+    });
+  }
+});
+
 Deno.test("serveHttp() gives handlers a byte stream read straight into BYOB buffers", async () => {
   const reads: number[] = [];
   let error: unknown = null;
