@@ -167,8 +167,10 @@ Deno.test("hung uploads are closed after --body-timeout and their descriptors fr
     for (const client of hung) client.close();
   }
   // Each is answered 400 invalid_body (the client is gone by then), logged at warn.
+  const warnings = () => logLines(agent).filter((l) => l.msg === "request body ended early");
+  await waitFor("50 warnings", () => warnings().length >= 50, 5000, agent.logs);
   const lines = logLines(agent);
-  const warned = lines.filter((l) => l.msg === "request body ended early");
+  const warned = warnings();
   assertEquals(warned.length, 50, agent.logs().slice(-3000));
   assert(warned.every((l) => l.level === "warn" && l.code === "invalid_body"));
   assert(!lines.some((l) => l.level === "error"), agent.logs().slice(-3000));
