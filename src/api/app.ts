@@ -13,7 +13,7 @@ import { BodyAbortedError } from "../http/mod.ts";
 import { assertName } from "../manifest/mod.ts";
 import type { Logger } from "../log/mod.ts";
 import type { Metrics } from "../metrics/mod.ts";
-import { parseRange } from "../store/mod.ts";
+import { parseRange, streamSource } from "../store/mod.ts";
 import { bearerToken } from "./auth.ts";
 import { HttpError } from "./errors.ts";
 import { STATUS_PAGE } from "./status_page.ts";
@@ -381,22 +381,7 @@ function contentLength(c: Context): number | null {
 async function jsonBody(c: Context): Promise<Record<string, unknown>> {
   const length = contentLength(c);
   if (length !== null && length > MAX_JSON_BODY) throw tooBigBody();
-  // Read with a cap: a chunked body announces no length.
-  const chunks: Uint8Array[] = [];
-  let total = 0;
-  if (c.req.raw.body) {
-    for await (const chunk of c.req.raw.body) {
-      total += chunk.length;
-      if (total > MAX_JSON_BODY) throw tooBigBody();
-      chunks.push(chunk);
-    }
-  }
-  const bytes = new Uint8Array(total);
-  let at = 0;
-  for (const chunk of chunks) {
-    bytes.set(chunk, at);
-    at += chunk.length;
-  }
+  const bytes = c.req.raw.body ? await readCapped(c.req.raw.body, length) : new Uint8Array(0);
   // Before JSON.parse: a megabyte of "[[[[…" parses into half a million
   // nested arrays, hundreds of MB that outlive the request.
   assertJsonDepth(bytes, MAX_JSON_DEPTH);
@@ -412,6 +397,36 @@ async function jsonBody(c: Context): Promise<Record<string, unknown>> {
     throw new SnapmeshError("invalid_body", "Body must be a JSON object");
   }
   return value as Record<string, unknown>;
+}
+
+/**
+ * Reads a JSON body into one buffer (sized by Content-Length when given,
+ * else grown), failing as soon as it passes {@linkcode MAX_JSON_BODY}: a
+ * chunked body announces no length.
+ */
+async function readCapped(
+  body: ReadableStream<Uint8Array>,
+  length: number | null,
+): Promise<Uint8Array> {
+  const source = streamSource(body);
+  // One byte more than expected, to see a body that runs past it.
+  let buffer = new ArrayBuffer(Math.min((length ?? 16 * 1024) + 1, MAX_JSON_BODY + 1));
+  let filled = 0;
+  while (true) {
+    if (filled === buffer.byteLength) {
+      if (filled > MAX_JSON_BODY) {
+        await source.cancel();
+        throw tooBigBody();
+      }
+      const bigger = new ArrayBuffer(Math.min(buffer.byteLength * 2, MAX_JSON_BODY + 1));
+      new Uint8Array(bigger).set(new Uint8Array(buffer, 0, filled));
+      buffer = bigger;
+    }
+    const read = await source.read(buffer, filled, buffer.byteLength - filled);
+    buffer = read.buffer;
+    if (read.bytes === 0) return new Uint8Array(buffer, 0, filled);
+    filled += read.bytes;
+  }
 }
 
 /**

@@ -100,11 +100,6 @@ export class RequestBody {
     return this.#reading;
   }
 
-  /** Bytes of content read so far. */
-  get received(): number {
-    return this.#received;
-  }
-
   /**
    * Reads body bytes into `view`: bytes the connection already buffered are
    * copied, the rest is read from the connection straight into `view`.
@@ -212,7 +207,9 @@ export class RequestBody {
     switch (this.#state) {
       case "crlf":
         if (line !== "") {
-          throw new BodyAbortedError("Invalid chunked request body: a chunk is longer than its size");
+          throw new BodyAbortedError(
+            "Invalid chunked request body: a chunk is longer than its size",
+          );
         }
         this.#state = "size";
         return;
