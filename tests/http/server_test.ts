@@ -536,7 +536,9 @@ Deno.test("serveHttp() closes a connection whose client stops reading the respon
 
 Deno.test("serveHttp() a client that hangs up mid-body fails the body stream with BodyAbortedError", async () => {
   let bodyError: unknown = null;
+  let started = false;
   await using s = testServer(async (request) => {
+    started = true;
     try {
       await request.arrayBuffer();
     } catch (err) {
@@ -546,7 +548,7 @@ Deno.test("serveHttp() a client that hangs up mid-body fails the body stream wit
   });
   const client = await RawClient.connect(s.url);
   await client.send("PUT / HTTP/1.1\r\nHost: x\r\nContent-Length: 100000\r\n\r\nsome of it");
-  await new Promise((r) => setTimeout(r, 50));
+  await waitFor("the handler to start reading", () => started);
   client.close();
   await waitFor("the handler to see the error", () => bodyError !== null);
   assert(bodyError instanceof Error && bodyError.name === "BodyAbortedError", String(bodyError));
