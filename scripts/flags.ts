@@ -9,8 +9,10 @@
  * reads AWS_* variables, HOME, USERPROFILE, HOMEPATH and HOMEDRIVE (it looks
  * for ~/.aws through all four), _X_AMZN_TRACE_ID,
  * and the OS release (its user agent); snapmesh itself reads SNAPMESH_*
- * variables and the hostname (the default node id). Network, read and write
- * stay open: the data directory, peers and origin are runtime settings.
+ * variables and the hostname (the default node id), and calls libc's
+ * getrlimit/setrlimit over FFI to raise its open file limit (src/http/fd_limit.ts;
+ * without --allow-ffi it runs on with the limit it has). Network, read and
+ * write stay open: the data directory, peers and origin are runtime settings.
  *
  * @module
  */

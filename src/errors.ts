@@ -13,6 +13,7 @@ export type ErrorCode =
   | "unauthorized"
   | "path_not_allowed"
   | "not_found"
+  | "method_not_allowed"
   | "snapshot_not_found"
   | "file_not_found"
   | "draft_not_found"

@@ -1,6 +1,7 @@
 /**
- * `snapmesh serve`: owns `Deno.serve`, the data-directory lock, signals and
- * graceful shutdown. Startup order: lock (a second agent exits at once),
+ * `snapmesh serve`: owns the listener and HTTP server (src/http), the
+ * data-directory lock, signals and graceful shutdown. Startup order: raise
+ * the open file limit, lock (a second agent exits at once),
  * listen and print the listen line (so `/healthz` answers), recover (until
  * then `/readyz` is 503 and `/v1` requests wait), serve.
  *
@@ -12,6 +13,7 @@ import { createApp } from "./api/mod.ts";
 import { formatListen, type ServeConfig } from "./config/mod.ts";
 import { errorMessage, SnapmeshError } from "./errors.ts";
 import { DenoFileSystem, type FileSystem } from "./fs/mod.ts";
+import { fitConnectionLimit, type HttpServer, raiseFdLimit, serveHttp } from "./http/mod.ts";
 import { createLogger, type Logger } from "./log/mod.ts";
 import { Metrics } from "./metrics/mod.ts";
 import { openOrigin } from "./origin/mod.ts";
@@ -47,6 +49,17 @@ export async function runServe(
     createLogger({ level: config.logLevel, base: { node: config.nodeId } });
   const fs = options.fs ?? new DenoFileSystem();
   const announce = options.announce ?? writeStdout;
+  const fdLimit = raiseFdLimit(log);
+  const maxConnections = fitConnectionLimit(config.maxConnections, fdLimit?.soft ?? null);
+  if (maxConnections < config.maxConnections) {
+    log.info("max-connections lowered to fit the open file limit", {
+      maxConnections,
+      configured: config.maxConnections,
+      openFileLimit: fdLimit?.soft,
+    });
+  } else {
+    log.debug("open file limit", { soft: fdLimit?.soft, hard: fdLimit?.hard, maxConnections });
+  }
 
   let lock;
   try {
@@ -100,23 +113,22 @@ export async function runServe(
   for (const s of signals) Deno.addSignalListener(s, onSignal);
   options.signal?.addEventListener("abort", onSignal, { once: true });
 
-  let server: Deno.HttpServer;
+  let server: HttpServer;
   try {
-    server = Deno.serve({
+    const listener = Deno.listen({
       hostname: config.listen.hostname,
       port: config.listen.port,
-      onListen: (addr) => {
-        const where = formatListen({ hostname: addr.hostname, port: addr.port });
-        announce(`snapmesh listening on http://${where}`);
-        log.info("listening", { address: where, version: VERSION, dataDir: config.dataDir });
-        if (config.token === null && !isLoopback(addr.hostname)) {
-          log.warn(
-            "no token, and listening beyond loopback: anyone who can reach this port can " +
-              "change and delete snapshots (set SNAPMESH_TOKEN, the same on every node)",
-            { address: where },
-          );
-        }
-      },
+      transport: "tcp",
+    });
+    server = serveHttp(listener, (request, info) => app.fetch(request, info), {
+      log,
+      idleTimeoutMs: config.idleTimeoutMs,
+      headerTimeoutMs: config.headerTimeoutMs,
+      bodyTimeoutMs: config.bodyTimeoutMs,
+      maxConnections,
+      maxUploads: config.maxUploads,
+      onReject: (reason) => metrics.httpRejected.inc({ reason }),
+      onTimeout: (kind) => metrics.httpTimeouts.inc({ kind }),
       onError: (err) => {
         if (err instanceof SnapmeshError && err.code === "shutting_down") {
           // A response streamed from a pull that shutdown ended: expected.
@@ -132,7 +144,8 @@ export async function runServe(
           headers: { "Content-Type": "application/json" },
         });
       },
-    }, app.fetch);
+    });
+    metrics.bindHttp({ connections: () => server.connections, uploads: () => server.uploads });
   } catch (err) {
     const message = `Cannot listen on ${formatListen(config.listen)}: ${errorMessage(err)}`;
     log.error(message);
@@ -140,6 +153,19 @@ export async function runServe(
     await opening.then((a) => a.close()).catch(() => {});
     lock.release();
     return 1;
+  }
+  {
+    const addr = server.addr as Deno.NetAddr;
+    const where = formatListen({ hostname: addr.hostname, port: addr.port });
+    announce(`snapmesh listening on http://${where}`);
+    log.info("listening", { address: where, version: VERSION, dataDir: config.dataDir });
+    if (config.token === null && !isLoopback(addr.hostname)) {
+      log.warn(
+        "no token, and listening beyond loopback: anyone who can reach this port can " +
+          "change and delete snapshots (set SNAPMESH_TOKEN, the same on every node)",
+        { address: where },
+      );
+    }
   }
 
   let exitCode = 0;
@@ -167,7 +193,7 @@ export async function runServe(
   log.info("shutting down", { graceMs: grace, pushGraceMs: pushGrace });
 
   // No new connections; pulls end now; open requests get the grace time.
-  const closing = server.shutdown();
+  const closing = server.shutdown(grace);
   agent?.stopTransfers();
   await Promise.race([closing, delay(grace)]);
   if (agent) {

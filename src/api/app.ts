@@ -8,11 +8,12 @@
 import { type Context, Hono } from "hono";
 import { streamSSE } from "hono/streaming";
 import type { Agent } from "../agent/mod.ts";
-import { hasCode, SnapmeshError } from "../errors.ts";
+import { type ErrorCode, hasCode, SnapmeshError } from "../errors.ts";
+import { BodyAbortedError } from "../http/mod.ts";
 import { assertName } from "../manifest/mod.ts";
 import type { Logger } from "../log/mod.ts";
 import type { Metrics } from "../metrics/mod.ts";
-import { parseRange } from "../store/mod.ts";
+import { parseRange, streamSource } from "../store/mod.ts";
 import { bearerToken } from "./auth.ts";
 import { HttpError } from "./errors.ts";
 import { STATUS_PAGE } from "./status_page.ts";
@@ -36,9 +37,13 @@ export interface AppDeps {
   readyTimeoutMs?: number;
 }
 
-type Env = { Variables: { agent: Agent; requestId: string } };
+type Env = { Variables: { agent: Agent; requestId: string; expected: boolean } };
 
 const MAX_JSON_BODY = 1024 * 1024;
+/** Deepest nesting of arrays and objects accepted in a JSON body. */
+const MAX_JSON_DEPTH = 64;
+/** Answers that report a state, not a fault: logged at debug. */
+const EXPECTED: ReadonlySet<ErrorCode> = new Set(["not_ready", "shutting_down"]);
 const REQUEST_ID = /^[A-Za-z0-9._-]{1,64}$/;
 
 /** Builds the Hono app. Touches no `Deno.*` API. */
@@ -53,11 +58,13 @@ export function createApp(deps: AppDeps): Hono<Env> {
     c.set("requestId", requestId);
     await next();
     c.res.headers.set("X-Request-Id", requestId);
-    const route = c.req.routePath && c.res.status !== 404 ? c.req.routePath : "unmatched";
+    const matched = c.res.status !== 404 && c.res.status !== 405;
+    const route = c.req.routePath && matched ? c.req.routePath : "unmatched";
     const seconds = (performance.now() - started) / 1000;
     metrics.httpRequests.inc({ method: c.req.method, route, status: String(c.res.status) });
     metrics.httpDuration.observe({ method: c.req.method, route }, seconds);
-    const quiet = (c.req.method === "GET" || c.req.method === "HEAD") && c.res.status < 400;
+    const quiet = c.get("expected") ||
+      ((c.req.method === "GET" || c.req.method === "HEAD") && c.res.status < 400);
     (quiet ? log.debug : log.info)("http", {
       requestId,
       method: c.req.method,
@@ -69,20 +76,30 @@ export function createApp(deps: AppDeps): Hono<Env> {
 
   app.onError((err, c) => {
     const httpError = HttpError.from(err);
-    if (httpError.status >= 500 && httpError.code !== "insufficient_storage") {
+    const fields = () => ({
+      requestId: c.get("requestId"),
+      method: c.req.method,
+      path: c.req.path,
+      code: httpError.code,
+      error: err,
+    });
+    if (EXPECTED.has(httpError.code)) {
+      c.set("expected", true);
+      log.debug("request refused", fields());
+    } else if (err instanceof BodyAbortedError) {
+      log.warn("request body ended early", fields());
+    } else if (httpError.status >= 500 && httpError.code !== "insufficient_storage") {
       log.error("request failed", {
-        requestId: c.get("requestId"),
-        method: c.req.method,
-        path: c.req.path,
-        code: httpError.code,
-        error: err,
+        ...fields(),
         stack: err instanceof Error && !(err instanceof SnapmeshError) ? err.stack : undefined,
       });
     }
     return httpError.toResponse();
   });
 
-  app.notFound(() => new HttpError("not_found", "No such route").toResponse());
+  // Filled once every route is registered: the methods each path pattern answers.
+  let routes: RouteMethods = [];
+  app.notFound((c) => unmatched(c.req.method, c.req.path, routes));
 
   // The status page: public, it holds no data; its script reads /v1 with the token.
   app.get("/", () => new Response(STATUS_PAGE.html, { headers: STATUS_PAGE.headers }));
@@ -141,7 +158,7 @@ export function createApp(deps: AppDeps): Hono<Env> {
     async (c) => c.json(await c.get("agent").manifest(c.req.param("name"))),
   );
 
-  v1.get("/snapshots/:name/files/:file", async (c) => {
+  v1.on(["GET", "HEAD"], "/snapshots/:name/files/:file", async (c) => {
     const { name, file } = c.req.param();
     const agent = c.get("agent");
     if (c.req.method === "HEAD") {
@@ -285,17 +302,65 @@ export function createApp(deps: AppDeps): Hono<Env> {
     });
   });
 
-  // Any other path under /v1/snapshots: names are still checked first, so a
-  // path trick gets invalid_name whatever the method.
-  v1.all("/snapshots/*", (c) => {
-    const segments = c.req.path.split("/").slice(3).map(decodeSegment);
-    assertName("snapshot", segments[0] ?? "");
-    if (segments[1] === "files" && segments[2] !== undefined) assertName("file", segments[2]);
-    throw new HttpError("not_found", `No route for ${c.req.method} ${c.req.path}`);
-  });
-
   app.route("/v1", v1);
+  routes = routeMethods(app.routes);
   return app;
+}
+
+/** Path patterns (as regular expressions) and the methods registered on each. */
+type RouteMethods = { pattern: RegExp; methods: string[] }[];
+
+/** The route table, derived from what the app registered (middleware aside). */
+function routeMethods(registered: readonly { method: string; path: string }[]): RouteMethods {
+  const byPath = new Map<string, string[]>();
+  for (const { method, path } of registered) {
+    if (method === "ALL") continue; // middleware
+    const methods = byPath.get(path) ?? [];
+    if (!methods.includes(method)) methods.push(method);
+    byPath.set(path, methods);
+  }
+  return [...byPath].map(([path, methods]) => ({
+    pattern: new RegExp(
+      "^" +
+        path.split("/").map((segment) =>
+          segment.startsWith(":")
+            ? "[^/]+"
+            : segment === "*"
+            ? ".*"
+            : segment.replace(/[.*+?^${}()|[\]\\]/g, "\\$&")
+        ).join("/") + "$",
+    ),
+    methods,
+  }));
+}
+
+/**
+ * A request no route took. Names in a /v1/snapshots path are checked first,
+ * so a path trick gets invalid_name whatever the method; then a known path
+ * answers 405 with `Allow`, an unknown one 404.
+ */
+function unmatched(method: string, path: string, routes: RouteMethods): Response {
+  try {
+    if (path.startsWith("/v1/snapshots/")) {
+      const segments = path.split("/").slice(3).map(decodeSegment);
+      assertName("snapshot", segments[0] ?? "");
+      if (segments[1] === "files" && segments[2] !== undefined) assertName("file", segments[2]);
+    }
+  } catch (err) {
+    return HttpError.from(err).toResponse();
+  }
+  const allowed = routes.filter((r) => r.pattern.test(path)).flatMap((r) => r.methods);
+  if (allowed.length > 0) {
+    const allow = [...new Set(allowed)].join(", ");
+    return new HttpError(
+      "method_not_allowed",
+      `${method} is not allowed on ${path}; use ${allow}`,
+      {
+        headers: { Allow: allow },
+      },
+    ).toResponse();
+  }
+  return new HttpError("not_found", `No route for ${method} ${path}`).toResponse();
 }
 
 async function readyAgent(deps: AppDeps): Promise<Agent> {
@@ -338,22 +403,10 @@ function contentLength(c: Context): number | null {
 async function jsonBody(c: Context): Promise<Record<string, unknown>> {
   const length = contentLength(c);
   if (length !== null && length > MAX_JSON_BODY) throw tooBigBody();
-  // Read with a cap: a chunked body announces no length.
-  const chunks: Uint8Array[] = [];
-  let total = 0;
-  if (c.req.raw.body) {
-    for await (const chunk of c.req.raw.body) {
-      total += chunk.length;
-      if (total > MAX_JSON_BODY) throw tooBigBody();
-      chunks.push(chunk);
-    }
-  }
-  const bytes = new Uint8Array(total);
-  let at = 0;
-  for (const chunk of chunks) {
-    bytes.set(chunk, at);
-    at += chunk.length;
-  }
+  const bytes = c.req.raw.body ? await readCapped(c.req.raw.body, length) : new Uint8Array(0);
+  // Before JSON.parse: a megabyte of "[[[[…" parses into half a million
+  // nested arrays, hundreds of MB that outlive the request.
+  assertJsonDepth(bytes, MAX_JSON_DEPTH);
   const text = new TextDecoder().decode(bytes);
   if (text.trim() === "") return {};
   let value: unknown;
@@ -366,6 +419,61 @@ async function jsonBody(c: Context): Promise<Record<string, unknown>> {
     throw new SnapmeshError("invalid_body", "Body must be a JSON object");
   }
   return value as Record<string, unknown>;
+}
+
+/**
+ * Reads a JSON body into one buffer (sized by Content-Length when given,
+ * else grown), failing as soon as it passes {@linkcode MAX_JSON_BODY}: a
+ * chunked body announces no length.
+ */
+async function readCapped(
+  body: ReadableStream<Uint8Array>,
+  length: number | null,
+): Promise<Uint8Array> {
+  const source = streamSource(body);
+  // One byte more than expected, to see a body that runs past it.
+  let buffer = new ArrayBuffer(Math.min((length ?? 16 * 1024) + 1, MAX_JSON_BODY + 1));
+  let filled = 0;
+  while (true) {
+    if (filled === buffer.byteLength) {
+      if (filled > MAX_JSON_BODY) {
+        await source.cancel();
+        throw tooBigBody();
+      }
+      const bigger = new ArrayBuffer(Math.min(buffer.byteLength * 2, MAX_JSON_BODY + 1));
+      new Uint8Array(bigger).set(new Uint8Array(buffer, 0, filled));
+      buffer = bigger;
+    }
+    const read = await source.read(buffer, filled, buffer.byteLength - filled);
+    buffer = read.buffer;
+    if (read.bytes === 0) return new Uint8Array(buffer, 0, filled);
+    filled += read.bytes;
+  }
+}
+
+/**
+ * Throws `invalid_body` when arrays and objects in `bytes` nest deeper than
+ * `max`. One pass; brackets inside strings (escaped quotes included) do not
+ * count. Malformed JSON is left for JSON.parse to report.
+ */
+export function assertJsonDepth(bytes: Uint8Array, max: number): void {
+  let depth = 0;
+  let inString = false;
+  for (let i = 0; i < bytes.length; i++) {
+    const b = bytes[i]!;
+    if (inString) {
+      if (b === 0x5c) i++; // backslash: the next byte is escaped
+      else if (b === 0x22) inString = false;
+    } else if (b === 0x22) {
+      inString = true;
+    } else if (b === 0x5b || b === 0x7b) {
+      if (++depth > max) {
+        throw new SnapmeshError("invalid_body", `JSON body nests deeper than ${max} levels`);
+      }
+    } else if (b === 0x5d || b === 0x7d) {
+      depth--;
+    }
+  }
 }
 
 function tooBigBody(): SnapmeshError {

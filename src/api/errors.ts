@@ -7,6 +7,7 @@
 import type { ContentfulStatusCode } from "hono/utils/http-status";
 import { type ErrorCode, SnapmeshError } from "../errors.ts";
 import { isNoSpace } from "../fs/mod.ts";
+import { BodyAbortedError } from "../http/mod.ts";
 
 const STATUS: Record<ErrorCode, ContentfulStatusCode> = {
   invalid_name: 400,
@@ -15,6 +16,7 @@ const STATUS: Record<ErrorCode, ContentfulStatusCode> = {
   unauthorized: 401,
   path_not_allowed: 403,
   not_found: 404,
+  method_not_allowed: 405,
   snapshot_not_found: 404,
   file_not_found: 404,
   draft_not_found: 404,
@@ -76,6 +78,8 @@ export class HttpError extends Error {
         "The disk under the data directory is full; free space and retry",
       );
     }
+    // The client hung up or went silent mid-body: its fault, not ours.
+    if (err instanceof BodyAbortedError) return new HttpError("invalid_body", err.message);
     return new HttpError("internal", "Internal error; see the agent log");
   }
 

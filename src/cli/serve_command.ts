@@ -18,12 +18,15 @@ import { runServe } from "../serve.ts";
 import { type OptionSpec, parseCommandArgs, stringOption, UsageError } from "./args.ts";
 import type { CommandIo } from "./commands.ts";
 
+/** What `--help` shows after a flag, by kind of value. */
+const PLACEHOLDER: Record<string, string> = { size: "BYTES", ms: "DURATION", count: "N" };
+
 /** Help text of `snapmesh serve`. */
 export function serveHelp(): string {
   const lines = SETTINGS.map((s) => {
     const flag = s.kind === "bool"
       ? `--${s.flag}`
-      : `--${s.flag} ${s.kind === "size" ? "BYTES" : "VALUE"}`;
+      : `--${s.flag} ${PLACEHOLDER[s.kind] ?? "VALUE"}`;
     return `  ${flag.padEnd(30)} ${s.help} (default ${s.defaultText}; env ${envName(s.flag)})`;
   });
   return [

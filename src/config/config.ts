@@ -49,6 +49,16 @@ export interface ServeConfig {
   maxOriginRate: number;
   /** Bytes per second the background scrub re-verifies local chunks at (0: off). */
   scrubRate: number;
+  /** A connection with no request in progress is closed after this long. */
+  idleTimeoutMs: number;
+  /** A request head must arrive within this long of its first byte. */
+  headerTimeoutMs: number;
+  /** A request body (or a response write) idle this long closes the connection. */
+  bodyTimeoutMs: number;
+  /** Open HTTP connections at most (lowered to fit the open file limit). */
+  maxConnections: number;
+  /** Large or chunked uploads in progress at most. */
+  maxUploads: number;
 }
 
 /** Value kinds a setting may have. */
@@ -62,7 +72,8 @@ type Kind =
   | "listen"
   | "url"
   | "bool"
-  | "ms";
+  | "ms"
+  | "count";
 
 interface Setting {
   key: keyof ServeConfig;
@@ -237,6 +248,41 @@ export const SETTINGS: readonly Setting[] = [
     defaultText: "16MiB",
   },
   {
+    key: "idleTimeoutMs",
+    flag: "idle-timeout",
+    kind: "ms",
+    help: "close a connection with no request in progress after this long",
+    defaultText: "60s",
+  },
+  {
+    key: "headerTimeoutMs",
+    flag: "header-timeout",
+    kind: "ms",
+    help: "time a client has to send a request head",
+    defaultText: "10s",
+  },
+  {
+    key: "bodyTimeoutMs",
+    flag: "body-timeout",
+    kind: "ms",
+    help: "close a connection whose request body (or response) makes no progress this long",
+    defaultText: "30s",
+  },
+  {
+    key: "maxConnections",
+    flag: "max-connections",
+    kind: "count",
+    help: "open HTTP connections at most; more are answered 503",
+    defaultText: "1024",
+  },
+  {
+    key: "maxUploads",
+    flag: "max-uploads",
+    kind: "count",
+    help: "uploads (PUT/POST bodies over 1MiB or chunked) in progress at most; more get 503",
+    defaultText: "64",
+  },
+  {
     key: "logLevel",
     flag: "log-level",
     kind: "level",
@@ -330,6 +376,11 @@ export function resolveServeConfig(sources: ConfigSources): ServeConfig {
     maxEgress: 0,
     maxOriginRate: 0,
     scrubRate: 16 * 1024 * 1024,
+    idleTimeoutMs: 60_000,
+    headerTimeoutMs: 10_000,
+    bodyTimeoutMs: 30_000,
+    maxConnections: 1024,
+    maxUploads: 64,
   };
   for (const setting of SETTINGS) {
     const given = raw(setting);
@@ -367,8 +418,30 @@ export function resolveServeConfig(sources: ConfigSources): ServeConfig {
     );
   }
   config.originPrefix = config.originPrefix.replace(/^\/+|\/+$/g, "");
+  for (const [key, flag] of HTTP_TIMEOUTS) {
+    const ms = config[key];
+    if (ms < MIN_HTTP_TIMEOUT_MS || ms > MAX_HTTP_TIMEOUT_MS) {
+      throw new ConfigError(`${flag} ${ms}ms is out of range: use 100ms to 1h`);
+    }
+  }
+  if (config.maxConnections > 1_000_000) {
+    throw new ConfigError(
+      `max-connections ${config.maxConnections} is out of range: use 1 to 1000000`,
+    );
+  }
+  if (config.maxUploads > 100_000) {
+    throw new ConfigError(`max-uploads ${config.maxUploads} is out of range: use 1 to 100000`);
+  }
   return config;
 }
+
+const HTTP_TIMEOUTS = [
+  ["idleTimeoutMs", "idle-timeout"],
+  ["headerTimeoutMs", "header-timeout"],
+  ["bodyTimeoutMs", "body-timeout"],
+] as const;
+const MIN_HTTP_TIMEOUT_MS = 100;
+const MAX_HTTP_TIMEOUT_MS = 3_600_000;
 
 function convert(setting: Setting, value: unknown, where: string, cwd: string): unknown {
   const fail = (form: string): never => {
@@ -401,6 +474,11 @@ function convert(setting: Setting, value: unknown, where: string, cwd: string): 
       if (!match) return fail("a duration like 30000, 30s, 2m or 24h");
       const unit = { ms: 1, s: 1000, m: 60_000, h: 3_600_000 }[match[2] ?? "ms"]!;
       return Number(match[1]) * unit;
+    }
+    case "count": {
+      const s = text().trim();
+      if (!/^\d{1,9}$/.test(s) || Number(s) < 1) return fail("a whole number of at least 1");
+      return Number(s);
     }
     case "list": {
       const items = Array.isArray(value)

@@ -33,6 +33,11 @@ const EXAMPLES: Record<string, unknown> = {
   "max-egress": "100MB",
   "max-origin-rate": "0",
   "scrub-rate": "16MiB",
+  "idle-timeout": "60s",
+  "header-timeout": "10s",
+  "body-timeout": "30s",
+  "max-connections": 1024,
+  "max-uploads": 64,
   "log-level": "info",
   "rebuild-index": false,
 };
@@ -84,5 +89,6 @@ export function configTemplate(given: RawSettings = {}): string {
 function asJson(kind: string, value: unknown): unknown {
   if (typeof value !== "string") return value;
   if (kind === "list") return value.split(",").map((s) => s.trim()).filter((s) => s !== "");
+  if (kind === "count" && /^\d+$/.test(value.trim())) return Number(value);
   return value;
 }

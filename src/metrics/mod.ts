@@ -23,6 +23,12 @@ export interface GaugeSource {
   peersKnown(): number;
 }
 
+/** HTTP server state read at scrape time. */
+export interface HttpGaugeSource {
+  connections(): number;
+  uploads(): number;
+}
+
 /** Every metric the agent exports. */
 export class Metrics {
   readonly registry: client.Registry = new client.Registry();
@@ -46,9 +52,13 @@ export class Metrics {
   readonly originErrors: client.Counter;
   readonly httpRequests: client.Counter<"method" | "route" | "status">;
   readonly httpDuration: client.Histogram<"method" | "route">;
+  readonly httpRejected: client.Counter<"reason">;
+  readonly httpTimeouts: client.Counter<"kind">;
 
   /** What `snapmesh_ready` reads; false until the agent binds its gauges. */
   #ready: () => boolean = () => false;
+  /** What the HTTP server gauges read; zero until the server binds them. */
+  #http: HttpGaugeSource = { connections: () => 0, uploads: () => 0 };
 
   constructor() {
     const registers = [this.registry];
@@ -171,6 +181,36 @@ export class Metrics {
       labelNames: ["method", "route", "status"],
       registers,
     });
+    const http = () => this.#http;
+    new client.Gauge({
+      name: "snapmesh_http_connections",
+      help: "Open HTTP connections",
+      registers,
+      collect() {
+        this.set(http().connections());
+      },
+    });
+    new client.Gauge({
+      name: "snapmesh_http_uploads",
+      help: "Requests with a large or chunked upload body in progress",
+      registers,
+      collect() {
+        this.set(http().uploads());
+      },
+    });
+    this.httpRejected = new client.Counter({
+      name: "snapmesh_http_rejected_total",
+      help: "Connections and requests turned away, by reason " +
+        "(max_connections, max_uploads: answered 503; bad_request: malformed)",
+      labelNames: ["reason"],
+      registers,
+    });
+    this.httpTimeouts = new client.Counter({
+      name: "snapmesh_http_timeouts_total",
+      help: "Connections closed by a timeout, by kind (idle, header, body, send)",
+      labelNames: ["kind"],
+      registers,
+    });
     this.httpDuration = new client.Histogram({
       name: "snapmesh_http_request_duration_seconds",
       help: "Time to the response head, by method and route",
@@ -178,6 +218,11 @@ export class Metrics {
       buckets: [0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1, 5, 30],
       registers,
     });
+  }
+
+  /** Points the HTTP server gauges at the running server. */
+  bindHttp(source: HttpGaugeSource): void {
+    this.#http = source;
   }
 
   /** Registers gauges that read live state at scrape time. */

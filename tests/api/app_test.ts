@@ -1,6 +1,10 @@
 import { assert, assertEquals, assertMatch } from "../helpers/assert.ts";
 import { DenoFileSystem, type OpenOptions } from "../../src/fs/mod.ts";
 import { errorCode, publish, testNode } from "../helpers/in_process.ts";
+import { assertJsonDepth, createApp } from "../../src/api/app.ts";
+import { BodyAbortedError } from "../../src/http/mod.ts";
+import { createLogger } from "../../src/log/mod.ts";
+import { Metrics } from "../../src/metrics/mod.ts";
 import { randomBytes, sha256 } from "../helpers/temp.ts";
 
 const MiB = 1024 * 1024;
@@ -568,4 +572,109 @@ Deno.test("committing the same files with other labels or hot lists is other con
   assertMatch((await hot.json()).error.message, /hot list/);
   // Nothing changed.
   assertEquals((await (await node.request("/v1/snapshots/l")).json()).labels, { fn: "a" });
+});
+
+Deno.test("a known path with an unsupported method answers 405 with Allow; unknown paths 404", async (t) => {
+  await using node = await testNode();
+  const cases: [string, string, number, string, string | null][] = [
+    ["POST", "/v1/snapshots", 405, "method_not_allowed", "GET"],
+    ["DELETE", "/v1/snapshots", 405, "method_not_allowed", "GET"],
+    ["POST", "/healthz", 405, "method_not_allowed", "GET"],
+    ["PATCH", "/v1/snapshots/s/files/mem", 405, "method_not_allowed", "PUT, GET, HEAD"],
+    ["POST", "/v1/snapshots/s", 405, "method_not_allowed", "GET, DELETE"],
+    ["GET", "/v1/snapshots/s/pin", 405, "method_not_allowed", "PUT, DELETE"],
+    ["GET", "/v1/pulls/events/x", 404, "not_found", null],
+    ["GET", "/v1/nothing", 404, "not_found", null],
+    // Names are checked first, whatever the method.
+    ["POST", "/v1/snapshots/.hidden", 400, "invalid_name", null],
+    ["PATCH", "/v1/snapshots/ok/files/.hidden", 400, "invalid_name", null],
+  ];
+  for (const [method, path, status, code, allow] of cases) {
+    await t.step(`${method} ${path}`, async () => {
+      const response = await node.request(path, { method });
+      assertEquals([response.status, await errorCode(response)], [status, code]);
+      assertEquals(response.headers.get("allow"), allow);
+    });
+  }
+});
+
+Deno.test("JSON bodies nesting deeper than 64 levels are refused before parsing", async () => {
+  await using node = await testNode();
+  await node.request("/v1/snapshots/j/files/a", { method: "PUT", body: "abc" });
+  // Valid JSON, an object: JSON.parse would take it (and hundreds of MB).
+  const deep = '{"labels":' + '{"a":'.repeat(150_000) + '"x"' + "}".repeat(150_001);
+  const started = performance.now();
+  const response = await node.request("/v1/snapshots/j/commit", { method: "POST", body: deep });
+  const refusal = await response.json();
+  assertEquals([response.status, refusal.error.code], [400, "invalid_body"]);
+  assertMatch(refusal.error.message, /nests deeper than 64 levels/);
+  assert(performance.now() - started < 1000, "refused without parsing");
+  // Brackets in strings, escaped quotes included, do not nest.
+  const tricky = JSON.stringify({ labels: { a: '"[[[['.repeat(100) + "\\" } });
+  const ok = await node.request("/v1/snapshots/j/commit", { method: "POST", body: tricky });
+  assertEquals(ok.status, 201, await ok.clone().text());
+  assertEquals((await ok.json()).labels.a.length, 501);
+});
+
+Deno.test("assertJsonDepth() counts only structure outside strings", async (t) => {
+  const cases: [string, boolean][] = [
+    ["[".repeat(64) + "]".repeat(64), true],
+    ["[".repeat(65) + "]".repeat(65), false],
+    ['{"a":' + '{"b":'.repeat(63) + "1" + "}".repeat(64), true],
+    ['{"a":' + '{"b":'.repeat(64) + "1" + "}".repeat(65), false],
+    [JSON.stringify(["[[[[".repeat(50)]), true],
+    [JSON.stringify({ x: '\\"[[[[' }) + "[".repeat(65), false],
+    [JSON.stringify({ x: '\\"[[[[' }), true],
+  ];
+  for (const [text, accepted] of cases) {
+    await t.step(`${text.slice(0, 30)}… (${text.length})`, () => {
+      let ok = true;
+      try {
+        assertJsonDepth(new TextEncoder().encode(text), 64);
+      } catch {
+        ok = false;
+      }
+      assertEquals(ok, accepted);
+    });
+  }
+});
+
+Deno.test("/readyz while recovering is logged at debug; an upload cut short is 400 invalid_body at warn", async () => {
+  await using node = await testNode();
+  const lines: string[] = [];
+  const log = createLogger({ level: "debug", write: (line) => lines.push(line) });
+  let ready = false;
+  const app = createApp({
+    agent: Promise.resolve(node.agent),
+    isReady: () => ready,
+    token: null,
+    metrics: new Metrics(),
+    log,
+    nodeId: "n",
+    version: "test",
+  });
+  for (let i = 0; i < 3; i++) assertEquals((await app.request("/readyz")).status, 503);
+  const levels = lines.map((l) => JSON.parse(l).level);
+  assert(levels.length > 0 && levels.every((l) => l === "debug"), lines.join("\n"));
+
+  ready = true;
+  lines.length = 0;
+  let sent = 0;
+  const cut = new ReadableStream<Uint8Array>({
+    pull(controller) {
+      if (sent++ < 3) controller.enqueue(new Uint8Array(64 * 1024).fill(7));
+      else controller.error(new BodyAbortedError("Request body ended early: the client left"));
+    },
+  });
+  const response = await app.request("/v1/snapshots/cut/files/mem", { method: "PUT", body: cut });
+  const body = await response.json();
+  assertEquals([response.status, body.error.code], [400, "invalid_body"]);
+  assertMatch(body.error.message, /body ended early/);
+  const warned = lines.map((l) => JSON.parse(l)).filter((l) => l.level !== "debug");
+  assertEquals(warned.map((l) => [l.level, l.msg]), [["warn", "request body ended early"], [
+    "info",
+    "http",
+  ]]);
+  // Nothing of the cut upload is left.
+  assertEquals([...Deno.readDirSync(`${node.dir}/drafts`)], []);
 });

@@ -1,4 +1,5 @@
-import { assert, assertEquals, assertThrows } from "../helpers/assert.ts";
+import { assert, assertEquals, assertMatch, assertThrows } from "../helpers/assert.ts";
+import { main } from "../../src/cli/mod.ts";
 import { parseConfigText } from "../../src/cli/serve_command.ts";
 import {
   ConfigError,
@@ -120,6 +121,15 @@ Deno.test("resolveServeConfig() names the key and the accepted form on errors", 
     ],
     ["endpoint without bucket", { flags: { "origin-endpoint": "http://s3:9000" } }, /together/],
     ["file not an object", { file: [1] }, /JSON object/],
+    ["zero idle timeout", { flags: { "idle-timeout": "0" } }, /idle-timeout 0ms is out of range/],
+    [
+      "huge header timeout",
+      { env: { SNAPMESH_HEADER_TIMEOUT: "2h" } },
+      /header-timeout .*100ms to 1h/,
+    ],
+    ["bad body timeout", { file: { "body-timeout": "soon" } }, /"body-timeout" in the config file/],
+    ["zero connections", { flags: { "max-connections": "0" } }, /--max-connections: .*at least 1/],
+    ["bad uploads", { flags: { "max-uploads": "many" } }, /--max-uploads: .*whole number/],
   ];
   for (const [label, sources, pattern] of cases) {
     await t.step(label, () => {
@@ -128,6 +138,54 @@ Deno.test("resolveServeConfig() names the key and the accepted form on errors", 
       assert(pattern.test(err.message), err.message);
     });
   }
+});
+
+Deno.test("resolveServeConfig() reads HTTP timeouts and caps from flags, env and file", () => {
+  const defaults = resolveServeConfig(base);
+  assertEquals(
+    [
+      defaults.idleTimeoutMs,
+      defaults.headerTimeoutMs,
+      defaults.bodyTimeoutMs,
+      defaults.maxConnections,
+      defaults.maxUploads,
+    ],
+    [60_000, 10_000, 30_000, 1024, 64],
+  );
+  const c = resolveServeConfig({
+    ...base,
+    flags: { "idle-timeout": "500ms", "max-connections": "10" },
+    env: { SNAPMESH_HEADER_TIMEOUT: "10s", SNAPMESH_MAX_UPLOADS: "3" },
+    file: { "body-timeout": "2m", "max-uploads": 9 },
+  });
+  assertEquals(
+    [c.idleTimeoutMs, c.headerTimeoutMs, c.bodyTimeoutMs, c.maxConnections, c.maxUploads],
+    [500, 10_000, 120_000, 10, 3],
+  );
+  const printed = describeConfig(c);
+  assertEquals([printed["idle-timeout"], printed["max-uploads"]], [500, 3]);
+});
+
+Deno.test("serve --help lists the HTTP flags; a bad value exits 2", async () => {
+  const out: string[] = [];
+  const io = { out: (t: string) => out.push(t), err: (t: string) => out.push(t), env: {} };
+  assertEquals(await main(["serve", "--help"], io), 0);
+  const help = out.join("\n");
+  for (
+    const flag of [
+      "--idle-timeout DURATION",
+      "--header-timeout DURATION",
+      "--body-timeout DURATION",
+      "--max-connections N",
+      "--max-uploads N",
+    ]
+  ) {
+    assert(help.includes(flag), flag);
+  }
+  assertMatch(help, /--idle-timeout DURATION .*default 60s; env SNAPMESH_IDLE_TIMEOUT/);
+  out.length = 0;
+  assertEquals(await main(["serve", "--body-timeout", "1d"], io), 2);
+  assertMatch(out.join("\n"), /--body-timeout: invalid value "1d"/);
 });
 
 Deno.test("resolveServeConfig() defaults push to async when an origin is set", () => {

@@ -1,0 +1,558 @@
+/**
+ * One HTTP/1.1 connection: reads request heads, hands requests to the
+ * handler in order (pipelined ones included), writes responses, and closes
+ * itself when a deadline passes. Deadlines are plain fields that the
+ * server's single watchdog checks; no timer is armed per read or write.
+ *
+ * @module
+ */
+
+import type { Logger } from "../log/mod.ts";
+import { findHeadEnd, HttpParseError, parseHead, type RequestHead } from "./_head.ts";
+import { MAX_HEADER_BYTES, MAX_REQUEST_LINE } from "./_head.ts";
+import { type ResponseSink, type WriteOutcome, writeResponse } from "./_response.ts";
+import { BodyAbortedError, type BodyInput, lineTooLong, RequestBody } from "./body.ts";
+
+/**
+ * The byte stream a connection runs on. `Deno.Conn` is one; TLS streams
+ * will be others.
+ */
+export interface HttpConn {
+  /** Reads into `buffer`; the count, or null at the end of the stream. */
+  read(buffer: Uint8Array): Promise<number | null>;
+  /** Writes some of `bytes`; the count written. */
+  write(bytes: Uint8Array): Promise<number>;
+  /** Sends the end of the stream, keeping the read side open. */
+  closeWrite(): Promise<void>;
+  close(): void;
+  readonly remoteAddr: Deno.Addr;
+}
+
+/** What the handler learns about the connection besides the request. */
+export interface HttpRequestInfo {
+  remoteAddr: Deno.Addr;
+}
+
+/** Turns a request into a response. */
+export type HttpHandler = (
+  request: Request,
+  info: HttpRequestInfo,
+) => Response | Promise<Response>;
+
+/** Why a connection was closed by a deadline. */
+export type TimeoutKind = "idle" | "header" | "body" | "send";
+
+/** What a connection needs from its server. */
+export interface ConnectionHost {
+  readonly handler: HttpHandler;
+  readonly onError: (err: unknown) => Response | Promise<Response>;
+  readonly log: Logger;
+  readonly idleTimeoutMs: number;
+  readonly headerTimeoutMs: number;
+  readonly bodyTimeoutMs: number;
+  /** `host:port` for requests without a Host field (HTTP/1.0). */
+  readonly defaultHost: string;
+  /** The server is shutting down: finish the request in flight, then close. */
+  readonly closing: boolean;
+  /** Takes an upload slot; false when all are taken. */
+  acquireUpload(): boolean;
+  releaseUpload(): void;
+  rejected(reason: "max_uploads" | "bad_request"): void;
+  timedOut(kind: TimeoutKind): void;
+  /** Called once, when the connection is closed. */
+  closed(connection: Connection): void;
+}
+
+/** Read-ahead buffer size; it grows for large heads and shrinks back after. */
+const BUFFER_BYTES = 8 * 1024;
+const MAX_BUFFER_BYTES = MAX_REQUEST_LINE + MAX_HEADER_BYTES + 4096;
+/** Responses up to this size (head and body) are assembled in a reused buffer. */
+const WRITE_BUFFER_BYTES = 8 * 1024;
+/** Unread body bytes drained after a response to keep a connection; more closes it. */
+const DRAIN_BYTES = 256 * 1024;
+/** A request with a body larger than this (or chunked) is an upload. */
+const UPLOAD_BYTES = 1024 * 1024;
+/** Blank lines before a request line are skipped (RFC 9112 §2.2), up to this many bytes. */
+const MAX_LEADING_BLANK = 64;
+/** After a final response, unread client bytes are discarded this long before closing. */
+const LINGER_MS = 2000;
+const LINGER_BYTES = 1024 * 1024;
+
+const encoder = new TextEncoder();
+const decoder = new TextDecoder();
+/** Methods `Request` refuses (Fetch §2.2.1); answered 501. */
+const FORBIDDEN_METHODS = new Set(["CONNECT", "TRACE", "TRACK"]);
+const CONTINUE = encoder.encode("HTTP/1.1 100 Continue\r\n\r\n");
+
+/** A request whose `url` is the target as sent, not normalized (`..` stays). */
+class ServerRequest extends Request {
+  readonly #url: string;
+
+  constructor(url: string, init: RequestInit) {
+    super(url, init);
+    this.#url = url;
+  }
+
+  override get url(): string {
+    return this.#url;
+  }
+}
+
+/** One accepted connection. */
+export class Connection implements BodyInput, ResponseSink {
+  readonly #conn: HttpConn;
+  readonly #host: ConnectionHost;
+  #buf = new Uint8Array(BUFFER_BYTES);
+  #start = 0;
+  #end = 0;
+  #closed = false;
+  /** Set when the connection was closed on purpose; read errors then say why. */
+  #closeReason: string | null = null;
+  #body: RequestBody | null = null;
+  #responseStarted = false;
+  #responseReader: ReadableStreamDefaultReader<Uint8Array> | null = null;
+  #writeBuffer: Uint8Array | null = null;
+
+  /** Absolute time (ms) by which the pending read must complete. */
+  readDeadline = Infinity;
+  readKind: TimeoutKind | "linger" = "idle";
+  /** Absolute time (ms) by which the pending write must make progress. */
+  writeDeadline = Infinity;
+  /** A request has been parsed and is not finished. */
+  inRequest = false;
+
+  constructor(conn: HttpConn, host: ConnectionHost) {
+    this.#conn = conn;
+    this.#host = host;
+  }
+
+  get remoteAddr(): Deno.Addr {
+    return this.#conn.remoteAddr;
+  }
+
+  /** Serves requests until the connection ends; never throws. */
+  async serve(): Promise<void> {
+    let ending: "linger" | "close" = "close";
+    try {
+      while (!this.#closed) {
+        const head = await this.#readHead();
+        if (head === null) break;
+        const outcome = await this.#exchange(head);
+        if (outcome !== "keep") {
+          if (outcome === "close") ending = "linger";
+          break;
+        }
+        if (this.#host.closing) {
+          ending = "linger";
+          break;
+        }
+      }
+    } catch (err) {
+      if (err instanceof HttpParseError && !this.#closed) {
+        this.#host.rejected("bad_request");
+        await this.#sendError(err.status, "invalid_request", err.message);
+        ending = "linger";
+      } else if (!this.#closed) {
+        this.#host.log.debug("connection failed", { error: err });
+      }
+    }
+    if (ending === "linger") await this.#linger();
+    this.close();
+  }
+
+  /**
+   * Closes now: pending reads and writes fail, the request body (if any)
+   * fails with a {@linkcode BodyAbortedError}, the response body is cancelled.
+   */
+  close(reason?: string): void {
+    if (this.#closed) return;
+    this.#closed = true;
+    this.#closeReason = reason ?? null;
+    this.readDeadline = Infinity;
+    this.writeDeadline = Infinity;
+    try {
+      this.#conn.close();
+    } catch {
+      // Already closed.
+    }
+    this.#body?.fail(
+      new BodyAbortedError(`Request body ended early: ${reason ?? "connection closed"}`),
+    );
+    this.#responseReader?.cancel(new Error(reason ?? "connection closed")).catch(() => {});
+    this.#responseReader = null;
+    this.#host.closed(this);
+  }
+
+  /** Closes the connection if a deadline has passed; the watchdog calls this. */
+  expire(now: number): void {
+    if (now >= this.readDeadline) {
+      const kind = this.readKind;
+      if (kind === "linger") return this.close("linger");
+      this.#host.timedOut(kind);
+      this.close(
+        kind === "body"
+          ? `no request body bytes for ${this.#host.bodyTimeoutMs} ms`
+          : `${kind} timeout`,
+      );
+    } else if (now >= this.writeDeadline) {
+      this.#host.timedOut("send");
+      this.close(`the client read nothing for ${this.#host.bodyTimeoutMs} ms`);
+    }
+  }
+
+  async #readHead(): Promise<RequestHead | null> {
+    const scan = { scanned: 0, lineEnd: -1 };
+    let begun = false;
+    let skipped = 0;
+    let headerDeadline = Infinity;
+    const idleDeadline = Date.now() + this.#host.idleTimeoutMs;
+    while (true) {
+      while (!begun && this.#start < this.#end) {
+        const b = this.#buf[this.#start]!;
+        if (b !== 13 && b !== 10) {
+          begun = true;
+          break;
+        }
+        if (++skipped > MAX_LEADING_BLANK) {
+          throw new HttpParseError(400, "Too many blank lines before the request line");
+        }
+        this.#start++;
+      }
+      if (this.#start < this.#end) {
+        if (headerDeadline === Infinity) headerDeadline = Date.now() + this.#host.headerTimeoutMs;
+        const headEnd = findHeadEnd(this.#buf, this.#start, this.#end, scan);
+        if (headEnd !== -1) {
+          const head = parseHead(this.#buf, this.#start, headEnd);
+          this.#start = headEnd;
+          return head;
+        }
+      }
+      this.#makeRoom(scan);
+      // Blank lines alone do not start a request: still idle.
+      const idle = !begun;
+      const n = await this.#read(
+        this.#buf.subarray(this.#end),
+        idle ? "idle" : "header",
+        idle ? idleDeadline : headerDeadline,
+      );
+      if (n === 0) return null; // the client closed (mid-head: nothing to answer)
+      this.#end += n;
+    }
+  }
+
+  /** Frees space at the end of the buffer: compacts, or grows within the head limit. */
+  #makeRoom(scan: { scanned: number; lineEnd: number }): void {
+    if (this.#end < this.#buf.length) return;
+    if (this.#start > 0) {
+      const shift = this.#start;
+      this.#buf.copyWithin(0, shift, this.#end);
+      this.#end -= shift;
+      this.#start = 0;
+      scan.scanned = Math.max(0, scan.scanned - shift);
+      if (scan.lineEnd !== -1) scan.lineEnd -= shift;
+      if (this.#end < this.#buf.length) return;
+    }
+    // findHeadEnd throws before a head outgrows MAX_BUFFER_BYTES.
+    this.#grow(this.#end + 1);
+  }
+
+  /** One request and its response. */
+  async #exchange(head: RequestHead): Promise<WriteOutcome> {
+    this.inRequest = true;
+    this.#responseStarted = false;
+    const upload = (head.method === "PUT" || head.method === "POST") &&
+      (head.chunked || (head.contentLength ?? 0) > UPLOAD_BYTES);
+    if (upload && !this.#host.acquireUpload()) {
+      this.#host.rejected("max_uploads");
+      this.inRequest = false;
+      await this.#sendError(503, "overloaded", "Too many uploads in progress; retry soon", {
+        "retry-after": "1",
+      });
+      return "close";
+    }
+    const hasBody = head.chunked || (head.contentLength ?? 0) > 0;
+    const body = hasBody
+      ? new RequestBody(this, {
+        contentLength: head.chunked ? null : head.contentLength,
+        beforeFirstRead: head.expectContinue ? () => this.#sendContinue() : undefined,
+      })
+      : null;
+    this.#body = body;
+    try {
+      let request: Request;
+      try {
+        request = this.#request(head, body);
+      } catch (err) {
+        this.#host.rejected("bad_request");
+        if (FORBIDDEN_METHODS.has(head.method.toUpperCase())) {
+          await this.#sendError(501, "invalid_request", `Method ${head.method} is not supported`);
+        } else {
+          await this.#sendError(
+            400,
+            "invalid_request",
+            `Cannot accept this request: ${message(err)}`,
+          );
+        }
+        return "close";
+      }
+      const response = await this.#handle(request);
+      if (this.#closed) {
+        response.body?.cancel().catch(() => {});
+        return "abort";
+      }
+      // Keep the connection only when the next request can be found: the body
+      // was read, or can be drained (unless the client still waits for 100 Continue).
+      let keepAlive = head.keepAlive && !this.#host.closing;
+      if (body && !body.done) {
+        if (head.expectContinue && !body.started) keepAlive = false;
+        if (body.reading) keepAlive = false;
+      }
+      this.#responseStarted = true;
+      const outcome = await writeResponse(this, response, {
+        method: head.method,
+        minor: head.minor,
+        keepAlive,
+      });
+      if (outcome !== "keep") return outcome;
+      if (body && !body.done && !(await body.drain(DRAIN_BYTES))) return "close";
+      return "keep";
+    } finally {
+      this.#body = null;
+      body?.fail(new BodyAbortedError("The request is over; its body can no longer be read"));
+      if (upload) this.#host.releaseUpload();
+      this.inRequest = false;
+    }
+  }
+
+  #request(head: RequestHead, body: RequestBody | null): Request {
+    const host = head.host === null || head.host === "" ? this.#host.defaultHost : head.host;
+    const init: RequestInit & { duplex?: "half" } = { method: head.method, headers: head.headers };
+    if (body && head.method !== "GET" && head.method !== "HEAD") {
+      init.body = body.stream();
+      init.duplex = "half";
+    }
+    return new ServerRequest(`http://${host}${head.target}`, init);
+  }
+
+  async #handle(request: Request): Promise<Response> {
+    try {
+      const response = await this.#host.handler(request, { remoteAddr: this.#conn.remoteAddr });
+      if (response instanceof Response) return response;
+      throw new TypeError("The handler did not return a Response");
+    } catch (err) {
+      try {
+        return await this.#host.onError(err);
+      } catch (inner) {
+        this.#host.log.error("the error handler failed", { error: inner });
+        return jsonError(500, "internal", "Internal error");
+      }
+    }
+  }
+
+  async #sendContinue(): Promise<void> {
+    // Only while no final response has begun (RFC 9110 §10.1.1).
+    if (!this.#responseStarted) await this.write(CONTINUE);
+  }
+
+  async #sendError(
+    status: number,
+    code: string,
+    text: string,
+    headers: Record<string, string> = {},
+  ): Promise<void> {
+    this.#responseStarted = true;
+    await writeResponse(this, jsonError(status, code, text, headers), {
+      method: "GET",
+      minor: 1,
+      keepAlive: false,
+    });
+  }
+
+  /**
+   * Ends the connection without losing the final response: the write side
+   * is closed first, then whatever the client still sends is read and
+   * dropped (bounded), so closing with unread bytes does not reset the
+   * connection before the client has read the response.
+   */
+  async #linger(): Promise<void> {
+    if (this.#closed) return;
+    try {
+      await this.#conn.closeWrite();
+      const deadline = Date.now() + LINGER_MS;
+      const scratch = this.#buf.length >= BUFFER_BYTES ? this.#buf : new Uint8Array(BUFFER_BYTES);
+      let dropped = 0;
+      while (dropped < LINGER_BYTES && !this.#closed) {
+        const n = await this.#read(scratch, "linger", deadline);
+        if (n === 0) break;
+        dropped += n;
+      }
+    } catch {
+      // Gone already.
+    }
+  }
+
+  /** One read from the connection under a deadline; 0 at the end of the stream. */
+  async #read(
+    view: Uint8Array,
+    kind: TimeoutKind | "linger",
+    deadline: number,
+  ): Promise<number> {
+    if (this.#closed) return 0;
+    this.readKind = kind;
+    this.readDeadline = deadline;
+    try {
+      return (await this.#conn.read(view)) ?? 0;
+    } catch (err) {
+      if (this.#closed) return 0;
+      throw err;
+    } finally {
+      this.readDeadline = Infinity;
+    }
+  }
+
+  // BodyInput
+
+  get buffered(): number {
+    return this.#end - this.#start;
+  }
+
+  takeBuffered(view: Uint8Array): number {
+    const n = Math.min(this.#end - this.#start, view.length);
+    view.set(this.#buf.subarray(this.#start, this.#start + n));
+    this.#start += n;
+    this.#shrink();
+    return n;
+  }
+
+  async readDirect(view: Uint8Array): Promise<number> {
+    return await this.#bodyRead(view);
+  }
+
+  takeLine(max: number): string | null {
+    const lf = this.#buf.subarray(this.#start, this.#end).indexOf(10);
+    if (lf === -1) {
+      if (this.#end - this.#start > max + 1) throw lineTooLong();
+      return null;
+    }
+    const endOfLine = this.#start + lf;
+    const hasCr = lf > 0 && this.#buf[endOfLine - 1] === 13;
+    if (lf - (hasCr ? 1 : 0) > max) throw lineTooLong();
+    const line = decoder.decode(this.#buf.subarray(this.#start, hasCr ? endOfLine - 1 : endOfLine));
+    this.#start = endOfLine + 1;
+    this.#shrink();
+    return line;
+  }
+
+  async fill(): Promise<boolean> {
+    if (this.#start === this.#end) {
+      this.#start = 0;
+      this.#end = 0;
+    } else if (this.#end === this.#buf.length) {
+      this.#buf.copyWithin(0, this.#start, this.#end);
+      this.#end -= this.#start;
+      this.#start = 0;
+      if (this.#end === this.#buf.length) this.#grow(this.#end + 1);
+    }
+    const n = await this.#bodyRead(this.#buf.subarray(this.#end));
+    this.#end += n;
+    return n > 0;
+  }
+
+  unread(bytes: Uint8Array): void {
+    const buffered = this.#end - this.#start;
+    if (buffered === 0 && bytes.length <= this.#buf.length) {
+      this.#buf.set(bytes);
+      this.#start = 0;
+      this.#end = bytes.length;
+      return;
+    }
+    // Rare: a chunked body's read ran past the body (a pipelined request).
+    const joined = new Uint8Array(Math.max(BUFFER_BYTES, bytes.length + buffered));
+    joined.set(bytes);
+    joined.set(this.#buf.subarray(this.#start, this.#end), bytes.length);
+    this.#buf = joined;
+    this.#start = 0;
+    this.#end = bytes.length + buffered;
+  }
+
+  /** A larger read-ahead buffer holding at least `bytes` (the buffered bytes kept). */
+  #grow(bytes: number): void {
+    const size = Math.max(bytes, Math.min(this.#buf.length * 2, MAX_BUFFER_BYTES));
+    const bigger = new Uint8Array(size);
+    bigger.set(this.#buf.subarray(this.#start, this.#end));
+    this.#end -= this.#start;
+    this.#start = 0;
+    this.#buf = bigger;
+  }
+
+  /** A body read: no progress for the body timeout closes the connection. */
+  async #bodyRead(view: Uint8Array): Promise<number> {
+    if (this.#closed) throw this.#aborted();
+    try {
+      const n = await this.#read(view, "body", Date.now() + this.#host.bodyTimeoutMs);
+      if (n === 0 && this.#closed) throw this.#aborted();
+      return n;
+    } catch (err) {
+      if (err instanceof BodyAbortedError) throw err;
+      throw new BodyAbortedError(`Request body ended early: ${message(err)}`);
+    }
+  }
+
+  #aborted(): BodyAbortedError {
+    return new BodyAbortedError(
+      `Request body ended early: ${this.#closeReason ?? "the connection closed"}`,
+    );
+  }
+
+  /** Gives back a buffer grown for a large head once it is empty. */
+  #shrink(): void {
+    if (this.#start !== this.#end) return;
+    this.#start = 0;
+    this.#end = 0;
+    if (this.#buf.length > BUFFER_BYTES) this.#buf = new Uint8Array(BUFFER_BYTES);
+  }
+
+  // ResponseSink
+
+  async write(bytes: Uint8Array): Promise<void> {
+    let at = 0;
+    try {
+      while (at < bytes.length) {
+        if (this.#closed) throw new Deno.errors.BadResource("The connection is closed");
+        this.writeDeadline = Date.now() + this.#host.bodyTimeoutMs;
+        at += await this.#conn.write(at === 0 ? bytes : bytes.subarray(at));
+      }
+    } finally {
+      this.writeDeadline = Infinity;
+    }
+  }
+
+  track(reader: ReadableStreamDefaultReader<Uint8Array> | null): void {
+    this.#responseReader = reader;
+  }
+
+  buffer(bytes: number): Uint8Array {
+    // Writes are awaited one at a time, so one buffer serves them all: a small
+    // response (a head and a 4 KiB range) costs no allocation.
+    if (bytes > WRITE_BUFFER_BYTES) return new Uint8Array(bytes);
+    this.#writeBuffer ??= new Uint8Array(WRITE_BUFFER_BYTES);
+    return this.#writeBuffer.subarray(0, bytes);
+  }
+}
+
+function message(err: unknown): string {
+  return err instanceof Error ? err.message : String(err);
+}
+
+/** A JSON error response in the API's shape: `{"error":{"code","message"}}`. */
+export function jsonError(
+  status: number,
+  code: string,
+  text: string,
+  headers: Record<string, string> = {},
+): Response {
+  return new Response(JSON.stringify({ error: { code, message: text } }), {
+    status,
+    headers: { "content-type": "application/json", ...headers },
+  });
+}
