@@ -24,7 +24,14 @@ import {
   salvageJournalState,
   SnapshotIndex,
 } from "../cache/mod.ts";
-import type { Availability, Membership, PeerManifest } from "../cluster/mod.ts";
+import type {
+  Availability,
+  Discovery,
+  Membership,
+  PeerEndpoint,
+  PeerManifest,
+  PeerTransport,
+} from "../cluster/mod.ts";
 import type { ServeConfig } from "../config/mod.ts";
 import type { CommitRequest, CommitResult, StageResult } from "../drafts/mod.ts";
 import { SnapmeshError } from "../errors.ts";
@@ -34,7 +41,7 @@ import { Journal, type RecoveryReport } from "../journal/mod.ts";
 import type { Logger } from "../log/mod.ts";
 import { assertName, type ManifestWithDigest } from "../manifest/mod.ts";
 import type { Metrics } from "../metrics/mod.ts";
-import type { PushStatus, S3Origin } from "../origin/mod.ts";
+import type { Origin, PushStatus } from "../origin/mod.ts";
 import type {
   FileInfo,
   Hello,
@@ -73,13 +80,17 @@ export interface AgentOptions {
   metrics: Metrics;
   version: string;
   /** The origin (`openOrigin(config)`), or null for none. */
-  origin: S3Origin | null;
+  origin: Origin | null;
   /** @default systemClock */
   clock?: Clock;
   /** @default systemRandom */
   random?: Random;
   /** Delay before access times are journaled. @default 100 */
   touchFlushMs?: number;
+  /** Where peers come from. @default from `--peers`, `--peers-file`, `--peers-dns` */
+  discovery?: readonly Discovery[];
+  /** How peers are asked. @default HTTP with `--token` */
+  transport?: PeerTransport;
 }
 
 /** What the agent's start found and did. */
@@ -330,6 +341,11 @@ export class Agent {
     const advertise = this.config.advertise ?? url;
     this.#s.peers.setAdvertise(advertise);
     this.#s.membership?.setAdvertise(advertise);
+  }
+
+  /** What this node answers peers, for an in-memory transport. */
+  get peerEndpoint(): PeerEndpoint {
+    return this.#s.peers;
   }
 
   peerHello(): Hello {

@@ -10,7 +10,7 @@ import { notLocal } from "../cache/mod.ts";
 import { errorMessage, SnapmeshError } from "../errors.ts";
 import type { Puller } from "../fetch/mod.ts";
 import type { Logger } from "../log/mod.ts";
-import type { Pusher, RemoteManifests, S3Origin } from "../origin/mod.ts";
+import type { Origin, Pusher, RemoteManifests } from "../origin/mod.ts";
 
 /** What a delete did. */
 export interface RemoveResult {
@@ -24,7 +24,7 @@ export interface RemoveResult {
 export interface RemovalDeps {
   catalog: Catalog;
   puller: Puller;
-  origin: S3Origin | null;
+  origin: Origin | null;
   remote: RemoteManifests | null;
   pusher: Pusher | null;
   log: Logger;

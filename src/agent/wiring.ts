@@ -29,7 +29,7 @@ import type { Journal } from "../journal/mod.ts";
 import type { Logger } from "../log/mod.ts";
 import type { ManifestWithDigest } from "../manifest/mod.ts";
 import type { Metrics } from "../metrics/mod.ts";
-import { Pusher, RemoteManifests, type S3Origin } from "../origin/mod.ts";
+import { type Origin, Pusher, RemoteManifests } from "../origin/mod.ts";
 import { PeerService, Reads } from "../reads/mod.ts";
 import type { SnapshotStore } from "../store/mod.ts";
 import type { Clock } from "../util/clock.ts";
@@ -43,7 +43,7 @@ export interface WireOptions {
   log: Logger;
   metrics: Metrics;
   version: string;
-  origin: S3Origin | null;
+  origin: Origin | null;
   store: SnapshotStore;
   index: SnapshotIndex;
   journal: Journal;
@@ -78,7 +78,7 @@ export interface Services {
   puller: Puller;
   reads: Reads;
   peers: PeerService;
-  origin: S3Origin | null;
+  origin: Origin | null;
   remote: RemoteManifests | null;
   pusher: Pusher | null;
   membership: Membership | null;
@@ -127,7 +127,8 @@ export function wire(options: WireOptions): Services {
     remote,
     pushes: pusher,
     membership,
-    originRate: new RateLimiter(config.maxOriginRate),
+    random,
+    originRate: new RateLimiter(config.maxOriginRate, { clock }),
   });
   const drafts = new Drafts({ config, fs, store, catalog, budget, log, metrics, clock });
   const committer = new Committer({
@@ -150,7 +151,7 @@ export function wire(options: WireOptions): Services {
     catalog,
     puller,
     reads,
-    egress: new RateLimiter(config.maxEgress),
+    egress: new RateLimiter(config.maxEgress, { clock }),
     log,
     metrics,
   });
@@ -158,7 +159,8 @@ export function wire(options: WireOptions): Services {
     ? new Scrubber({
       targets: () => scrubTargets(catalog),
       trust: catalog.trust,
-      rate: new RateLimiter(config.scrubRate),
+      rate: new RateLimiter(config.scrubRate, { clock }),
+      clock,
       onCorrupt: (target, why) => reads.quarantine(target.name, target.manifest.digest, why),
       log: log.child({ component: "scrub" }),
     })

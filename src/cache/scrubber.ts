@@ -12,6 +12,7 @@ import type { FileHandle } from "../fs/mod.ts";
 import type { Logger } from "../log/mod.ts";
 import { chunkCount, type ManifestWithDigest, ZERO_CHUNK } from "../manifest/mod.ts";
 import { type ChunkTrust, CorruptChunkError, readVerifiedChunk } from "../store/mod.ts";
+import type { Clock } from "../util/clock.ts";
 import type { RateLimiter } from "../util/rate.ts";
 
 /** A snapshot as the scrub sees it. */
@@ -32,6 +33,7 @@ export interface ScrubberOptions {
   /** A chunk did not match: the snapshot must leave the cache. */
   onCorrupt(target: ScrubTarget, why: string): Promise<void>;
   log: Logger;
+  clock: Clock;
   /** Pause between passes. @default 60000 */
   pauseMs?: number;
 }
@@ -83,7 +85,7 @@ export class Scrubber {
     const pauseMs = this.#options.pauseMs ?? 60_000;
     while (!this.#abort.signal.aborted) {
       await this.pass();
-      await sleep(pauseMs, this.#abort.signal);
+      await this.#options.clock.sleep(pauseMs, { signal: this.#abort.signal, ref: false });
     }
   }
 
@@ -120,16 +122,4 @@ export class Scrubber {
       }
     }
   }
-}
-
-function sleep(ms: number, signal: AbortSignal): Promise<void> {
-  return new Promise((resolve) => {
-    if (signal.aborted) return resolve();
-    const timer = setTimeout(resolve, ms);
-    Deno.unrefTimer(timer);
-    signal.addEventListener("abort", () => {
-      clearTimeout(timer);
-      resolve();
-    }, { once: true });
-  });
 }

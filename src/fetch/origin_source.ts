@@ -4,7 +4,7 @@
  * @module
  */
 
-import type { S3Origin } from "../origin/mod.ts";
+import type { Origin } from "../origin/mod.ts";
 import type { RateLimiter } from "../util/rate.ts";
 import { type ChunkRequest, type ChunkSource, SourceFailedError } from "./source.ts";
 
@@ -14,13 +14,13 @@ export class OriginSource implements ChunkSource {
   readonly kind = "origin" as const;
   /** Bytes can be damaged in transit (a faulty proxy): three strikes, then give up. */
   readonly strikes = 3;
-  readonly #origin: S3Origin;
+  readonly #origin: Origin;
   readonly #keys: ReadonlyMap<string, string>;
   readonly #rate: RateLimiter | null;
 
   /** `keys` maps each file name to its object key; `rate` paces the reads. */
   constructor(
-    origin: S3Origin,
+    origin: Origin,
     keys: ReadonlyMap<string, string>,
     rate: RateLimiter | null = null,
   ) {

@@ -25,6 +25,8 @@ import { type FileHandle, isNoSpace } from "../fs/mod.ts";
 import type { Logger } from "../log/mod.ts";
 import { chunkCount, chunkLength, isAllZero, verifyChunk, ZERO_CHUNK } from "../manifest/mod.ts";
 import { Mutex } from "../util/mutex.ts";
+import { type Clock, systemClock } from "../util/clock.ts";
+import { type Random, systemRandom } from "../util/random.ts";
 import { RateMeter } from "../util/rate_meter.ts";
 import { encodeBitmap } from "../cluster/mod.ts";
 import type { ChunkRequest, ChunkSource, SourceKind } from "./source.ts";
@@ -62,6 +64,10 @@ export interface PullJobOptions {
    */
   rotate?: number;
   log: Logger;
+  /** @default systemClock */
+  clock?: Clock;
+  /** Breaks ties between equally good sources. @default systemRandom */
+  random?: Random;
   /** Called for every verified chunk, with its source kind and byte count. */
   onBytes?: (kind: SourceKind, bytes: number) => void;
   /** Called when a chunk fails verification. */
@@ -133,6 +139,8 @@ export class PullJob {
   /** Digest per chunk as received (fills in unknown ones when adopting). */
   readonly received: string[][];
   readonly #options: PullJobOptions;
+  readonly #clock: Clock;
+  readonly #random: Random;
   readonly #state: Uint8Array[];
   readonly #queue: Task[] = [];
   readonly #urgent: Task[] = [];
@@ -151,7 +159,7 @@ export class PullJob {
   #remaining = 0;
   #hotRemaining = 0;
   /** When the last chunk was verified (or the pull started). */
-  #lastProgress = Date.now();
+  #lastProgress: number;
   /** Shares are off: this node takes any chunk no other node fetches from the owner. */
   #anyShare = false;
   /** Since when some missing chunk had no source and none could appear, or 0. */
@@ -168,6 +176,10 @@ export class PullJob {
 
   constructor(options: PullJobOptions) {
     this.#options = options;
+    this.#clock = options.clock ?? systemClock;
+    this.#random = options.random ?? systemRandom;
+    this.#lastProgress = this.#clock.monotonic();
+    this.#meter = new RateMeter({ now: () => this.#clock.monotonic() });
     this.name = options.name;
     this.files = options.files;
     this.chunkSize = options.chunkSize;
@@ -199,7 +211,7 @@ export class PullJob {
       chunksDone: 0,
       bySource: { local: 0, peer: 0, origin: 0 },
       resumedBytes: 0,
-      startedAt: Date.now(),
+      startedAt: this.#clock.now(),
       state: "running",
     };
   }
@@ -278,8 +290,8 @@ export class PullJob {
     });
     this.#queue.reverse(); // taken from the end
     this.#remaining = this.#state.reduce((n, s) => n + s.filter((x) => x !== DONE).length, 0);
-    this.#lastProgress = Date.now();
-    const ticker = setInterval(() => this.#tick(), TICK_MS);
+    this.#lastProgress = this.#clock.monotonic();
+    const ticker = this.#clock.setInterval(() => this.#tick(), TICK_MS);
     try {
       if (this.#remaining > 0) {
         await Promise.all(Array.from({ length: concurrency }, () => this.#worker()));
@@ -290,7 +302,7 @@ export class PullJob {
       this.#fail(asPullError(this.name, err));
       throw this.#failure;
     } finally {
-      clearInterval(ticker);
+      ticker.cancel();
       for (const slot of this.#handles.values()) {
         await slot.then(({ handle }) => handle.close(), () => {});
       }
@@ -304,7 +316,7 @@ export class PullJob {
    */
   #tick(): void {
     if (this.#failure || this.#remaining === 0) return;
-    const now = Date.now();
+    const now = this.#clock.monotonic();
     const idle = this.#busyCount() === 0;
     if (idle && this.#hopeless()) {
       this.#hopelessSince ||= now;
@@ -406,7 +418,7 @@ export class PullJob {
     // now on, take any that no other node is fetching from the owner.
     if (
       !this.#anyShare && !endgame && this.#busyCount() === 0 &&
-      Date.now() - this.#lastProgress >= SHARE_STALL_MS
+      this.#clock.monotonic() - this.#lastProgress >= SHARE_STALL_MS
     ) {
       this.#anyShare = true;
       this.#options.log.info("pull: no progress on this node's share; taking any chunk", {
@@ -650,7 +662,7 @@ export class PullJob {
       const key = [
         this.#priority(source, request),
         this.#inFlight.get(source.id) ?? 0,
-        Math.random(),
+        this.#random.next(),
       ];
       if (
         key[0]! < bestKey[0]! || (key[0] === bestKey[0] && (key[1]! < bestKey[1]! ||
@@ -695,7 +707,7 @@ export class PullJob {
   }
 
   /** Progress with the current rate (smoothed over about ten seconds, see RateMeter). */
-  report(now = Date.now()): PullReport {
+  report(now = this.#clock.monotonic()): PullReport {
     const left = this.progress.bytesTotal - this.progress.bytesDone;
     const eta = this.#meter.eta(left, now);
     return {
@@ -727,13 +739,13 @@ export class PullJob {
   }
 
   /** Bytes per second of verified chunks, for report(). */
-  readonly #meter = new RateMeter();
+  readonly #meter: RateMeter;
 
   #complete(file: number, index: number, digest: string, bytes: number, kind: SourceKind): void {
     this.#state[file]![index] = DONE;
     this.received[file]![index] = digest;
     this.#remaining--;
-    this.#lastProgress = Date.now();
+    this.#lastProgress = this.#clock.monotonic();
     this.progress.bytesDone += bytes;
     this.progress.chunksDone++;
     this.progress.bySource[kind] += bytes;

@@ -45,9 +45,10 @@ import {
   ZERO_CHUNK,
 } from "../manifest/mod.ts";
 import type { Metrics } from "../metrics/mod.ts";
-import type { PushQueue, RemoteManifests, S3Origin } from "../origin/mod.ts";
+import type { Origin, PushQueue, RemoteManifests } from "../origin/mod.ts";
 import type { SnapshotStore } from "../store/mod.ts";
 import type { Clock } from "../util/clock.ts";
+import type { Random } from "../util/random.ts";
 import type { RateLimiter } from "../util/rate.ts";
 import { LocalSource } from "./local_source.ts";
 import { OriginSource } from "./origin_source.ts";
@@ -65,7 +66,7 @@ export interface PullerDeps {
   log: Logger;
   metrics: Metrics;
   clock: Clock;
-  origin: S3Origin | null;
+  origin: Origin | null;
   /** The origin's manifests, or null without an origin. */
   remote: RemoteManifests | null;
   /** Uploads adopted snapshots in snapmesh's layout (null without an origin). */
@@ -73,6 +74,7 @@ export interface PullerDeps {
   membership: Membership | null;
   /** Paces reads from the origin (`--max-origin-rate`). */
   originRate: RateLimiter;
+  random: Random;
 }
 
 /** A pull whose plan is known and whose job exists. */
@@ -479,6 +481,8 @@ export class Puller {
       rotate: Number(weight(config.nodeId, name) % 1_000_000n) / 1_000_000,
       selfId: config.nodeId,
       log,
+      clock: this.#deps.clock,
+      random: this.#deps.random.fork(`pull ${name}`),
       onBytes: (kind, bytes) => metrics.ingestedBytes.inc({ source: kind }, bytes),
       onVerifyFailure: (source) => metrics.verifyFailures.inc({ source: source.kind }),
     });

@@ -8,13 +8,14 @@
 import type { ServeConfig } from "../config/mod.ts";
 import type { Logger } from "../log/mod.ts";
 import type { Metrics } from "../metrics/mod.ts";
+import type { Origin } from "./origin.ts";
 import { S3Origin } from "./s3_origin.ts";
 
 /** The S3 origin of `config`, or null when none is configured. */
 export async function openOrigin(
   config: ServeConfig,
   options: { log: Logger; metrics: Metrics },
-): Promise<S3Origin | null> {
+): Promise<Origin | null> {
   if (config.originEndpoint === null || config.originBucket === null) return null;
   const origin = await S3Origin.create({
     endpoint: config.originEndpoint,

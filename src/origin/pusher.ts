@@ -17,11 +17,11 @@ import type { Metrics } from "../metrics/mod.ts";
 import { lazyFileStream } from "../store/mod.ts";
 import type { Clock, Timer } from "../util/clock.ts";
 import type { Random } from "../util/random.ts";
-import type { S3Origin } from "./s3_origin.ts";
+import type { Origin } from "./origin.ts";
 
 /** What the pusher works with. */
 export interface PusherDeps {
-  origin: S3Origin;
+  origin: Origin;
   /** The local snapshots, their push queue (journaled) and quarantine. */
   catalog: Catalog;
   log: Logger;
@@ -218,18 +218,16 @@ export class Pusher implements PushQueue {
       let bytes = 0;
       for (const file of manifest.files) {
         const path = store.filePath(name, file.name);
-        await origin.uploadFile(
-          origin.fileKey(name, file.name),
+        await origin.uploadFile(origin.fileKey(name, file.name), {
           // Hashed on the way out: an upload whose bytes are not the
           // manifest's fails before its last part, and no manifest follows.
-          () =>
+          open: () =>
             lazyFileStream(store.fs, path, 0, file.size - 1).pipeThrough(
               verifyingStream(file.sha256, file.size, `${name}/${file.name}`),
             ),
-          file.size,
-          undefined,
+          size: file.size,
           signal,
-        );
+        });
         bytes += file.size;
         metrics.pushedBytes.inc(file.size);
       }

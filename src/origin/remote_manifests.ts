@@ -9,14 +9,14 @@
 import { LRUCache } from "lru-cache";
 import { errorMessage, SnapmeshError } from "../errors.ts";
 import { decodeManifest, type ManifestWithDigest } from "../manifest/mod.ts";
-import type { S3Origin } from "./s3_origin.ts";
+import type { Origin } from "./origin.ts";
 
 /** Reads snapshot manifests from the origin. */
 export class RemoteManifests {
-  readonly #origin: S3Origin;
+  readonly #origin: Origin;
   readonly #cache = new LRUCache<string, ManifestWithDigest>({ max: 512, ttl: 60_000 });
 
-  constructor(origin: S3Origin) {
+  constructor(origin: Origin) {
     this.#origin = origin;
   }
 

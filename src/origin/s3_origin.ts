@@ -19,6 +19,15 @@
 
 import type * as S3 from "@aws-sdk/client-s3";
 import type { Logger } from "../log/mod.ts";
+import {
+  type ObjectInfo,
+  type Origin,
+  type OriginHealth,
+  type OriginObserver,
+  type OriginStats,
+  snapshotPrefix,
+  type UploadOptions,
+} from "./origin.ts";
 import { noteTransientBytes } from "../util/gc.ts";
 import {
   DEFAULT_RETRY,
@@ -28,13 +37,6 @@ import {
   statusOf,
   withRetries,
 } from "./retry.ts";
-
-/** An object listed under a prefix. */
-export interface ObjectInfo {
-  key: string;
-  size: number;
-  lastModified: number;
-}
 
 /** Options for {@linkcode S3Origin.create}. */
 export interface S3OriginOptions {
@@ -53,36 +55,10 @@ export interface S3OriginOptions {
   bucketRecheckMs?: number;
 }
 
-/** Counters for metrics and status. */
-export interface OriginStats {
-  requests: number;
-  retries: number;
-  errors: number;
-  bytesRead: number;
-  bytesWritten: number;
-}
-
-/** Health as shown by `/v1/status`. */
-export interface OriginHealth {
-  endpoint: string;
-  bucket: string;
-  prefix: string;
-  healthy: boolean;
-  lastContactMs: number | null;
-  lastError: string | null;
-}
-
-/** Hooks for metrics. */
-export interface OriginObserver {
-  request?(): void;
-  retry?(what: string, err: unknown): void;
-  error?(what: string, err: unknown): void;
-}
-
 type Sdk = typeof S3;
 
 /** An S3-compatible origin. */
-export class S3Origin {
+export class S3Origin implements Origin {
   readonly endpoint: string;
   readonly bucket: string;
   readonly prefix: string;
@@ -156,9 +132,8 @@ export class S3Origin {
     return new S3Origin(sdk, storage.Upload, handler.FetchHttpHandler, options);
   }
 
-  /** `<prefix>/<name>/` */
   snapshotPrefix(name: string): string {
-    return this.prefix ? `${this.prefix}/${name}/` : `${name}/`;
+    return snapshotPrefix(this.prefix, name);
   }
 
   manifestKey(name: string): string {
@@ -349,13 +324,8 @@ export class S3Origin {
    * Uploads a local file of `size` bytes; multipart (8 MiB parts, 4 at a
    * time) above 8 MiB. A failed upload starts over, up to the retry policy.
    */
-  async uploadFile(
-    key: string,
-    open: () => ReadableStream<Uint8Array>,
-    size: number,
-    onProgress?: (bytes: number) => void,
-    signal?: AbortSignal,
-  ): Promise<void> {
+  async uploadFile(key: string, options: UploadOptions): Promise<void> {
+    const { open, size, onProgress, signal } = options;
     await this.#call(
       `upload ${key}`,
       async (signal) => {

@@ -1,3 +1,5 @@
+import { type Clock, systemClock } from "./clock.ts";
+
 /**
  * A token bucket shared by every stream it paces (for example all the bytes
  * a node serves to peers), so a node's own workloads keep bandwidth.
@@ -9,15 +11,21 @@
 export class RateLimiter {
   readonly bytesPerSecond: number;
   readonly #burst: number;
+  readonly #clock: Clock;
   #tokens: number;
-  #last = performance.now();
+  #last: number;
   #queue: Promise<void> = Promise.resolve();
 
-  /** `bytesPerSecond` of 0 means unlimited. The burst is a quarter second of traffic. */
-  constructor(bytesPerSecond: number) {
+  /**
+   * `bytesPerSecond` of 0 means unlimited. The burst is a quarter second of
+   * traffic.
+   */
+  constructor(bytesPerSecond: number, options: { clock?: Clock } = {}) {
     this.bytesPerSecond = bytesPerSecond;
+    this.#clock = options.clock ?? systemClock;
     this.#burst = Math.max(bytesPerSecond / 4, 256 * 1024);
     this.#tokens = this.#burst;
+    this.#last = this.#clock.monotonic();
   }
 
   /** Waits until `bytes` may be sent (callers are served in order). */
@@ -33,12 +41,12 @@ export class RateLimiter {
     this.#tokens -= bytes;
     if (this.#tokens >= 0) return;
     const ms = (-this.#tokens / this.bytesPerSecond) * 1000;
-    await new Promise((resolve) => setTimeout(resolve, ms));
+    await this.#clock.sleep(ms);
     this.#refill();
   }
 
   #refill(): void {
-    const now = performance.now();
+    const now = this.#clock.monotonic();
     this.#tokens = Math.min(
       this.#burst,
       this.#tokens + ((now - this.#last) / 1000) * this.bytesPerSecond,

@@ -1,0 +1,96 @@
+/**
+ * Whole clusters in one process, under a virtual clock: pulls to completion
+ * with real agents, deterministically.
+ */
+
+import { assert, assertEquals } from "../helpers/assert.ts";
+import {
+  bodyOf,
+  type InProcessCluster,
+  startInProcessCluster,
+} from "../helpers/in_process_cluster.ts";
+import { memFile, nonZeroBytes } from "../helpers/fixtures.ts";
+import { sha256 } from "../helpers/temp.ts";
+
+const CHUNK = 64 * 1024;
+
+/** Publishes `mem` on the first node, pushed to the origin, then drops it there. */
+async function seed(c: InProcessCluster, name: string, mem: Uint8Array): Promise<void> {
+  const first = c.nodes[0]!.agent;
+  const work = (async () => {
+    await first.stageFile(name, "mem", bodyOf(mem), { contentLength: mem.length });
+    await first.commit(name);
+    await first.remove(name);
+  })();
+  let done = false;
+  work.then(() => (done = true), () => (done = true));
+  await c.clock.runUntil(() => done, { maxMs: 60_000 });
+  await work;
+}
+
+interface Outcome {
+  virtualMs: number;
+  bySource: { local: number; peer: number; origin: number };
+  originBytes: number;
+  served: number[];
+  digests: Set<string>;
+}
+
+/** Every node but the first pulls `name` at once; resolves when all finished. */
+async function pullEverywhere(c: InProcessCluster, name: string): Promise<Outcome> {
+  const started = c.clock.now();
+  const pulling = c.nodes.slice(1).map((n) => n.agent.pull(name));
+  let finished = 0;
+  for (const p of pulling) p.then(() => finished++, () => finished++);
+  await c.clock.runUntil(() => finished === pulling.length, { maxMs: 600_000 });
+  const results = await Promise.all(pulling);
+  const bySource = { local: 0, peer: 0, origin: 0 };
+  const digests = new Set<string>();
+  for (const r of results) {
+    assert(!("state" in r), "every pull waited to the end");
+    bySource.local += r.bytes.local;
+    bySource.peer += r.bytes.peer;
+    bySource.origin += r.bytes.origin;
+    digests.add(await sha256(await c.fs.readFile(r.paths.mem!)));
+  }
+  return {
+    virtualMs: c.clock.now() - started,
+    bySource,
+    originBytes: c.origin.stats.bytesRead,
+    served: c.nodes.map((n) => c.transport.servedBytes.get(n.url) ?? 0),
+    digests,
+  };
+}
+
+Deno.test("50 agents in one process pull one snapshot at once: all verify, the origin sends it about once, deterministically", async () => {
+  const mem = memFile(48, 7, CHUNK);
+  const run = async () => {
+    const started = performance.now();
+    await using c = await startInProcessCluster({
+      nodes: 50,
+      seed: "swarm-50",
+      flags: { "chunk-size": "64KiB", push: "sync" },
+    });
+    await seed(c, "fn", mem);
+    c.origin.stats.bytesRead = 0;
+    const outcome = await pullEverywhere(c, "fn");
+    return { outcome, realMs: performance.now() - started };
+  };
+  const first = await run();
+  const { outcome } = first;
+  assertEquals([...outcome.digests], [await sha256(mem)], "every node holds the right bytes");
+  const needed = 49 * nonZeroBytes(mem, CHUNK);
+  assertEquals(outcome.bySource.local + outcome.bySource.peer + outcome.bySource.origin, needed);
+  // The origin sends each chunk about once; the rest moves between peers.
+  assert(
+    outcome.originBytes <= 1.5 * nonZeroBytes(mem, CHUNK),
+    `origin sent ${outcome.originBytes} bytes for ${nonZeroBytes(mem, CHUNK)} non-zero`,
+  );
+  assert(outcome.bySource.peer >= needed - 2 * nonZeroBytes(mem, CHUNK), JSON.stringify(outcome));
+  assert(first.realMs < 30_000, `took ${Math.round(first.realMs)} ms of real time`);
+  // The same seed gives the same schedule.
+  const second = await run();
+  assertEquals(second.outcome.virtualMs, outcome.virtualMs);
+  assertEquals(second.outcome.served, outcome.served);
+  assertEquals(second.outcome.bySource, outcome.bySource);
+});
