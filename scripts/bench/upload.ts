@@ -18,6 +18,9 @@
  * Targets (the chunked-upload issue): chunked ≤ 1.2× sized and `put` ≤ 1.2×
  * sized (median of the per-round ratios); agent peak RSS ≤ 150 MiB in every mode.
  *
+ * After the rounds, `snapmesh put --help` is timed as often, to show what
+ * `put` pays for starting Deno and loading mod.ts.
+ *
  * Options: --reps N rounds (default 5, at least 3), --size-mib N (default 256),
  * --work DIR (default /tmp/snapmesh-bench-upload).
  *
@@ -305,6 +308,7 @@ export async function main(args: string[]): Promise<number> {
   let idleRssMiB = 0;
   let hwmEndMiB = 0;
   let hwmReset = false;
+  const cliStartupSeconds: number[] = [];
   {
     await using agent = await startAgent(["--data-dir", dataDir, "--cache-size", "100GiB"]);
     const ctx: Context = {
@@ -330,6 +334,11 @@ export async function main(args: string[]): Promise<number> {
       }
     }
     hwmEndMiB = memoryOf(agent.pid).peak / MiB;
+    // What `put` pays before it sends a byte: starting Deno and loading mod.ts.
+    for (let i = 0; i < rounds; i++) {
+      const [deno, ...flags] = ctx.cli;
+      cliStartupSeconds.push((await step(deno!, [...flags, "put", "--help"])).seconds);
+    }
   }
   await Deno.remove(dataDir, { recursive: true });
   const loadAfter = loadAverage();
@@ -412,6 +421,10 @@ export async function main(args: string[]): Promise<number> {
       `${fmt(idleRssMiB, 0)} MiB, VmHWM at the end (whole run) ${fmt(hwmEndMiB, 0)} MiB; ` +
       `load average ${loadBefore} before, ${loadAfter} after`,
   );
+  console.log(
+    `CLI start-up alone (snapmesh put --help): ${fmt(median(cliStartupSeconds))} s median ` +
+      `(${range(cliStartupSeconds)} s)`,
+  );
   const pass = (ok: boolean) => (ok ? "PASS" : "MISS");
   console.log(
     `${pass(targets.chunked.pass)} ${targets.chunked.target}: ${fmt(targets.chunked.value)}× ` +
@@ -445,6 +458,7 @@ export async function main(args: string[]): Promise<number> {
     orders: ORDERS.map((o) => o.map((i) => MODES[i])),
     agent: { idleRssMiB, vmHwmEndMiB: hwmEndMiB },
     summary,
+    cliStartupSeconds,
     targets,
     samples,
   };
