@@ -118,10 +118,24 @@ export async function ensureRandomFile(path: string, bytes: number): Promise<voi
   }).output();
 }
 
+/** Options for {@linkcode saveResult}. */
+export interface SaveResultOptions {
+  /**
+   * Write `<name>-latest.json` (kept in git, overwritten by the next run)
+   * instead of `<name>-<timestamp>.json` (ignored by git).
+   * @default false
+   */
+  latest?: boolean;
+}
+
 /** Writes a result file and returns its path. */
-export async function saveResult(name: string, result: unknown): Promise<string> {
+export async function saveResult(
+  name: string,
+  result: unknown,
+  options: SaveResultOptions = {},
+): Promise<string> {
   await Deno.mkdir(`${ROOT}/bench/results`, { recursive: true });
-  const stamp = new Date().toISOString().replace(/[:.]/g, "-");
+  const stamp = options.latest ? "latest" : new Date().toISOString().replace(/[:.]/g, "-");
   const path = `${ROOT}/bench/results/${name}-${stamp}.json`;
   await Deno.writeTextFile(path, JSON.stringify(result, null, 2) + "\n");
   return path;
