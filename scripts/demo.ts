@@ -258,13 +258,14 @@ async function run(demo: Demo, size: number): Promise<void> {
   await waitForPeers([...nodes.values()], signal);
   console.log(`cluster up after ${((performance.now() - started) / 1000).toFixed(1)} s`);
 
-  // Owners are picked by rendezvous hashing over the node ids. The names are chosen so that
+  // Owners are picked by rendezvous hashing over the nodes' URLs. The names are chosen so that
   // each pull shows one path: the first snapshot ranks a (which has it) first, so b and c
   // are sent to it and to each other; the origin-only one ranks b first, so b asks nobody to
   // fetch it for it (an owner ranked above b would pull it from the origin and relay it, and
   // b's bytes would then be peer bytes).
-  const peerName = nameRankedAs("demo-peers", ["a", "b", "c"]);
-  const originName = nameRankedAs("demo-origin", ["b"]);
+  const urlOf = (id: NodeId) => new URL(node(id).url).origin;
+  const peerName = nameRankedAs("demo-peers", ["a", "b", "c"], urlOf);
+  const originName = nameRankedAs("demo-origin", ["b"], urlOf);
 
   const rows: Row[] = [];
   const step = async (
@@ -365,10 +366,10 @@ function expectations(rows: Row[], peerName: string, originName: string): string
 }
 
 /** The first `PREFIX-N` whose rendezvous ranking over the node ids starts with `order`. */
-function nameRankedAs(prefix: string, order: NodeId[]): string {
+function nameRankedAs(prefix: string, order: NodeId[], urlOf: (id: NodeId) => string): string {
   for (let i = 1; i < 1000; i++) {
     const name = `${prefix}-${i}`;
-    const ranked = rank(NODE_IDS, name, (id) => id);
+    const ranked = rank(NODE_IDS, name, urlOf);
     if (order.every((id, k) => ranked[k] === id)) return name;
   }
   throw new Error(`No name ${prefix}-N ranks ${order.join(", ")} first`);

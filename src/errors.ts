@@ -29,6 +29,7 @@ export type ErrorCode =
   | "journal_failed"
   | "verification_failed"
   | "shutting_down"
+  | "busy"
   | "internal";
 
 /** An error a client can act on: a stable code plus a human message. */

@@ -25,12 +25,16 @@ import {
   SnapshotIndex,
 } from "../cache/mod.ts";
 import type {
+  AnnounceAnswer,
+  AnnounceRequest,
   Availability,
   Discovery,
+  HaveHandler,
   Membership,
   PeerEndpoint,
   PeerManifest,
   PeerTransport,
+  Subscription,
 } from "../cluster/mod.ts";
 import type { ServeConfig } from "../config/mod.ts";
 import type { CommitRequest, CommitResult, StageResult } from "../drafts/mod.ts";
@@ -364,10 +368,26 @@ export class Agent {
 
   async peerRead(
     name: string,
-    request: { digest: string; file: string; range: string | undefined; wait: boolean },
+    request: {
+      digest: string;
+      file: string;
+      range: string | undefined;
+      wait: boolean;
+      from?: string | null;
+    },
   ): Promise<PeerRead> {
     this.#check(name, request.file);
     return await this.#s.peers.read(name, request);
+  }
+
+  peerAnnounce(name: string, request: AnnounceRequest): AnnounceAnswer {
+    this.#check(name);
+    return this.#s.peers.announce(name, request);
+  }
+
+  peerSubscribe(name: string, digest: string, handler: HaveHandler): Subscription | null {
+    this.#check(name);
+    return this.#s.peers.subscribe(name, digest, handler);
   }
 
   peerSuspect(name: string, request: { digest: string; file: string; index: number }): void {

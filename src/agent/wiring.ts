@@ -35,6 +35,7 @@ import type { SnapshotStore } from "../store/mod.ts";
 import type { Clock } from "../util/clock.ts";
 import type { Random } from "../util/random.ts";
 import { RateLimiter } from "../util/rate.ts";
+import { Tracker, UploadSlots } from "../swarm/mod.ts";
 
 /** What {@linkcode wire} builds on. */
 export interface WireOptions {
@@ -106,6 +107,7 @@ export function wire(options: WireOptions): Services {
       discovery,
       transport: options.transport ?? new HttpPeerTransport({
         token: config.token,
+        nodeId: config.nodeId,
         // A peer that sends nothing for this long is given up on (a waiting
         // read, for an owner still fetching, gets six times more).
         stallMs: Math.min(config.originStallTimeoutMs, 10_000),
@@ -115,6 +117,8 @@ export function wire(options: WireOptions): Services {
     })
     : null;
   const remote = origin ? new RemoteManifests(origin) : null;
+  const tracker = new Tracker({ random: random.fork("tracker") });
+  const uploads = new UploadSlots({ clock });
   const pusher = origin ? new Pusher({ origin, catalog, log, metrics, clock, random }) : null;
   const puller = new Puller({
     config,
@@ -128,6 +132,8 @@ export function wire(options: WireOptions): Services {
     pushes: pusher,
     membership,
     random,
+    tracker,
+    uploads,
     originRate: new RateLimiter(config.maxOriginRate, { clock }),
   });
   const drafts = new Drafts({ config, fs, store, catalog, budget, log, metrics, clock });
@@ -152,6 +158,9 @@ export function wire(options: WireOptions): Services {
     puller,
     reads,
     egress: new RateLimiter(config.maxEgress, { clock }),
+    tracker,
+    uploads,
+    clock,
     log,
     metrics,
   });

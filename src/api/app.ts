@@ -8,6 +8,7 @@
 import { type Context, Hono } from "hono";
 import { streamSSE } from "hono/streaming";
 import type { Agent } from "../agent/mod.ts";
+import { encodeBytes } from "../cluster/mod.ts";
 import { type ErrorCode, hasCode, SnapmeshError } from "../errors.ts";
 import { BodyAbortedError } from "../http/mod.ts";
 import { assertName } from "../manifest/mod.ts";
@@ -284,6 +285,63 @@ export function createApp(deps: AppDeps): Hono<Env> {
     return c.json({ accepted: true }, 202);
   });
 
+  v1.post("/peer/snapshots/:name/announce", async (c) => {
+    const body = await jsonBody(c);
+    const answer = c.get("agent").peerAnnounce(c.req.param("name"), {
+      digest: digestParam(c),
+      peer: body as never,
+    });
+    return c.json(answer);
+  });
+
+  // A have stream: newline-delimited JSON, a line at least every 5 s.
+  v1.get("/peer/snapshots/:name/events", (c) => {
+    const agent = c.get("agent");
+    const name = c.req.param("name");
+    const digest = digestParam(c);
+    const encoder = new TextEncoder();
+    let subscription: { close(): void } | null = null;
+    let heartbeat: ReturnType<typeof setInterval> | undefined;
+    const stream = new ReadableStream<Uint8Array>({
+      start(controller) {
+        const send = (event: unknown) => {
+          try {
+            controller.enqueue(encoder.encode(JSON.stringify(event) + "\n"));
+          } catch {
+            // The stream is closed.
+          }
+        };
+        const stop = () => {
+          clearInterval(heartbeat);
+          try {
+            controller.close();
+          } catch {
+            // Already closed.
+          }
+        };
+        subscription = agent.peerSubscribe(name, digest, {
+          bitmap: (bits) => send(bits === "all" ? { all: true } : { bitmap: encodeBytes(bits) }),
+          have: (chunks) => send({ have: chunks }),
+          end: (reason) => {
+            if (reason === "complete") send({ complete: true });
+            stop();
+          },
+        });
+        if (subscription === null) throw new SnapmeshError("snapshot_not_found", "Not here");
+        heartbeat = setInterval(() => send({ ping: 1 }), 5000);
+        deps.shutdown?.addEventListener("abort", () => {
+          subscription?.close();
+          stop();
+        }, { once: true });
+      },
+      cancel() {
+        clearInterval(heartbeat);
+        subscription?.close();
+      },
+    });
+    return new Response(stream, { headers: { "Content-Type": "application/x-ndjson" } });
+  });
+
   v1.get("/peer/snapshots/:name/files/:file", async (c) => {
     const { name, file } = c.req.param();
     const read = await c.get("agent").peerRead(name, {
@@ -291,6 +349,7 @@ export function createApp(deps: AppDeps): Hono<Env> {
       file,
       range: c.req.header("range"),
       wait: c.req.query("wait") === "1",
+      from: c.req.header("x-snapmesh-node") ?? null,
     });
     return new Response(read.stream, {
       status: 206,

@@ -28,6 +28,7 @@ const STATUS: Record<ErrorCode, ContentfulStatusCode> = {
   range_not_satisfiable: 416,
   not_ready: 503,
   shutting_down: 503,
+  busy: 503,
   insufficient_storage: 507,
   upstream_failed: 502,
   verification_failed: 502,

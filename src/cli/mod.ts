@@ -10,7 +10,6 @@ import { VERSION } from "../version.ts";
 import { UsageError } from "./args.ts";
 import { CommandError, RequestError } from "./client.ts";
 import { CLIENT_COMMANDS, type CommandIo, runClientCommand } from "./commands.ts";
-import { serveCommand } from "./serve_command.ts";
 
 const encoder = new TextEncoder();
 
@@ -103,7 +102,11 @@ export async function main(args: string[], io: CommandIo = processIo()): Promise
       io.err(mainHelp());
       return 2;
     }
-    if (command === "serve") return await serveCommand(rest, io);
+    if (command === "serve") {
+      // Loaded only here: client commands start without the agent and the S3 SDK.
+      const { serveCommand } = await import("./serve_command.ts");
+      return await serveCommand(rest, io);
+    }
     if (Object.hasOwn(CLIENT_COMMANDS, command)) return await runClientCommand(command, rest, io);
     throw new UsageError(`unknown command ${JSON.stringify(command)}`);
   } catch (err) {

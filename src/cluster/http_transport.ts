@@ -7,22 +7,35 @@
 
 import { noteTransientBytes } from "../util/gc.ts";
 import {
+  type AnnounceAnswer,
+  type AnnounceRequest,
   type Availability,
+  decodeBitmap,
+  type HaveHandler,
   type Hello,
   PeerError,
   type PeerManifest,
   type PeerReadRequest,
   type PeerTransport,
+  type Subscription,
 } from "./transport.ts";
 
 /** Largest manifest answer accepted from a peer. */
 const MAX_MANIFEST_ANSWER = 32 * 1024 * 1024;
+/** An announce that takes longer than this counts as unanswered. */
+const ANNOUNCE_TIMEOUT_MS = 3000;
+/** A have stream silent this long is dead (the peer sends a line every few seconds). */
+const STREAM_IDLE_MS = 15_000;
+/** The reason a subscription was closed by its owner. */
+const CLOSED = new Error("subscription closed");
 /** Largest availability answer accepted from a peer. */
 const MAX_AVAILABILITY_ANSWER = 8 * 1024 * 1024;
 
 /** Options for {@linkcode HttpPeerTransport}. */
 export interface HttpPeerTransportOptions {
   token: string | null;
+  /** This node's id, sent so peers can favour nodes that upload to them. */
+  nodeId?: string;
   /** A request or body idle this long is aborted. @default 10000 */
   stallMs?: number;
 }
@@ -31,9 +44,11 @@ export interface HttpPeerTransportOptions {
 export class HttpPeerTransport implements PeerTransport {
   readonly #token: string | null;
   readonly #stallMs: number;
+  readonly #nodeId: string | null;
 
   constructor(options: HttpPeerTransportOptions) {
     this.#token = options.token;
+    this.#nodeId = options.nodeId ?? null;
     this.#stallMs = options.stallMs ?? 10_000;
   }
 
@@ -99,6 +114,112 @@ export class HttpPeerTransport implements PeerTransport {
     await response.body?.cancel();
   }
 
+  async announce(url: string, name: string, request: AnnounceRequest): Promise<AnnounceAnswer> {
+    const response = await fetch(
+      `${url}/v1/peer/snapshots/${encodeURIComponent(name)}/announce?digest=${request.digest}`,
+      {
+        method: "POST",
+        headers: this.#headers({ "Content-Type": "application/json" }),
+        body: JSON.stringify(request.peer),
+        signal: AbortSignal.timeout(ANNOUNCE_TIMEOUT_MS),
+        redirect: "manual",
+      },
+    );
+    if (!response.ok) {
+      const text = await response.text().catch(() => "");
+      throw new PeerError(
+        response.status,
+        `peer ${url} answered ${response.status}: ${text.slice(0, 200)}`,
+      );
+    }
+    const answer = await readJson(response, MAX_AVAILABILITY_ANSWER, url) as AnnounceAnswer;
+    if (!Array.isArray(answer?.peers)) {
+      throw new PeerError(502, `peer ${url} sent an announce answer without peers`);
+    }
+    return answer;
+  }
+
+  subscribe(
+    url: string,
+    name: string,
+    options: { digest: string; handler: HaveHandler },
+  ): Subscription {
+    const { digest, handler } = options;
+    const controller = new AbortController();
+    let ended = false;
+    const end = (reason: "complete" | "closed" | Error) => {
+      if (ended) return;
+      ended = true;
+      handler.end(reason);
+    };
+    (async () => {
+      // The stream sends a line at least every few seconds: silence means
+      // the peer (or the path to it) is gone.
+      let last = Date.now();
+      const watchdog = setInterval(() => {
+        if (Date.now() - last > STREAM_IDLE_MS) {
+          controller.abort(new Error(`peer ${url}: have stream idle for ${STREAM_IDLE_MS} ms`));
+        }
+      }, STREAM_IDLE_MS / 3);
+      Deno.unrefTimer(watchdog);
+      try {
+        const response = await fetch(
+          `${url}/v1/peer/snapshots/${encodeURIComponent(name)}/events?digest=${digest}`,
+          { headers: this.#headers(), signal: controller.signal, redirect: "manual" },
+        );
+        if (response.status === 404) {
+          await response.body?.cancel();
+          end("closed");
+          return;
+        }
+        if (!response.ok || !response.body) {
+          const text = await response.text().catch(() => "");
+          throw new PeerError(response.status, `peer ${url} answered ${response.status}: ${text}`);
+        }
+        const decoder = new TextDecoder();
+        let pending = "";
+        for await (const piece of response.body) {
+          last = Date.now();
+          pending += decoder.decode(piece, { stream: true });
+          if (pending.length > MAX_AVAILABILITY_ANSWER) {
+            throw new PeerError(502, `peer ${url} sent a have line that is too long`);
+          }
+          let newline: number;
+          while ((newline = pending.indexOf("\n")) >= 0) {
+            const line = pending.slice(0, newline).trim();
+            pending = pending.slice(newline + 1);
+            if (line === "" || ended) continue;
+            const event = JSON.parse(line) as {
+              bitmap?: string;
+              all?: boolean;
+              have?: number[];
+              complete?: boolean;
+            };
+            if (event.all) handler.bitmap("all");
+            else if (typeof event.bitmap === "string") handler.bitmap(decodeBitmap(event.bitmap));
+            if (Array.isArray(event.have)) {
+              handler.have(event.have.filter((c) => Number.isSafeInteger(c) && c >= 0));
+            }
+            if (event.complete) end("complete");
+          }
+        }
+        end("closed");
+      } catch (err) {
+        if (controller.signal.aborted && controller.signal.reason === CLOSED) return;
+        const reason = controller.signal.aborted ? controller.signal.reason : err;
+        end(reason instanceof Error ? reason : new Error(String(reason)));
+      } finally {
+        clearInterval(watchdog);
+      }
+    })();
+    return {
+      close: () => {
+        ended = true;
+        controller.abort(CLOSED);
+      },
+    };
+  }
+
   async read(url: string, name: string, request: PeerReadRequest): Promise<Uint8Array> {
     const { digest, file, start, end } = request;
     const options = request;
@@ -157,7 +278,10 @@ export class HttpPeerTransport implements PeerTransport {
   }
 
   #headers(extra: Record<string, string> = {}): Record<string, string> {
-    return this.#token ? { Authorization: `Bearer ${this.#token}`, ...extra } : extra;
+    const headers: Record<string, string> = { ...extra };
+    if (this.#token) headers.Authorization = `Bearer ${this.#token}`;
+    if (this.#nodeId) headers["X-Snapmesh-Node"] = this.#nodeId;
+    return headers;
   }
 
   async #get(

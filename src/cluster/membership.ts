@@ -74,6 +74,11 @@ export class Membership {
     return this.#options.discovery.length > 0;
   }
 
+  /** The URL peers reach this node at, once known. */
+  get advertise(): string | null {
+    return this.#advertise;
+  }
+
   /** Sets the URL peers reach this node at (known once listening). */
   setAdvertise(url: string): void {
     this.#advertise = normalize(url);
@@ -121,19 +126,35 @@ export class Membership {
     return this.peers().filter((p) => p.healthy);
   }
 
-  /** This node and the healthy peers, ranked for `key` by rendezvous hashing. */
+  /**
+   * This node and the peers not known to be down (answered, or not probed
+   * yet), ranked for `key` by rendezvous hashing over their URLs: every node
+   * knows every URL from discovery before any probe answers, so views agree
+   * from the start, and a dead owner moves ownership to the next member only
+   * once this node has seen it fail.
+   */
   rank(key: string): Member[] {
     const members: Member[] = [
       { self: true, id: this.nodeId },
-      ...this.healthy().map((peer) => ({ self: false as const, id: peer.id, peer })),
+      ...this.peers()
+        .filter((peer) => !this.#isDown(peer.url))
+        .map((peer) => ({ self: false as const, id: peer.id, peer })),
     ];
-    return rank(members, key, (m) => m.id);
+    const self = this.#advertise ?? `self:${this.nodeId}`;
+    return rank(members, key, (m) => (m.self ? self : m.peer.url));
+  }
+
+  /** True once a peer failed `downAfter` probes in a row, or a transfer could not reach it. */
+  #isDown(url: string): boolean {
+    const state = this.#peers.get(url);
+    return state !== undefined && !state.healthy &&
+      state.failures >= (this.#options.downAfter ?? 2);
   }
 
   /** Marks a peer down after a failed transfer (the next good probe brings it back). */
   markDown(peer: Peer, reason: string): void {
     const state = this.#peers.get(peer.url);
-    if (!state || !state.healthy) return;
+    if (!state || this.#isDown(peer.url)) return;
     state.healthy = false;
     state.failures = this.#options.downAfter ?? 2;
     state.lastError = reason;

@@ -11,13 +11,17 @@
 import { hasCode, SnapmeshError } from "../errors.ts";
 import type { Clock } from "../util/clock.ts";
 import {
+  type AnnounceAnswer,
+  type AnnounceRequest,
   type Availability,
+  type HaveHandler,
   type Hello,
   type PeerEndpoint,
   PeerError,
   type PeerManifest,
   type PeerReadRequest,
   type PeerTransport,
+  type Subscription,
   type SuspectReport,
 } from "./transport.ts";
 
@@ -57,14 +61,84 @@ export class MemoryTransport implements PeerTransport {
     this.#endpoints.set(url, endpoint);
   }
 
-  /** Makes `url` unreachable (the node is gone). */
+  /** Makes `url` unreachable (the node is gone): its have streams break. */
   detach(url: string): void {
     this.#endpoints.delete(url);
+    this.#breakStreams(url);
   }
 
   /** Sets (or clears, with `{}`) the faults of the node at `url`. */
   setFaults(url: string, faults: MemoryPeerFaults): void {
     this.#faults.set(url, faults);
+    if (faults.down) this.#breakStreams(url);
+  }
+
+  /** Have streams open to each node, to break when it goes away. */
+  readonly #streams = new Map<string, Set<{ inner: Subscription | null; end(err: Error): void }>>();
+
+  #breakStreams(url: string): void {
+    for (const stream of this.#streams.get(url) ?? []) {
+      stream.inner?.close();
+      stream.end(new TypeError(`connection reset: ${url}`));
+    }
+    this.#streams.delete(url);
+  }
+
+  async announce(url: string, name: string, request: AnnounceRequest): Promise<AnnounceAnswer> {
+    const endpoint = await this.#reach(url);
+    const answer = await this.#answer(url, () => Promise.resolve(endpoint.announce(name, request)));
+    if (answer === null) throw new PeerError(404, `peer ${url} does not track "${name}"`);
+    return answer;
+  }
+
+  subscribe(
+    url: string,
+    name: string,
+    options: { digest: string; handler: HaveHandler },
+  ): Subscription {
+    const { handler } = options;
+    let ended = false;
+    const entry: { inner: Subscription | null; end(err: Error): void } = {
+      inner: null,
+      end: (err) => {
+        if (ended) return;
+        ended = true;
+        handler.end(err);
+      },
+    };
+    const guarded: HaveHandler = {
+      bitmap: (bits) => !ended && handler.bitmap(bits),
+      have: (chunks) => !ended && handler.have(chunks),
+      end: (reason) => {
+        if (ended) return;
+        ended = true;
+        this.#streams.get(url)?.delete(entry);
+        handler.end(reason);
+      },
+    };
+    (async () => {
+      let endpoint: PeerEndpoint;
+      try {
+        endpoint = await this.#reach(url);
+      } catch (err) {
+        guarded.end(err as Error);
+        return;
+      }
+      if (ended) return;
+      const streams = this.#streams.get(url) ?? new Set();
+      streams.add(entry);
+      this.#streams.set(url, streams);
+      entry.inner = endpoint.subscribe(name, options.digest, guarded);
+      if (entry.inner === null) guarded.end("closed");
+    })();
+    return {
+      close: () => {
+        if (ended) return;
+        ended = true;
+        this.#streams.get(url)?.delete(entry);
+        entry.inner?.close();
+      },
+    };
   }
 
   async hello(url: string): Promise<Hello> {
@@ -169,6 +243,7 @@ const STATUS: Partial<Record<string, number>> = {
   invalid_name: 400,
   chunk_unavailable: 409,
   shutting_down: 503,
+  busy: 503,
   upstream_failed: 502,
   insufficient_storage: 507,
 };

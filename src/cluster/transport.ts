@@ -53,6 +53,51 @@ export interface SuspectReport {
   index: number;
 }
 
+/** A participant of a snapshot's swarm. */
+export interface SwarmMember {
+  /** Node id. */
+  id: string;
+  /** Where peers reach it. */
+  url: string;
+  zone: string | null;
+  /** It holds the whole snapshot. */
+  complete: boolean;
+}
+
+/** A node announcing itself to the tracker (the owner) of a snapshot's swarm. */
+export interface AnnounceRequest {
+  digest: string;
+  peer: SwarmMember;
+}
+
+/** The tracker's answer: other participants to trade with. */
+export interface AnnounceAnswer {
+  peers: SwarmMember[];
+}
+
+/**
+ * What a have stream delivers: the peer's chunks (global numbering: the
+ * chunks of the manifest's files, one after the other), then each chunk it
+ * verifies from then on.
+ */
+export interface HaveHandler {
+  /** The chunks the peer holds now, as a bitmap, or "all". */
+  bitmap(bits: Uint8Array | "all"): void;
+  /** Chunks the peer verified since. */
+  have(chunks: number[]): void;
+  /**
+   * The stream ended: `complete` (the peer now holds every chunk: it stays
+   * a source), `closed` (it has no pull of this snapshot any more), or an
+   * error (it may be gone).
+   */
+  end(reason: "complete" | "closed" | Error): void;
+}
+
+/** A have stream; close it when the peer is no longer wanted. */
+export interface Subscription {
+  close(): void;
+}
+
 /** How one node asks another. Every method rejects when the peer cannot be reached. */
 export interface PeerTransport {
   hello(url: string, options: { timeoutMs: number }): Promise<Hello>;
@@ -76,6 +121,17 @@ export interface PeerTransport {
   read(url: string, name: string, request: PeerReadRequest): Promise<Uint8Array>;
   /** Tells the peer a chunk it sent failed verification (a hint it checks itself). */
   suspect(url: string, name: string, report: SuspectReport): Promise<void>;
+  /** Announces a participant to the peer, the tracker of the snapshot's swarm. */
+  announce(url: string, name: string, request: AnnounceRequest): Promise<AnnounceAnswer>;
+  /**
+   * Follows what the peer holds of snapshot `name` at `digest` (its have
+   * stream). Failures end the stream (`handler.end(error)`); it never throws.
+   */
+  subscribe(
+    url: string,
+    name: string,
+    options: { digest: string; handler: HaveHandler },
+  ): Subscription;
 }
 
 /** What a node answers its peers (its peer service). */
@@ -88,6 +144,9 @@ export interface PeerEndpoint {
     request: { digest: string; file: string; range: string | undefined; wait: boolean },
   ): Promise<{ size: number; start: number; end: number; stream: ReadableStream<Uint8Array> }>;
   suspect(name: string, report: SuspectReport): void;
+  announce(name: string, request: AnnounceRequest): AnnounceAnswer;
+  /** Starts a have stream; null when this node has no copy or pull of it. */
+  subscribe(name: string, digest: string, handler: HaveHandler): Subscription | null;
 }
 
 /** A peer refused us (wrong credentials) or broke the protocol. */
@@ -116,6 +175,15 @@ export function encodeBitmap(bits: ArrayLike<boolean>): string {
   for (let i = 0; i < bits.length; i++) if (bits[i]) bytes[i >> 3]! |= 1 << (i & 7);
   let text = "";
   for (const b of bytes) text += String.fromCharCode(b);
+  return btoa(text);
+}
+
+/** Packs a bitmap (bit i of byte i/8) into base64. */
+export function encodeBytes(bits: Uint8Array): string {
+  let text = "";
+  for (let i = 0; i < bits.length; i += 0x8000) {
+    text += String.fromCharCode(...bits.subarray(i, i + 0x8000));
+  }
   return btoa(text);
 }
 

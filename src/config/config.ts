@@ -49,6 +49,10 @@ export interface ServeConfig {
   maxOriginRate: number;
   /** Bytes per second the background scrub re-verifies local chunks at (0: off). */
   scrubRate: number;
+  /** This node's zone: peers of the same zone are preferred. */
+  zone: string | null;
+  /** This node's rack (reported to peers; a finer locality than the zone). */
+  rack: string | null;
   /** A connection with no request in progress is closed after this long. */
   idleTimeoutMs: number;
   /** A request head must arrive within this long of its first byte. */
@@ -241,6 +245,20 @@ export const SETTINGS: readonly Setting[] = [
     defaultText: "0 (unlimited)",
   },
   {
+    key: "zone",
+    flag: "zone",
+    kind: "string",
+    help: "this node's zone: peers in the same zone are preferred",
+    defaultText: "none",
+  },
+  {
+    key: "rack",
+    flag: "rack",
+    kind: "string",
+    help: "this node's rack (reported to peers)",
+    defaultText: "none",
+  },
+  {
     key: "scrubRate",
     flag: "scrub-rate",
     kind: "size",
@@ -376,6 +394,8 @@ export function resolveServeConfig(sources: ConfigSources): ServeConfig {
     maxEgress: 0,
     maxOriginRate: 0,
     scrubRate: 16 * 1024 * 1024,
+    zone: null,
+    rack: null,
     idleTimeoutMs: 60_000,
     headerTimeoutMs: 10_000,
     bodyTimeoutMs: 30_000,

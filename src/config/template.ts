@@ -33,6 +33,8 @@ const EXAMPLES: Record<string, unknown> = {
   "max-egress": "100MB",
   "max-origin-rate": "0",
   "scrub-rate": "16MiB",
+  zone: "eu-west-1a",
+  rack: "r17",
   "idle-timeout": "60s",
   "header-timeout": "10s",
   "body-timeout": "30s",

@@ -19,7 +19,6 @@ export interface ChunkLocator {
 export class LocalSource implements ChunkSource {
   readonly id = "local";
   readonly kind = "local" as const;
-  readonly strikes = 1;
   readonly #fs: FileSystem;
   readonly #locator: ChunkLocator;
   /** Expected chunk digests per file of the snapshot being pulled. */
@@ -38,18 +37,10 @@ export class LocalSource implements ChunkSource {
     this.#chunkSize = chunkSize;
   }
 
-  has(request: ChunkRequest): boolean {
-    const digests = this.#digests.get(request.file);
-    if (!digests) return false;
-    for (let i = request.index; i < request.index + request.count; i++) {
-      const digest = digests[i];
-      if (!digest || !this.#locator.locate(digest)) return false;
-    }
-    return true;
-  }
-
-  priority(): number {
-    return 0;
+  /** True when chunk `index` of `file` has a local copy. */
+  holds(file: string, index: number): boolean {
+    const digest = this.#digests.get(file)?.[index];
+    return digest !== undefined && digest !== null && this.#locator.locate(digest) !== undefined;
   }
 
   async read(request: ChunkRequest): Promise<Uint8Array> {

@@ -11,3 +11,4 @@ export * from "./pull_job.ts";
 export * from "./pull_stream.ts";
 export * from "./source.ts";
 export * from "./puller.ts";
+export * from "./sources_io.ts";

@@ -12,8 +12,6 @@ import { type ChunkRequest, type ChunkSource, SourceFailedError } from "./source
 export class OriginSource implements ChunkSource {
   readonly id = "origin";
   readonly kind = "origin" as const;
-  /** Bytes can be damaged in transit (a faulty proxy): three strikes, then give up. */
-  readonly strikes = 3;
   readonly #origin: Origin;
   readonly #keys: ReadonlyMap<string, string>;
   readonly #rate: RateLimiter | null;
@@ -29,11 +27,8 @@ export class OriginSource implements ChunkSource {
     this.#rate = rate;
   }
 
-  has(request: ChunkRequest): boolean {
-    return this.#keys.has(request.file);
-  }
-
-  async read(request: ChunkRequest, signal: AbortSignal): Promise<Uint8Array> {
+  async read(request: ChunkRequest, options: { signal: AbortSignal }): Promise<Uint8Array> {
+    const { signal } = options;
     const key = this.#keys.get(request.file)!;
     await this.#rate?.take(request.end - request.start + 1);
     const bytes = await this.#origin.getObject(key, {

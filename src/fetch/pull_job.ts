@@ -1,35 +1,38 @@
 /**
- * One pull of one snapshot: every missing chunk fetched from the best
- * available source, verified against the manifest before it counts, written
- * into the partial file at its offset.
+ * One pull of one snapshot, executed: the {@linkcode ChunkScheduler}
+ * decides which chunk to ask which source for; the job sends those
+ * requests through its {@linkcode ChunkIO} (which verifies every chunk
+ * against the manifest before it counts and writes it at its offset),
+ * cancels the losers of duplicated requests, tells readers waiting on a
+ * chunk, and tells its subscribers (peers) about every chunk it now holds.
+ *
+ * The swarm session (the control plane) adds and removes sources and feeds
+ * what they hold; the job itself never looks for sources.
  *
  * - Zero chunks are never fetched (the partial file is sparse).
- * - Hot chunks go first, in their recorded order; a reader waiting on a
- *   chunk moves it (and its neighbours) to the front.
- * - A chunk that fails verification is discarded; its source gets a strike,
- *   and a source out of strikes (or failing outright) is avoided for the rest
- *   of the pull. The chunk is fetched again from another source.
- * - Each node asks the owner only for its share of the chunks; when views
- *   of who pulls differ, chunks can be nobody's share: a node with nothing
- *   in flight and no chunk done for {@linkcode SHARE_STALL_MS} takes any
- *   chunk no other node is fetching from the owner.
- * - When no source is left for some chunk and none can appear (no peer
- *   still pulling), the pull fails with `upstream_failed`, naming what was
- *   tried; when no chunk arrives for `stallMs` with nothing in flight, too.
+ * - A reader waiting on a chunk moves it, and a few after it, to the front.
+ * - When no chunk can be had from any source and none can appear (the
+ *   session says the swarm is exhausted), the pull fails with
+ *   `upstream_failed`, naming what was tried; when nothing arrives for
+ *   `stallMs` with nothing in flight, too.
  *
  * @module
  */
 
 import { errorMessage, SnapmeshError } from "../errors.ts";
-import { type FileHandle, isNoSpace } from "../fs/mod.ts";
+import { isNoSpace } from "../fs/mod.ts";
 import type { Logger } from "../log/mod.ts";
-import { chunkCount, chunkLength, isAllZero, verifyChunk, ZERO_CHUNK } from "../manifest/mod.ts";
-import { Mutex } from "../util/mutex.ts";
-import { type Clock, systemClock } from "../util/clock.ts";
+import { chunkCount, chunkLength, ZERO_CHUNK } from "../manifest/mod.ts";
+import {
+  type ChunkScheduler,
+  ChunkScheduler as Scheduler,
+  type SourceSpec,
+} from "../swarm/scheduler.ts";
+import { encodeBitmap } from "../cluster/mod.ts";
+import { type Clock, systemClock, type Timer } from "../util/clock.ts";
 import { type Random, systemRandom } from "../util/random.ts";
 import { RateMeter } from "../util/rate_meter.ts";
-import { encodeBitmap } from "../cluster/mod.ts";
-import type { ChunkRequest, ChunkSource, SourceKind } from "./source.ts";
+import type { SourceKind } from "./source.ts";
 
 /** A file as the pull sees it. Chunk digests may be unknown (null) when adopting. */
 export interface PullFile {
@@ -40,42 +43,56 @@ export interface PullFile {
   hot?: number[];
 }
 
+/** A request the job sends: `count` chunks of file `file` from chunk `index` on. */
+export interface ChunkFetch {
+  source: string;
+  file: number;
+  index: number;
+  count: number;
+  /** The source may wait until it holds the chunks (the owner, for an urgent chunk). */
+  wait: boolean;
+}
+
+/** What a fetch brought. */
+export interface FetchResult {
+  /** Chunks that verified (and were written), with their digests. */
+  good: { index: number; digest: string }[];
+  /** Chunks that arrived but failed verification. */
+  bad: number[];
+  /** Bytes received. */
+  bytes: number;
+  /** Why the fetch failed, when it did. */
+  failure?: "busy" | "gone" | "error";
+  error?: unknown;
+}
+
+/** The data plane of a pull: reads chunks from a source, verifies and stores them. */
+export interface ChunkIO {
+  fetch(request: ChunkFetch, signal: AbortSignal): Promise<FetchResult>;
+  /** Releases what the fetches held (open files). */
+  close(): Promise<void>;
+}
+
 /** Options for {@linkcode PullJob}. */
 export interface PullJobOptions {
   name: string;
   files: PullFile[];
   chunkSize: number;
-  sources: ChunkSource[];
-  /** Opens the partial file of `file` for writing. */
-  openFile(file: string): Promise<FileHandle>;
-  /** Parallel requests. @default 8 */
-  concurrency?: number;
-  /**
-   * Adjacent missing chunks are fetched in one request of at most this many
-   * bytes (each chunk still verified on its own). @default 4 MiB
-   */
-  maxRequestBytes?: number;
-  /** This node's id (to find its share of the chunks it asks the owner for). */
-  selfId?: string;
-  /**
-   * Where in each file (a fraction, 0..1) the fetch order starts. Nodes
-   * pulling the same snapshot at once start at different places, so they
-   * soon hold different chunks to trade. @default 0
-   */
-  rotate?: number;
+  io: ChunkIO;
   log: Logger;
   /** @default systemClock */
   clock?: Clock;
-  /** Breaks ties between equally good sources. @default systemRandom */
+  /** @default systemRandom */
   random?: Random;
+  /** This node's zone (holders in it are preferred). @default null */
+  zone?: string | null;
+  /** Requests in flight at once. @default 16 */
+  maxInFlight?: number;
   /** Called for every verified chunk, with its source kind and byte count. */
   onBytes?: (kind: SourceKind, bytes: number) => void;
   /** Called when a chunk fails verification. */
-  onVerifyFailure?: (source: ChunkSource) => void;
-  /**
-   * The pull fails when no chunk arrives for this long while nothing is in
-   * flight (sources that may still get the chunks, but do not). @default 15000
-   */
+  onVerifyFailure?: (source: string, kind: SourceKind) => void;
+  /** The pull fails when no chunk arrives for this long while nothing is in flight. @default 15000 */
   stallMs?: number;
 }
 
@@ -95,36 +112,19 @@ export interface PullProgress {
 
 /** Progress as `/v1/pulls` reports it. */
 export interface PullReport extends PullProgress {
-  /** Bytes per second, smoothed over about the last ten seconds. */
+  /** Bytes per second, smoothed over about ten seconds. */
   rateBytesPerSecond: number;
-  /** Seconds left at that rate, or null before the first byte. */
+  /** Seconds left at that rate, or null. */
   etaSeconds: number | null;
 }
 
-const DEFAULT_PRIORITY: Record<SourceKind, number> = { local: 0, peer: 1, origin: 3 };
-/** A peer source at this priority is the owner waiting for a chunk it lacks. */
-const WAITING_PRIORITY = 2;
-/** Requests that may wait on the owner at once: the rest of the workers stay free for chunks other peers hold. */
-const MAX_WAITING = 2;
-/** How far ahead in fetch order a worker looks for a chunk it can get without waiting. */
-const LOOKAHEAD = 256;
-/** Idle this long with no chunk done, a node stops keeping to its share. */
-export const SHARE_STALL_MS = 2000;
-/** How often the job looks for stalls. */
+/** What a job tells its subscribers: chunks it now holds. */
+export type HaveListener = (file: number, index: number) => void;
+
+/** How often the job looks for stalls and slow requests. */
 const TICK_MS = 250;
-/** A pull with no source for some chunk and none that may get it fails after this long. */
+/** A pull with no source for some chunk and none that may appear fails after this long. */
 const HOPELESS_MS = 2000;
-
-const MISSING = 0;
-const BUSY = 1;
-const DONE = 2;
-
-interface Task {
-  file: number;
-  index: number;
-  /** Consecutive chunks in this request (1 when queued). */
-  count: number;
-}
 
 interface Waiter {
   resolve(): void;
@@ -138,54 +138,61 @@ export class PullJob {
   readonly chunkSize: number;
   /** Digest per chunk as received (fills in unknown ones when adopting). */
   readonly received: string[][];
-  readonly #options: PullJobOptions;
+  readonly progress: PullProgress;
+  /** Resolves once every hot chunk is local (at once when there are none). */
+  readonly hotReady: Promise<void>;
+  readonly #o: PullJobOptions;
   readonly #clock: Clock;
-  readonly #random: Random;
-  readonly #state: Uint8Array[];
-  readonly #queue: Task[] = [];
-  readonly #urgent: Task[] = [];
-  readonly #waiters = new Map<string, Waiter[]>();
-  /** Open partial files (the promise, so two writers never open one twice). */
-  readonly #handles = new Map<number, Promise<{ handle: FileHandle; lock: Mutex }>>();
-  readonly #strikes = new Map<string, number>();
-  readonly #bad = new Set<string>();
-  readonly #inFlight = new Map<string, number>();
-  /** Requests in flight that a peer answers only once it has fetched the chunk itself. */
-  readonly #waiting = new Map<string, number>();
-  /** Chunks being fetched from the owner right now, as "file:index". */
-  readonly #fromOwner = new Set<string>();
+  readonly #scheduler: ChunkScheduler;
+  readonly #base: number[];
+  readonly #kinds = new Map<string, SourceKind>();
+  readonly #waiters = new Map<number, Waiter[]>();
+  readonly #inFlight = new Map<number, { controller: AbortController; fetch: ChunkFetch }>();
+  readonly #haveListeners = new Set<HaveListener>();
   readonly #abort = new AbortController();
-  readonly #idle: (() => void)[] = [];
-  #remaining = 0;
-  #hotRemaining = 0;
-  /** When the last chunk was verified (or the pull started). */
-  #lastProgress: number;
-  /** Shares are off: this node takes any chunk no other node fetches from the owner. */
-  #anyShare = false;
-  /** Since when some missing chunk had no source and none could appear, or 0. */
-  #hopelessSince = 0;
-  /** Why sources were given up on, for the failure message. */
+  readonly #hot = new Set<number>();
   readonly #tried: string[] = [];
-  readonly #hot: Set<string>;
+  readonly #meter: RateMeter;
+  #wake: (() => void) | null = null;
+  #lastProgress: number;
+  #hopelessSince = 0;
   #failure: SnapmeshError | null = null;
   #hotResolve!: () => void;
   #hotReject!: (err: unknown) => void;
-  /** Resolves once every hot chunk is local (at once when there are none). */
-  readonly hotReady: Promise<void>;
-  readonly progress: PullProgress;
+  /** True while the swarm may still bring sources (more peers, an owner fetching). */
+  #moreMayCome = true;
 
   constructor(options: PullJobOptions) {
-    this.#options = options;
+    this.#o = options;
     this.#clock = options.clock ?? systemClock;
-    this.#random = options.random ?? systemRandom;
-    this.#lastProgress = this.#clock.monotonic();
-    this.#meter = new RateMeter({ now: () => this.#clock.monotonic() });
     this.name = options.name;
     this.files = options.files;
     this.chunkSize = options.chunkSize;
-    this.#state = options.files.map((f) => new Uint8Array(chunkCount(f.size, options.chunkSize)));
+    this.#lastProgress = this.#clock.monotonic();
+    this.#meter = new RateMeter({ now: () => this.#clock.monotonic() });
     this.received = options.files.map((f) => f.chunks.map((c) => c ?? ""));
-    this.#hot = new Set();
+    const counts = options.files.map((f) => chunkCount(f.size, options.chunkSize));
+    this.#base = [];
+    let base = 0;
+    for (const n of counts) {
+      this.#base.push(base);
+      base += n;
+    }
+    const hot: number[] = [];
+    options.files.forEach((f, fi) => {
+      for (const i of f.hot ?? []) hot.push(this.#base[fi]! + i);
+    });
+    this.#scheduler = new Scheduler({
+      counts,
+      chunkBytes: (chunk) => this.#bytesOf(chunk),
+      hot,
+      random: options.random ?? systemRandom,
+      zone: options.zone ?? null,
+      maxInFlight: options.maxInFlight ?? 16,
+      // Origin requests cover up to 4 MiB of adjacent chunks (each still
+      // verified on its own): fewer, larger ranged GETs.
+      originRun: Math.max(1, Math.floor(4 * 1024 * 1024 / options.chunkSize)),
+    });
     this.hotReady = new Promise((resolve, reject) => {
       this.#hotResolve = resolve;
       this.#hotReject = reject;
@@ -195,14 +202,17 @@ export class PullJob {
     let chunksTotal = 0;
     options.files.forEach((f, fi) => {
       f.chunks.forEach((digest, i) => {
+        const chunk = this.#base[fi]! + i;
         if (digest === ZERO_CHUNK) {
-          this.#state[fi]![i] = DONE;
+          this.#scheduler.markDone(chunk);
           return;
         }
         chunksTotal++;
         bytesTotal += chunkLength(f.size, options.chunkSize, i);
       });
     });
+    for (const chunk of hot) if (!this.#scheduler.isDone(chunk)) this.#hot.add(chunk);
+    if (this.#hot.size === 0) this.#hotResolve();
     this.progress = {
       name: options.name,
       bytesTotal,
@@ -223,43 +233,159 @@ export class PullJob {
 
   /** True when chunk `index` of file `file` is local and verified. */
   isDone(file: number, index: number): boolean {
-    return this.#state[file]![index] === DONE;
+    return this.#scheduler.isDone(this.#base[file]! + index);
+  }
+
+  /** Chunks of all files, as one bitmap (bit `c` = global chunk `c`). */
+  get chunkTotal(): number {
+    return this.#scheduler.total;
+  }
+
+  /** The global number of chunk `index` of file `file`. */
+  chunkOf(file: number, index: number): number {
+    return this.#base[file]! + index;
+  }
+
+  /** File and index of global chunk `chunk`. */
+  locate(chunk: number): { file: number; index: number } {
+    let file = this.#base.length - 1;
+    while (file > 0 && this.#base[file]! > chunk) file--;
+    return { file, index: chunk - this.#base[file]! };
   }
 
   /**
-   * Marks chunks already present and verified (a resumed pull) as done.
-   * Call before {@linkcode PullJob.run}.
+   * Marks chunks already present and verified (a resumed pull, a local
+   * copy) as done. Call before {@linkcode PullJob.run} or while it runs.
    */
   markPresent(file: number, index: number, bytes: number, digest: string): void {
-    if (this.#state[file]![index] === DONE) return;
-    this.#state[file]![index] = DONE;
-    this.received[file]![index] = digest;
-    this.progress.bytesDone += bytes;
-    this.progress.chunksDone++;
-    this.progress.bySource.local += bytes;
+    this.#completed(file, index, { digest, bytes, kind: "local" });
     this.progress.resumedBytes += bytes;
   }
 
   /** Waits until chunk `index` of file `file` is local, fetching it first. */
   waitChunk(file: number, index: number): Promise<void> {
-    if (this.#state[file]![index] === DONE) return Promise.resolve();
+    const chunk = this.#base[file]! + index;
+    if (this.#scheduler.isDone(chunk)) return Promise.resolve();
     if (this.#failure) return Promise.reject(this.#failure);
-    const key = `${file}:${index}`;
     return new Promise((resolve, reject) => {
-      const list = this.#waiters.get(key) ?? [];
+      const list = this.#waiters.get(chunk) ?? [];
       list.push({ resolve, reject });
-      this.#waiters.set(key, list);
-      // Ask for this chunk and a few after it: readers read forward.
-      for (let i = index; i < Math.min(index + 4, this.#state[file]!.length); i++) {
-        if (this.#state[file]![i] === MISSING) this.#urgent.push({ file, index: i, count: 1 });
+      this.#waiters.set(chunk, list);
+      // This chunk and a few after it: readers read forward.
+      const count = chunkCount(this.files[file]!.size, this.chunkSize);
+      for (let i = index; i < Math.min(index + 4, count); i++) {
+        this.#scheduler.urge(this.#base[file]! + i);
       }
-      this.#wake();
+      this.nudge();
     });
   }
 
-  /** Stops the pull: in-flight requests are aborted, waiters rejected. */
+  /** Adds (or replaces) a source; `have` is a bitmap over global chunks, "all" or "none". */
+  addSource(spec: SourceSpec, have: Uint8Array | "all" | "none"): void {
+    this.#kinds.set(spec.id, spec.kind);
+    this.#scheduler.addSource(spec, have);
+    this.nudge();
+  }
+
+  /** Drops a source; its requests in flight are cancelled and go back in the queue. */
+  removeSource(id: string): void {
+    for (const request of this.#scheduler.requestsOf(id)) {
+      this.#inFlight.get(request)?.controller.abort(new Error(`source ${id} was dropped`));
+    }
+    this.#scheduler.removeSource(id);
+    this.nudge();
+  }
+
+  hasSource(id: string): boolean {
+    return this.#scheduler.hasSource(id);
+  }
+
+  /** What a source holds now (its bitmap over global chunks, or "all"). */
+  setSourceHave(id: string, have: Uint8Array | "all"): void {
+    this.#scheduler.setHave(id, have);
+    this.nudge();
+  }
+
+  /** A source now holds chunk `chunk` (global numbering; a have message). */
+  sourceHasChunk(id: string, chunk: number): void {
+    if (chunk < 0 || chunk >= this.#scheduler.total) return;
+    this.#scheduler.addHave(id, chunk);
+    this.nudge();
+  }
+
+  /** Listens to sources the pull gave up on (bad bytes, repeated failures, unreachable). */
+  onSourceDropped(listener: (id: string) => void): void {
+    this.#droppedListeners.push(listener);
+  }
+
+  readonly #droppedListeners: ((id: string) => void)[] = [];
+
+  /** Calls `listener` once when the pull ends, with how. */
+  onEnd(listener: (state: "done" | "failed") => void): void {
+    if (this.progress.state !== "running") {
+      queueMicrotask(() => listener(this.progress.state as "done" | "failed"));
+      return;
+    }
+    this.#endListeners.push(listener);
+  }
+
+  readonly #endListeners: ((state: "done" | "failed") => void)[] = [];
+
+  /** A source now holds chunk `index` of file `file` (a have message). */
+  sourceHas(id: string, file: number, index: number): void {
+    this.#scheduler.addHave(id, this.#base[file]! + index);
+    this.nudge();
+  }
+
+  /** The sources and their measured rates, for status. */
+  sources(): ReturnType<ChunkScheduler["sources"]> {
+    return this.#scheduler.sources();
+  }
+
+  /**
+   * Whether more sources may still come (set by the swarm session). When
+   * false and some chunk has no source, the pull fails instead of waiting.
+   */
+  setMoreMayCome(value: boolean): void {
+    this.#moreMayCome = value;
+    this.nudge();
+  }
+
+  /** Listens to the chunks this node verifies (for peers' have streams). */
+  onHave(listener: HaveListener): () => void {
+    this.#haveListeners.add(listener);
+    return () => this.#haveListeners.delete(listener);
+  }
+
+  /** Verified chunks of all files, as one bitmap over global chunk numbers. */
+  bitmap(): Uint8Array {
+    const bits = new Uint8Array(Math.ceil(this.#scheduler.total / 8));
+    for (let c = 0; c < this.#scheduler.total; c++) {
+      if (this.#scheduler.isDone(c)) bits[c >> 3]! |= 1 << (c & 7);
+    }
+    return bits;
+  }
+
+  /** Verified chunks of each file, as base64 bitmaps (the availability answer). */
+  availability(): { complete: boolean; have: Record<string, string> } {
+    const have: Record<string, string> = {};
+    this.files.forEach((f, fi) => {
+      const n = chunkCount(f.size, this.chunkSize);
+      have[f.name] = encodeBitmap(Array.from({ length: n }, (_, i) => this.isDone(fi, i)));
+    });
+    return { complete: this.#scheduler.remaining === 0, have };
+  }
+
+  /** Stops the pull: requests in flight are aborted, waiters rejected. */
   abort(reason: SnapmeshError): void {
     this.#fail(reason);
+  }
+
+  /** Lets the job look again (new sources, a have, a choke that ended). */
+  nudge(): void {
+    const wake = this.#wake;
+    this.#wake = null;
+    wake?.();
   }
 
   /**
@@ -268,442 +394,166 @@ export class PullJob {
    * fetched from any source.
    */
   async run(): Promise<void> {
-    const { files, concurrency = 8 } = this.#options;
-    files.forEach((f, fi) => {
-      for (const i of f.hot ?? []) {
-        if (this.#state[fi]![i] === DONE) continue;
-        this.#hot.add(`${fi}:${i}`);
-        this.#queue.push({ file: fi, index: i, count: 1 });
-      }
-    });
-    this.#hotRemaining = this.#hot.size;
-    if (this.#hotRemaining === 0) this.#hotResolve();
-    const rotate = Math.min(Math.max(this.#options.rotate ?? 0, 0), 1);
-    files.forEach((f, fi) => {
-      const n = f.chunks.length;
-      const first = Math.floor(rotate * n) % Math.max(n, 1);
-      for (let k = 0; k < n; k++) {
-        const i = (first + k) % n;
-        if (this.#state[fi]![i] === DONE || this.#hot.has(`${fi}:${i}`)) continue;
-        this.#queue.push({ file: fi, index: i, count: 1 });
-      }
-    });
-    this.#queue.reverse(); // taken from the end
-    this.#remaining = this.#state.reduce((n, s) => n + s.filter((x) => x !== DONE).length, 0);
     this.#lastProgress = this.#clock.monotonic();
-    const ticker = this.#clock.setInterval(() => this.#tick(), TICK_MS);
+    const ticker: Timer = this.#clock.setInterval(() => this.#tick(), TICK_MS);
     try {
-      if (this.#remaining > 0) {
-        await Promise.all(Array.from({ length: concurrency }, () => this.#worker()));
+      while (this.#scheduler.remaining > 0 && !this.#failure) {
+        const now = this.#clock.monotonic();
+        const assignment = this.#scheduler.next(now);
+        if (assignment === null) {
+          // Nothing to send now: wait for a request to end, a have, a new
+          // source, or the ticker.
+          await new Promise<void>((resolve) => (this.#wake = resolve));
+          continue;
+        }
+        const { file, index } = this.locate(assignment.chunk);
+        this.#send(assignment.id, {
+          source: assignment.source,
+          file,
+          index,
+          count: assignment.count,
+          wait: assignment.wait,
+        });
       }
       if (this.#failure) throw this.#failure;
       this.progress.state = "done";
+      for (const listener of this.#endListeners.splice(0)) listener("done");
     } catch (err) {
       this.#fail(asPullError(this.name, err));
       throw this.#failure;
     } finally {
       ticker.cancel();
-      for (const slot of this.#handles.values()) {
-        await slot.then(({ handle }) => handle.close(), () => {});
+      for (const { controller } of this.#inFlight.values()) {
+        controller.abort(new Error("pull ended"));
       }
-      this.#handles.clear();
+      await Promise.allSettled([...this.#sending]);
+      await this.#o.io.close();
     }
   }
 
+  readonly #sending = new Set<Promise<void>>();
+
+  #send(id: number, fetch: ChunkFetch): void {
+    const controller = new AbortController();
+    const onAbort = () => controller.abort(this.#abort.signal.reason);
+    this.#abort.signal.addEventListener("abort", onAbort, { once: true });
+    this.#inFlight.set(id, { controller, fetch });
+    const kind = this.#kinds.get(fetch.source) ?? "peer";
+    const done = (async () => {
+      let result: FetchResult;
+      try {
+        result = await this.#o.io.fetch(fetch, controller.signal);
+      } catch (err) {
+        result = { good: [], bad: [], bytes: 0, failure: "error", error: err };
+      }
+      this.#abort.signal.removeEventListener("abort", onAbort);
+      this.#inFlight.delete(id);
+      if (this.#failure) return;
+      if (isNoSpace(result.error)) {
+        this.#fail(asPullError(this.name, result.error));
+        return;
+      }
+      const cancelled = controller.signal.aborted && result.good.length === 0;
+      for (const { index, digest } of result.good) {
+        const bytes = chunkLength(this.files[fetch.file]!.size, this.chunkSize, index);
+        this.#completed(fetch.file, index, { digest, bytes, kind });
+      }
+      if (result.bad.length > 0) {
+        this.#tried.push(`${fetch.source}: ${result.bad.length} chunk(s) failed verification`);
+        this.#o.onVerifyFailure?.(fetch.source, kind);
+        this.#o.log.warn("pull: chunks failed verification; discarded", {
+          name: this.name,
+          source: fetch.source,
+          file: this.files[fetch.file]!.name,
+          chunks: result.bad,
+        });
+      } else if (result.failure && !cancelled) {
+        this.#tried.push(`${fetch.source}: ${errorMessage(result.error ?? result.failure)}`);
+        this.#o.log.debug("pull: a request failed", {
+          name: this.name,
+          source: fetch.source,
+          failure: result.failure,
+          error: result.error,
+        });
+      }
+      const good = result.good.map((g) => this.#base[fetch.file]! + g.index);
+      const bad = result.bad.map((i) => this.#base[fetch.file]! + i);
+      const losers = this.#scheduler.finished(id, this.#clock.monotonic(), {
+        good,
+        bad,
+        bytes: result.bytes,
+        ...(cancelled
+          ? { failure: "cancelled" }
+          : result.failure
+          ? { failure: result.failure }
+          : {}),
+      });
+      for (const loser of losers) {
+        this.#inFlight.get(loser)?.controller.abort(new Error("another source delivered it first"));
+      }
+      // The scheduler gave up on the source (bad bytes, strikes, gone).
+      if (!this.#scheduler.hasSource(fetch.source)) {
+        for (const listener of this.#droppedListeners) listener(fetch.source);
+      }
+      this.nudge();
+    })();
+    this.#sending.add(done);
+    done.finally(() => this.#sending.delete(done));
+  }
+
+  #completed(
+    file: number,
+    index: number,
+    got: { digest: string; bytes: number; kind: SourceKind },
+  ): void {
+    const chunk = this.#base[file]! + index;
+    if (this.#scheduler.isDone(chunk)) return;
+    this.#scheduler.markDone(chunk);
+    this.received[file]![index] = got.digest;
+    this.#lastProgress = this.#clock.monotonic();
+    this.progress.bytesDone += got.bytes;
+    this.progress.chunksDone++;
+    this.progress.bySource[got.kind] += got.bytes;
+    this.#meter.add(got.bytes);
+    this.#o.onBytes?.(got.kind, got.bytes);
+    for (const waiter of this.#waiters.get(chunk) ?? []) waiter.resolve();
+    this.#waiters.delete(chunk);
+    if (this.#hot.delete(chunk) && this.#hot.size === 0) this.#hotResolve();
+    for (const listener of this.#haveListeners) listener(file, index);
+  }
+
   /**
-   * Every {@linkcode TICK_MS}: wakes idle workers (so stall rules take
-   * effect without new events), and fails the pull when it cannot finish.
+   * Every {@linkcode TICK_MS}: wakes the loop (slow requests, chokes that
+   * ended), and fails the pull when it cannot finish.
    */
   #tick(): void {
-    if (this.#failure || this.#remaining === 0) return;
+    if (this.#failure || this.#scheduler.remaining === 0) return;
     const now = this.#clock.monotonic();
-    const idle = this.#busyCount() === 0;
-    if (idle && this.#hopeless()) {
+    const idle = this.#scheduler.inFlight === 0;
+    if (idle && !this.#moreMayCome && this.#scheduler.stuck()) {
       this.#hopelessSince ||= now;
-      if (now - this.#hopelessSince >= HOPELESS_MS && idle) {
+      if (now - this.#hopelessSince >= HOPELESS_MS) {
         this.#fail(this.#stuck("no source holds the missing chunks and none is fetching them"));
         return;
       }
     } else {
       this.#hopelessSince = 0;
     }
-    const stallMs = this.#options.stallMs ?? 15_000;
+    const stallMs = this.#o.stallMs ?? 15_000;
     if (idle && now - this.#lastProgress >= stallMs) {
       this.#fail(this.#stuck(`no chunk arrived for ${Math.round(stallMs / 1000)} s`));
       return;
     }
-    this.#wake();
+    this.nudge();
   }
 
   #stuck(why: string): SnapmeshError {
     const tried = this.#tried.length ? `; tried: ${this.#tried.slice(-8).join("; ")}` : "";
     return new SnapmeshError(
       "upstream_failed",
-      `Pull of "${this.name}" cannot finish: ${why} (${this.#remaining} chunk(s) missing)${tried}`,
+      `Pull of "${this.name}" cannot finish: ${why} (${this.#scheduler.remaining} chunk(s) ` +
+        `missing)${tried}`,
     );
-  }
-
-  /** True when some source not given up on is a peer still pulling (it may come to hold chunks). */
-  #mayAppear(): boolean {
-    return this.#options.sources.some((s) => !this.#bad.has(s.id) && s.participant?.() === true);
-  }
-
-  /** Requests in flight to any source. */
-  #busyCount(): number {
-    let n = 0;
-    for (const count of this.#inFlight.values()) n += count;
-    return n;
-  }
-
-  /**
-   * True when some missing chunk has no source that can serve it, and no
-   * source can come to hold it (a peer still pulling may).
-   */
-  #hopeless(): boolean {
-    if (this.#mayAppear()) return false;
-    const live = this.#options.sources.filter((s) => !this.#bad.has(s.id));
-    for (let fi = 0; fi < this.files.length; fi++) {
-      const state = this.#state[fi]!;
-      for (let i = 0; i < state.length; i++) {
-        if (state[i] !== MISSING) continue;
-        const request = this.#request(fi, i, 1);
-        if (!live.some((s) => s.has(request))) return true;
-      }
-    }
-    return false;
-  }
-
-  /**
-   * The next request to send, and where: a chunk a reader waits for; else the
-   * first chunk (looking ahead in fetch order) that some source can serve
-   * now without waiting (a local copy, a peer that holds it); else the next
-   * chunk in order, from a source that waits for it (the owner fetching for
-   * everyone, at most {@linkcode MAX_WAITING} such requests at a time) or the
-   * origin. Null when nothing can be sent now.
-   */
-  #next(): { task: Task; source: ChunkSource } | null {
-    while (this.#urgent.length > 0) {
-      const task = this.#urgent.shift()!;
-      if (this.#state[task.file]![task.index] !== MISSING) continue;
-      const source = this.#pick(this.#request(task.file, task.index, 1), true);
-      if (source) return this.#claim(task, source);
-      this.#urgent.unshift(task); // no capacity now: keep its place
-      break;
-    }
-    const queue = this.#queue;
-    while (queue.length > 0 && !this.#isMissing(queue[queue.length - 1]!)) queue.pop();
-    let scanned = 0;
-    for (let k = queue.length - 1; k >= 0 && scanned < LOOKAHEAD; k--) {
-      const task = queue[k]!;
-      if (!this.#isMissing(task)) continue;
-      scanned++;
-      const source = this.#pick(this.#request(task.file, task.index, 1), true);
-      if (source && this.#priority(source, this.#request(task.file, task.index, 1)) <= 1) {
-        queue.splice(k, 1);
-        return this.#claim(task, source);
-      }
-    }
-    // Nothing to take without waiting: the next chunk in order from a
-    // waiting source (the owner, or the origin). Each node asks the owner
-    // only for its share of the chunks (split among the nodes pulling this
-    // snapshot) and skips chunks another node is fetching from it right now:
-    // the owner then uploads each chunk about once and the nodes relay the
-    // rest to each other. Near the end, any missing chunk will do.
-    // Chunks the owner already holds come first (they are sent at once and
-    // leave its origin download undisturbed); then chunks it must fetch.
-    const members = this.#participants();
-    const endgame = this.#remaining <= Math.max(16, this.progress.chunksTotal / 20);
-    // Idle and nothing arriving: this node's share is done, yet chunks are
-    // missing that nobody fetches (the nodes disagree on who pulls). From
-    // now on, take any that no other node is fetching from the owner.
-    if (
-      !this.#anyShare && !endgame && this.#busyCount() === 0 &&
-      this.#clock.monotonic() - this.#lastProgress >= SHARE_STALL_MS
-    ) {
-      this.#anyShare = true;
-      this.#options.log.info("pull: no progress on this node's share; taking any chunk", {
-        name: this.name,
-        missing: this.#remaining,
-      });
-    }
-    const stalled = this.#anyShare && !endgame;
-    for (const held of [true, false]) {
-      scanned = 0;
-      for (let k = queue.length - 1; k >= 0 && scanned < LOOKAHEAD * 4; k--) {
-        const task = queue[k]!;
-        if (!this.#isMissing(task)) continue;
-        scanned++;
-        const request = this.#request(task.file, task.index, 1);
-        const source = this.#pick(request, true);
-        if (!source) {
-          if (this.#pick(request, false)) return null; // waiting slots full
-          continue; // nobody can serve this one now
-        }
-        const fromOwner = source.kind === "peer" &&
-          this.#priority(source, request) >= WAITING_PRIORITY;
-        if (fromOwner) {
-          if (held && !source.holds?.(request)) continue;
-          if (stalled) {
-            if (this.#pendingElsewhere(request)) continue;
-          } else if (!endgame) {
-            const share = members[(task.index + task.file) % members.length];
-            if (share !== this.#options.selfId || this.#pendingElsewhere(request)) continue;
-          }
-        }
-        queue.splice(k, 1);
-        return this.#claim(task, source);
-      }
-    }
-    return null;
-  }
-
-  /** This node and the peers pulling the same snapshot (not the owner), sorted. */
-  #participants(): string[] {
-    const self = this.#options.selfId ?? "self";
-    const ids = new Set([self]);
-    for (const source of this.#options.sources) {
-      if (!this.#bad.has(source.id) && source.participant?.()) {
-        ids.add(source.participantId ?? source.id);
-      }
-    }
-    return [...ids].sort();
-  }
-
-  #pendingElsewhere(request: ChunkRequest): boolean {
-    return this.#options.sources.some((s) => !this.#bad.has(s.id) && s.pending?.(request) === true);
-  }
-
-  #isMissing(task: Task): boolean {
-    return this.#state[task.file]![task.index] === MISSING;
-  }
-
-  #request(file: number, index: number, count: number): ChunkRequest {
-    const f = this.files[file]!;
-    const start = index * this.chunkSize;
-    const end = Math.min(f.size, (index + count) * this.chunkSize) - 1;
-    return { file: f.name, index, count, start, end };
-  }
-
-  /** Marks the chunk, and the following ones the same source serves as well, as busy. */
-  #claim(task: Task, source: ChunkSource): { task: Task; source: ChunkSource } {
-    const state = this.#state[task.file]!;
-    const maxChunks = Math.max(
-      1,
-      Math.floor((this.#options.maxRequestBytes ?? 4 * 1024 * 1024) / this.chunkSize),
-    );
-    const priority = this.#priority(source, this.#request(task.file, task.index, 1));
-    // One chunk at a time from the primary: the sooner a chunk is complete
-    // here, the sooner this node can relay it.
-    const limit = priority >= WAITING_PRIORITY && source.kind === "peer" ? 1 : maxChunks;
-    let count = 1;
-    while (
-      count < limit && task.index + count < state.length && state[task.index + count] === MISSING
-    ) {
-      const run = this.#request(task.file, task.index, count + 1);
-      if (!source.has(run) || this.#priority(source, run) !== priority) break;
-      count++;
-    }
-    for (let i = 0; i < count; i++) state[task.index + i] = BUSY;
-    return { task: { ...task, count }, source };
-  }
-
-  /** Lets idle workers look again (new availability, a chunk done, a failure). */
-  nudge(): void {
-    this.#wake();
-  }
-
-  #wake(): void {
-    for (const resolve of this.#idle.splice(0)) resolve();
-  }
-
-  async #worker(): Promise<void> {
-    while (this.#remaining > 0 && !this.#failure) {
-      const next = this.#next();
-      if (next === null) {
-        // Nothing can be sent now: wait for a chunk to complete, new
-        // availability from peers, a retry, or the end.
-        await new Promise<void>((resolve) => this.#idle.push(resolve));
-        continue;
-      }
-      try {
-        await this.#fetch(next.task, next.source);
-      } catch (err) {
-        this.#fail(asPullError(this.name, err));
-      }
-    }
-    this.#wake();
-  }
-
-  async #fetch(task: Task, chosen: ChunkSource): Promise<void> {
-    const file = this.files[task.file]!;
-    const size = this.chunkSize;
-    const tried: string[] = [];
-    let first = task.index;
-    let count = task.count;
-    let preferred: ChunkSource | null = chosen;
-    while (count > 0 && !this.#failure) {
-      const start = first * size;
-      const end = Math.min(file.size, (first + count) * size) - 1;
-      const request: ChunkRequest = { file: file.name, index: first, count, start, end };
-      // After a failure, any source that can serve it, waiting slots or not.
-      const source = (preferred && !this.#bad.has(preferred.id) ? preferred : null) ??
-        this.#pick(request, false) ?? (count > 1 ? null : undefined);
-      preferred = null;
-      if (source === null) {
-        // Nobody serves the whole run: split it, one chunk at a time.
-        for (let i = first + 1; i < first + count; i++) {
-          this.#state[task.file]![i] = MISSING;
-          this.#urgent.unshift({ file: task.file, index: i, count: 1 });
-        }
-        count = 1;
-        this.#wake();
-        continue;
-      }
-      if (!source && this.#mayAppear()) {
-        // A peer still pulling may come to hold it: back in the queue (the
-        // job's stall watchdog ends the pull if nothing ever arrives).
-        this.#state[task.file]![first] = MISSING;
-        this.#queue.push({ file: task.file, index: first, count: 1 });
-        this.#wake();
-        return;
-      }
-      if (!source) {
-        const why = tried.length ? tried.join("; ") : "no source holds it";
-        throw new SnapmeshError(
-          "upstream_failed",
-          `No source could deliver a verified copy of "${this.name}" ${file.name} chunk ${first}: ${why}`,
-        );
-      }
-      let bytes: Uint8Array;
-      const waiting = this.#priority(source, request) >= WAITING_PRIORITY && source.kind === "peer";
-      this.#inFlight.set(source.id, (this.#inFlight.get(source.id) ?? 0) + 1);
-      if (waiting) {
-        this.#waiting.set(source.id, (this.#waiting.get(source.id) ?? 0) + 1);
-        for (let i = first; i < first + count; i++) this.#fromOwner.add(`${task.file}:${i}`);
-      }
-      try {
-        bytes = await source.read(request, this.#abort.signal);
-        if (bytes.length !== end - start + 1) {
-          throw new Error(`sent ${bytes.length} bytes instead of ${end - start + 1}`);
-        }
-      } catch (err) {
-        if (this.#failure) return;
-        tried.push(`${source.id}: ${errorMessage(err)}`);
-        this.#tried.push(`${source.id}: ${errorMessage(err)}`);
-        this.#options.log.warn("pull: source failed; avoiding it for this pull", {
-          name: this.name,
-          source: source.id,
-          file: file.name,
-          chunk: first,
-          chunks: count,
-          error: err,
-        });
-        this.#bad.add(source.id);
-        continue;
-      } finally {
-        this.#inFlight.set(source.id, this.#inFlight.get(source.id)! - 1);
-        if (waiting) {
-          this.#waiting.set(source.id, this.#waiting.get(source.id)! - 1);
-          for (let i = first; i < first + count; i++) this.#fromOwner.delete(`${task.file}:${i}`);
-        }
-        this.#wake();
-      }
-      // Verify chunk by chunk; keep the good ones, refetch the rest.
-      const failed: number[] = [];
-      for (let i = 0; i < count; i++) {
-        const index = first + i;
-        const offset = i * size;
-        const chunk = bytes.subarray(offset, Math.min(bytes.length, offset + size));
-        const expected = file.chunks[index] ?? null;
-        const digest = verifyChunk(chunk, expected);
-        if (digest === null) {
-          failed.push(index);
-          continue;
-        }
-        await this.#write(task.file, chunk, index * size);
-        this.#complete(task.file, index, digest, chunk.length, source.kind);
-      }
-      if (failed.length === 0) return;
-      for (const index of failed) source.suspect?.(file.name, index);
-      tried.push(`${source.id}: ${failed.length} chunk(s) failed verification`);
-      this.#tried.push(`${source.id}: chunks failed verification`);
-      this.#options.onVerifyFailure?.(source);
-      const strikes = (this.#strikes.get(source.id) ?? 0) + 1;
-      this.#strikes.set(source.id, strikes);
-      this.#options.log.warn("pull: chunks failed verification; discarded", {
-        name: this.name,
-        source: source.id,
-        file: file.name,
-        chunks: failed,
-        strikes,
-      });
-      if (strikes >= source.strikes) this.#bad.add(source.id);
-      // Refetch the failed ones: the first here, the others queued.
-      for (const index of failed.slice(1)) {
-        this.#state[task.file]![index] = MISSING;
-        this.#urgent.unshift({ file: task.file, index, count: 1 });
-      }
-      if (failed.length > 1) this.#wake();
-      first = failed[0]!;
-      count = 1;
-    }
-  }
-
-  /**
-   * The source for a request: the lowest priority among those that can serve
-   * it, then the one with the fewest requests in flight (spreading load over
-   * holders), then at random.
-   */
-  #pick(request: ChunkRequest, limits: boolean): ChunkSource | undefined {
-    let best: ChunkSource | undefined;
-    let bestKey = [Infinity, Infinity, 0];
-    for (const source of this.#options.sources) {
-      if (this.#bad.has(source.id) || !source.has(request)) continue;
-      const key = [
-        this.#priority(source, request),
-        this.#inFlight.get(source.id) ?? 0,
-        this.#random.next(),
-      ];
-      if (
-        key[0]! < bestKey[0]! || (key[0] === bestKey[0] && (key[1]! < bestKey[1]! ||
-          (key[1] === bestKey[1] && key[2]! < bestKey[2]!)))
-      ) {
-        best = source;
-        bestKey = key;
-      }
-    }
-    // The owner that fetches for everyone has all its waiting slots taken:
-    // wait for one rather than fall back to a worse source (the origin).
-    if (
-      limits && best && bestKey[0]! >= WAITING_PRIORITY && best.kind === "peer" &&
-      (this.#waiting.get(best.id) ?? 0) >= MAX_WAITING
-    ) return undefined;
-    return best;
-  }
-
-  #priority(source: ChunkSource, request: ChunkRequest): number {
-    return source.priority?.(request) ?? DEFAULT_PRIORITY[source.kind];
-  }
-
-  /** Verified chunks of each file, as base64 bitmaps (for peers asking what this node holds). */
-  availability(): {
-    complete: boolean;
-    have: Record<string, string>;
-    pending: Record<string, string>;
-  } {
-    const have: Record<string, string> = {};
-    const pending: Record<string, string> = {};
-    let complete = true;
-    this.files.forEach((f, fi) => {
-      const state = this.#state[fi]!;
-      const bits = Array.from(state, (s) => s === DONE);
-      if (bits.some((b) => !b)) complete = false;
-      have[f.name] = encodeBitmap(bits);
-      pending[f.name] = encodeBitmap(
-        Array.from(state, (_, i) => this.#fromOwner.has(`${fi}:${i}`)),
-      );
-    });
-    return { complete, have, pending };
   }
 
   /** Progress with the current rate (smoothed over about ten seconds, see RateMeter). */
@@ -718,55 +568,21 @@ export class PullJob {
     };
   }
 
-  /** True when `source` was given up on for this pull. */
-  isBad(sourceId: string): boolean {
-    return this.#bad.has(sourceId);
-  }
-
-  async #write(file: number, bytes: Uint8Array, offset: number): Promise<void> {
-    let slot = this.#handles.get(file);
-    if (!slot) {
-      slot = this.#options.openFile(this.files[file]!.name).then((handle) => ({
-        handle,
-        lock: new Mutex(),
-      }));
-      this.#handles.set(file, slot);
-    }
-    const { handle, lock } = await slot;
-    // An all-zero chunk of an adopted file stays a hole.
-    if (isAllZero(bytes)) return;
-    await lock.run(() => handle.writeAt(bytes, offset));
-  }
-
-  /** Bytes per second of verified chunks, for report(). */
-  readonly #meter: RateMeter;
-
-  #complete(file: number, index: number, digest: string, bytes: number, kind: SourceKind): void {
-    this.#state[file]![index] = DONE;
-    this.received[file]![index] = digest;
-    this.#remaining--;
-    this.#lastProgress = this.#clock.monotonic();
-    this.progress.bytesDone += bytes;
-    this.progress.chunksDone++;
-    this.progress.bySource[kind] += bytes;
-    this.#options.onBytes?.(kind, bytes);
-    this.#meter.add(bytes);
-    const key = `${file}:${index}`;
-    for (const waiter of this.#waiters.get(key) ?? []) waiter.resolve();
-    this.#waiters.delete(key);
-    if (this.#hot.delete(key) && --this.#hotRemaining === 0) this.#hotResolve();
-    this.#wake();
+  #bytesOf(chunk: number): number {
+    const { file, index } = this.locate(chunk);
+    return chunkLength(this.files[file]!.size, this.chunkSize, index);
   }
 
   #fail(err: SnapmeshError): void {
     if (this.#failure) return;
     this.#failure = err;
     this.progress.state = "failed";
+    for (const listener of this.#endListeners.splice(0)) listener("failed");
     this.#abort.abort(err);
     for (const list of this.#waiters.values()) for (const w of list) w.reject(err);
     this.#waiters.clear();
     this.#hotReject(err);
-    this.#wake();
+    this.nudge();
   }
 }
 

@@ -25,8 +25,7 @@ import { createHash } from "node:crypto";
 import type { CacheBudget, Catalog, Source } from "../cache/mod.ts";
 import type { ServeConfig } from "../config/mod.ts";
 import { errorMessage, hasCode, SnapmeshError } from "../errors.ts";
-import { weight } from "../cluster/hrw.ts";
-import type { Availability, Membership, Peer, PeerManifest } from "../cluster/mod.ts";
+import type { Membership, Peer, PeerManifest, PeerTransport } from "../cluster/mod.ts";
 import { isConnectionError } from "../cluster/mod.ts";
 import type { Logger } from "../log/mod.ts";
 import {
@@ -50,11 +49,12 @@ import type { SnapshotStore } from "../store/mod.ts";
 import type { Clock } from "../util/clock.ts";
 import type { Random } from "../util/random.ts";
 import type { RateLimiter } from "../util/rate.ts";
+import { SwarmSession, type Tracker, type UploadSlots } from "../swarm/mod.ts";
 import { LocalSource } from "./local_source.ts";
 import { OriginSource } from "./origin_source.ts";
 import { PeerSource } from "./peer_source.ts";
 import { type PullFile, PullJob, type PullReport } from "./pull_job.ts";
-import type { ChunkSource } from "./source.ts";
+import { SourcesIO } from "./sources_io.ts";
 
 /** What the puller works with. */
 export interface PullerDeps {
@@ -75,6 +75,10 @@ export interface PullerDeps {
   /** Paces reads from the origin (`--max-origin-rate`). */
   originRate: RateLimiter;
   random: Random;
+  /** This node's tracker (for the snapshots it owns). */
+  tracker: Tracker;
+  /** This node's upload slots (chunks received count as reciprocation). */
+  uploads?: UploadSlots;
 }
 
 /** A pull whose plan is known and whose job exists. */
@@ -116,6 +120,7 @@ export class Puller {
   readonly #deps: PullerDeps;
   readonly #active = new Map<string, ActivePull>();
   readonly #jobs = new Map<string, PullJob>();
+  readonly #sessions = new Map<string, SwarmSession>();
   /** Budget held by each partial pull, by partial key. */
   readonly #reserved = new Map<string, number>();
 
@@ -364,7 +369,7 @@ export class Puller {
   }
 
   async #prepare(name: string, mode: PullMode): Promise<PullReady> {
-    const { config, origin, log, metrics, membership } = this.#deps;
+    const { config, origin, log, metrics } = this.#deps;
     const store = this.#store;
     const found = await this.#fromPeers(name, mode);
     const manifest = found?.manifest ?? (origin ? await this.remoteManifest(name) : null);
@@ -441,51 +446,47 @@ export class Puller {
     }
     const resuming = (await store.readPartialPlan(key)) !== null;
 
-    // Sources, best first: local copies, peers, the origin.
-    const sources: ChunkSource[] = [];
-    const peerSources: { peer: Peer; source: PeerSource }[] = [];
-    if (manifest) {
-      const digests = new Map(manifest.files.map((f) => [f.name, f.chunks] as const));
-      sources.push(new LocalSource(store.fs, this.#deps.catalog, digests, chunkSize));
-      for (const peer of this.#candidates(name, found)) {
-        const source = new PeerSource({
-          id: `peer:${peer.id}`,
-          nodeId: peer.id,
-          transport: membership!.transport,
-          url: peer.url,
-          name,
-          digest: manifest.digest,
-          primary: peer === found?.primary,
-          onSuccess: () => membership?.markSeen(peer),
-          onFailure: (err) => {
-            if (isConnectionError(err)) membership?.markDown(peer, errorMessage(err));
-          },
-        });
-        const answer = found?.seen.get(peer);
-        if (answer) updateSource(source, answer, log, peer.id);
-        sources.push(source);
-        peerSources.push({ peer, source });
-      }
-    }
-    if (origin && keys.size > 0) {
-      sources.push(new OriginSource(origin, keys, this.#deps.originRate));
-    }
+    const { clock, catalog } = this.#deps;
+    const io = new SourcesIO({
+      files,
+      chunkSize,
+      openFile: (file) => store.openPartialFile(key, file),
+      onReceived: (source) => this.#deps.uploads?.received(source.replace(/^peer:/, "")),
+    });
     const job = new PullJob({
       name,
       files,
       chunkSize,
-      sources,
-      openFile: (file) => store.openPartialFile(key, file),
-      concurrency: 8,
-      // Nodes pulling the same snapshot at once start at different places.
-      rotate: Number(weight(config.nodeId, name) % 1_000_000n) / 1_000_000,
-      selfId: config.nodeId,
+      io,
       log,
-      clock: this.#deps.clock,
+      clock,
       random: this.#deps.random.fork(`pull ${name}`),
+      zone: config.zone,
       onBytes: (kind, bytes) => metrics.ingestedBytes.inc({ source: kind }, bytes),
-      onVerifyFailure: (source) => metrics.verifyFailures.inc({ source: source.kind }),
+      onVerifyFailure: (_, kind) => metrics.verifyFailures.inc({ source: kind }),
     });
+    if (manifest) {
+      // Chunks this node already holds in other snapshots: copied, not fetched.
+      const digests = new Map(manifest.files.map((f) => [f.name, f.chunks] as const));
+      const local = new LocalSource(store.fs, catalog, digests, chunkSize);
+      const bits = new Uint8Array(Math.ceil(job.chunkTotal / 8));
+      let any = false;
+      files.forEach((f, fi) => {
+        f.chunks.forEach((_, i) => {
+          if (!local.holds(f.name, i)) return;
+          const c = job.chunkOf(fi, i);
+          bits[c >> 3]! |= 1 << (c & 7);
+          any = true;
+        });
+      });
+      if (any) {
+        io.add(local);
+        job.addSource({ id: "local", kind: "local", maxInFlight: 4 }, bits);
+      }
+    }
+    const originSource = origin && keys.size > 0
+      ? new OriginSource(origin, keys, this.#deps.originRate)
+      : null;
     try {
       await store.preparePartial(key, {
         name,
@@ -504,77 +505,93 @@ export class Puller {
     this.#jobs.set(name, job);
     if (this.#stopped) job.abort(this.#stopped); // prepared while shutdown began
     if (adoption) this.#adoptions.set(key, adoption);
-    if (peerSources.length > 0 && manifest) {
-      await this.#poll(job, peerSources, name, manifest.digest);
+    let session: SwarmSession | null = null;
+    if (manifest) {
+      session = this.#session(name, manifest.digest, { job, io, origin: originSource });
+      this.#sessions.set(name, session);
+      // Peers that answered the manifest question hold it, or pull it:
+      // followed from the start (and known to the tracker when this node is it).
+      const known = [...(found?.seen ?? [])].map(([peer, answer]) => ({
+        id: peer.id,
+        url: peer.url,
+        zone: null,
+        complete: answer.complete,
+      }));
+      for (const peer of known.filter((p) => p.complete)) {
+        this.#deps.tracker.announce(manifest.digest, peer, this.#deps.clock.monotonic());
+      }
+      await session.start(known);
+    } else if (originSource) {
+      // Adopting: the manifest exists once the files are hashed; only the origin has them.
+      io.add(originSource);
+      job.addSource({ id: "origin", kind: "origin", maxInFlight: 8 }, "all");
     }
     log.info("pull started", {
       name,
       mode,
       digest: manifest?.digest ?? null,
       primary: found?.primary?.id ?? null,
-      via: found ? "peer" : "origin",
-      peers: peerSources.length,
+      owner: session?.owner ?? null,
+      origin: session?.originMode ?? (adoption ? "adopting" : "none"),
+      neighbors: session?.neighbors().length ?? 0,
     });
     return { job, key, manifest, source: found ? "peer" : "origin" };
   }
 
-  /**
-   * Asks the peers what they hold: once now (so the pull knows its holders
-   * before it starts), then every 250 ms while it runs.
-   */
-  async #poll(
-    job: PullJob,
-    sources: { peer: Peer; source: PeerSource }[],
+  /** The swarm session of a pull: its owner, its neighbors, its origin rights. */
+  #session(
     name: string,
     digest: string,
-  ): Promise<void> {
-    const round = async () => {
-      await Promise.all(sources.map(async ({ peer, source }) => {
-        if (job.isBad(source.id)) return;
-        try {
-          const answer = await this.#deps.membership!.transport.availability(peer.url, name, {
-            digest,
-            timeoutMs: 1_000,
-          });
-          updateSource(source, answer, this.#deps.log, peer.id);
-        } catch {
-          // Availability is only a hint (the read path reports failures), but
-          // a silent peer must not keep chunks "pending" forever.
-          source.update(null);
-        }
-      }));
-      job.nudge();
-    };
-    await round();
-    (async () => {
-      while (job.progress.state === "running") {
-        await this.#deps.clock.sleep(250);
-        await round();
-      }
-    })();
+    parts: { job: PullJob; io: SourcesIO; origin: OriginSource | null },
+  ): SwarmSession {
+    const { config, membership, log, clock } = this.#deps;
+    const { job, io, origin } = parts;
+    const transport = membership?.transport ?? noTransport;
+    const self = { id: config.nodeId, url: membership?.advertise ?? "", zone: config.zone };
+    return new SwarmSession({
+      name,
+      digest,
+      self,
+      job,
+      links: {
+        transport,
+        addPeer: (peer) => {
+          io.add(
+            new PeerSource({
+              transport,
+              url: peer.url,
+              nodeId: peer.id,
+              name,
+              digest,
+              onFailure: (err) => {
+                const known = membership?.peers().find((p) => p.url === peer.url);
+                if (known && isConnectionError(err)) membership!.markDown(known, errorMessage(err));
+              },
+            }),
+          );
+        },
+        removePeer: (id) => io.remove(`peer:${id}`),
+        origin: origin ? { add: () => io.add(origin), remove: () => io.remove(origin.id) } : null,
+        track: (request) => ({
+          peers: this.#deps.tracker.announce(request.digest, request.peer, clock.monotonic()),
+        }),
+      },
+      owners: () =>
+        (membership?.rank(name) ?? [{ self: true as const, id: config.nodeId }]).map((m) =>
+          m.self
+            ? { self: true as const, id: m.id }
+            : { self: false as const, id: m.id, url: m.peer.url }
+        ),
+      unreachable: (peer, err) => {
+        const known = membership?.peers().find((p) => p.url === peer.url);
+        if (known && isConnectionError(err)) membership!.markDown(known, errorMessage(err));
+      },
+      clock,
+      log,
+    });
   }
 
   readonly #adoptions = new Map<string, Adoption>();
-
-  /**
-   * The peers a pull reads from: the primary and every peer that answered
-   * with the snapshot, then the rest of the healthy peers by rendezvous rank
-   * for the name (so nodes pulling the same name favour the same peers), up
-   * to {@linkcode MAX_PEER_SOURCES} in all.
-   */
-  #candidates(
-    name: string,
-    found: { primary: Peer | null; seen: Map<Peer, PeerManifest> } | null,
-  ): Peer[] {
-    const chosen = new Set<Peer>();
-    if (found?.primary) chosen.add(found.primary);
-    for (const peer of found?.seen.keys() ?? []) chosen.add(peer);
-    for (const member of this.#deps.membership?.rank(name) ?? []) {
-      if (chosen.size >= MAX_PEER_SOURCES) break;
-      if (!member.self) chosen.add(member.peer);
-    }
-    return [...chosen];
-  }
 
   /** Marks the chunks a cut-short pull already verified. */
   async #resume(job: PullJob, key: string): Promise<void> {
@@ -640,7 +657,18 @@ export class Puller {
     const store = this.#store;
     const { job, key } = ready;
     const fetchStarted = clock.monotonic();
-    await job.run();
+    const session = this.#sessions.get(name);
+    try {
+      await job.run();
+    } catch (err) {
+      session?.stop();
+      this.#sessions.delete(name);
+      throw err;
+    }
+    // Still a holder for the others: the tracker hears so once; the
+    // published copy then serves them.
+    this.#sessions.delete(name);
+    session?.finish().catch(() => {});
     const fetched = clock.monotonic();
     const manifest: Manifest = ready.manifest
       ? stripDigest(ready.manifest)
@@ -742,23 +770,19 @@ export class Puller {
   }
 }
 
-/** Peers one pull reads from (beyond the primary and those known to hold it). */
-const MAX_PEER_SOURCES = 16;
-
-/** Applies a peer's availability; a malformed one counts as "holds nothing". */
-function updateSource(
-  source: PeerSource,
-  answer: Availability | null,
-  log: Logger,
-  peer: string,
-): void {
-  try {
-    source.update(answer);
-  } catch (err) {
-    log.debug("pull: ignoring malformed availability from a peer", { peer, error: err });
-    source.update(null);
-  }
-}
+/** The transport of a node without peers: never used (it owns everything it pulls). */
+const noTransport: PeerTransport = {
+  hello: () => Promise.reject(new TypeError("no peers")),
+  manifest: () => Promise.resolve(null),
+  availability: () => Promise.resolve(null),
+  read: () => Promise.reject(new TypeError("no peers")),
+  suspect: () => Promise.resolve(),
+  announce: () => Promise.reject(new TypeError("no peers")),
+  subscribe: (_url, _name, { handler }) => {
+    queueMicrotask(() => handler.end(new TypeError("no peers")));
+    return { close() {} };
+  },
+};
 
 function stripDigest(manifest: ManifestWithDigest): Manifest {
   const { digest: _, ...rest } = manifest;

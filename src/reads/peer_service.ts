@@ -9,7 +9,15 @@
 
 import type { Catalog } from "../cache/mod.ts";
 import { notLocal } from "../cache/mod.ts";
-import type { Availability, PeerManifest } from "../cluster/mod.ts";
+import type {
+  AnnounceAnswer,
+  AnnounceRequest,
+  Availability,
+  HaveHandler,
+  PeerEndpoint,
+  PeerManifest,
+  Subscription,
+} from "../cluster/mod.ts";
 import type { ServeConfig } from "../config/mod.ts";
 import { hasCode, SnapmeshError } from "../errors.ts";
 import type { FileHandle } from "../fs/mod.ts";
@@ -23,7 +31,9 @@ import {
   readVerifiedChunk,
   verifiedRangeStream,
 } from "../store/mod.ts";
+import type { Clock } from "../util/clock.ts";
 import type { RateLimiter } from "../util/rate.ts";
+import type { Tracker, UploadSlots } from "../swarm/mod.ts";
 import type { Reads } from "./local_reads.ts";
 
 /** Who a node is, for peers' probes. */
@@ -51,6 +61,11 @@ export interface PeerServiceOptions {
   reads: Reads;
   /** Paces what this node serves to peers (`--max-egress`). */
   egress: RateLimiter;
+  /** The swarms this node tracks (the snapshots it owns). */
+  tracker: Tracker;
+  /** Bounds the chunk reads this node serves at once. */
+  uploads: UploadSlots;
+  clock: Clock;
   log: Logger;
   metrics: Metrics;
 }
@@ -58,7 +73,7 @@ export interface PeerServiceOptions {
 const decoder = new TextDecoder();
 
 /** Answers peers. Names are validated by the caller. */
-export class PeerService {
+export class PeerService implements PeerEndpoint {
   readonly #o: PeerServiceOptions;
   #advertise: string | null = null;
   #checkingSuspect = false;
@@ -115,6 +130,82 @@ export class PeerService {
     };
   }
 
+  /**
+   * A participant of the swarm of `name` announces itself: this node, its
+   * owner, records it and answers other participants to trade with.
+   */
+  announce(name: string, request: AnnounceRequest): AnnounceAnswer {
+    const peer = request.peer;
+    if (
+      typeof peer?.id !== "string" || typeof peer.url !== "string" ||
+      !/^[0-9a-f]{64}$/.test(request.digest)
+    ) {
+      throw new SnapmeshError("invalid_body", "An announce names a digest, a peer id and a URL");
+    }
+    this.#o.log.debug("swarm: announce", { name, peer: peer.id });
+    return {
+      peers: this.#o.tracker.announce(request.digest, {
+        id: peer.id,
+        url: peer.url,
+        zone: typeof peer.zone === "string" ? peer.zone : null,
+        complete: peer.complete === true,
+      }, this.#o.clock.monotonic()),
+    };
+  }
+
+  /**
+   * Starts a have stream: the chunks of `name` at `digest` this node holds,
+   * then each chunk it verifies, until its pull ends (`complete` once it
+   * holds everything). Null when it has neither a copy nor a pull of it.
+   */
+  subscribe(name: string, digest: string, handler: HaveHandler): Subscription | null {
+    const { catalog, puller } = this.#o;
+    if (catalog.get(name)?.digest === digest) {
+      queueMicrotask(() => {
+        handler.bitmap("all");
+        handler.end("complete");
+      });
+      return { close() {} };
+    }
+    const ready = puller.readyNow(name);
+    if (ready?.manifest?.digest !== digest) return null;
+    const job = ready.job;
+    let closed = false;
+    let pending: number[] = [];
+    let scheduled = false;
+    const flush = () => {
+      scheduled = false;
+      if (closed || pending.length === 0) return;
+      const chunks = pending;
+      pending = [];
+      handler.have(chunks);
+    };
+    const stop = job.onHave((file, index) => {
+      pending.push(job.chunkOf(file, index));
+      // One message for every chunk verified in the same turn.
+      if (!scheduled) {
+        scheduled = true;
+        queueMicrotask(flush);
+      }
+    });
+    queueMicrotask(() => {
+      if (!closed) handler.bitmap(job.bitmap());
+    });
+    job.onEnd((state) => {
+      flush();
+      if (closed) return;
+      closed = true;
+      stop();
+      handler.end(state === "done" ? "complete" : "closed");
+    });
+    return {
+      close() {
+        closed = true;
+        stop();
+      },
+    };
+  }
+
   /** Which chunks of `name` at `digest` this node has verified, or null. */
   availability(name: string, digest: string): Availability | null {
     if (this.#o.catalog.get(name)?.digest === digest) return { digest, complete: true, have: {} };
@@ -131,6 +222,27 @@ export class PeerService {
    * the others are waited for).
    */
   async read(
+    name: string,
+    request: {
+      digest: string;
+      file: string;
+      range: string | undefined;
+      wait: boolean;
+      /** The asking node's id, when it said (reciprocation only, never trust). */
+      from?: string | null;
+    },
+  ): Promise<PeerRead> {
+    const release = await this.#o.uploads.acquire(request.from ?? null);
+    try {
+      const read = await this.#read(name, request);
+      return { ...read, stream: releasing(read.stream, release) };
+    } catch (err) {
+      release();
+      throw err;
+    }
+  }
+
+  async #read(
     name: string,
     request: { digest: string; file: string; range: string | undefined; wait: boolean },
   ): Promise<PeerRead> {
@@ -186,7 +298,7 @@ export class PeerService {
         // Published (or given up) meanwhile: look again once the pull has ended.
         await puller.settled(name);
         if (puller.readyNow(name) === ready) throw notLocal(name);
-        return await this.read(name, request);
+        return await this.#read(name, request);
       }
       const stream = pullingFileStream(job, index, handle, start, end, {
         pace,
@@ -228,6 +340,34 @@ export class PeerService {
     })().catch((err) => this.#o.log.debug("suspect check failed", { name, error: err }))
       .finally(() => (this.#checkingSuspect = false));
   }
+}
+
+/** `stream`, calling `release` once when it ends, fails or is cancelled. */
+function releasing(
+  stream: ReadableStream<Uint8Array>,
+  release: () => void,
+): ReadableStream<Uint8Array> {
+  const reader = stream.getReader();
+  return new ReadableStream<Uint8Array>({
+    async pull(controller) {
+      try {
+        const { done, value } = await reader.read();
+        if (done) {
+          release();
+          controller.close();
+        } else {
+          controller.enqueue(value);
+        }
+      } catch (err) {
+        release();
+        controller.error(err);
+      }
+    },
+    cancel(reason) {
+      release();
+      return reader.cancel(reason);
+    },
+  }, { highWaterMark: 0 });
 }
 
 /** A peer's range: required, single, starting and ending on chunk boundaries. */
