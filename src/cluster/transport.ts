@@ -53,6 +53,13 @@ export interface SuspectReport {
   index: number;
 }
 
+/** A recorded working set: chunk indexes of `file` in first-fault order (lazy restore). */
+export interface PeerWorkingSet {
+  digest: string;
+  file: string;
+  chunks: number[];
+}
+
 /** How one node asks another. Every method rejects when the peer cannot be reached. */
 export interface PeerTransport {
   hello(url: string, options: { timeoutMs: number }): Promise<Hello>;
@@ -76,6 +83,12 @@ export interface PeerTransport {
   read(url: string, name: string, request: PeerReadRequest): Promise<Uint8Array>;
   /** Tells the peer a chunk it sent failed verification (a hint it checks itself). */
   suspect(url: string, name: string, report: SuspectReport): Promise<void>;
+  /** The peer's working set of `name` at `digest`, or null (checked by the caller). */
+  workingSet(
+    url: string,
+    name: string,
+    options: { digest: string; timeoutMs: number },
+  ): Promise<PeerWorkingSet | null>;
 }
 
 /** What a node answers its peers (its peer service). */
@@ -88,6 +101,7 @@ export interface PeerEndpoint {
     request: { digest: string; file: string; range: string | undefined; wait: boolean },
   ): Promise<{ size: number; start: number; end: number; stream: ReadableStream<Uint8Array> }>;
   suspect(name: string, report: SuspectReport): void;
+  workingSet(name: string, digest: string): Promise<PeerWorkingSet | null>;
 }
 
 /** A peer refused us (wrong credentials) or broke the protocol. */

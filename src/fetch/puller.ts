@@ -75,6 +75,10 @@ export interface PullerDeps {
   /** Paces reads from the origin (`--max-origin-rate`). */
   originRate: RateLimiter;
   random: Random;
+  /** Recorded working sets (lazy restore): a file's recorded order is its hot order. */
+  workingSets?: {
+    hotOrder(name: string, manifest: ManifestWithDigest): Promise<Record<string, number[]> | null>;
+  } | null;
 }
 
 /** A pull whose plan is known and whose job exists. */
@@ -377,11 +381,13 @@ export class Puller {
     if (manifest) {
       key = manifest.digest;
       chunkSize = manifest.chunkSize;
+      // A recorded working set (lazy restore) is the hot order of its file.
+      const recorded = await this.#deps.workingSets?.hotOrder(name, manifest) ?? null;
       files = manifest.files.map((f) => ({
         name: f.name,
         size: f.size,
         chunks: f.chunks,
-        hot: f.hot,
+        hot: recorded?.[f.name] ?? f.hot,
       }));
       if (origin) {
         for (const f of manifest.files) keys.set(f.name, origin.fileKey(name, f.name));
