@@ -59,6 +59,8 @@ export interface RestoreInfo {
   workingSet: "recorded" | "hot" | null;
   /** Faults on chunks outside that working set. */
   outsideWorkingSet: number;
+  /** Fault service time (reading the fault to the page installed) by source, recent faults. */
+  latencyUs: Partial<Record<FaultSource, { p50: number; p99: number; samples: number }>>;
 }
 
 /** The answer to a restore request. */
@@ -627,6 +629,7 @@ export class Restores {
       pid: entry.pid,
       workingSet: entry.workingSet,
       outsideWorkingSet: stats?.outsideWorkingSet ?? 0,
+      latencyUs: entry.session?.latencyUs() ?? {},
     };
   }
 }

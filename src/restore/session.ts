@@ -117,6 +117,9 @@ interface PageAt {
   page: number;
 }
 
+/** Fault service times kept per source, for percentiles. */
+const LATENCY_SAMPLES = 8192;
+
 /** Fill attempts in a row that may answer "again" before the session gives up. */
 const MAX_AGAIN = 1000;
 
@@ -131,6 +134,12 @@ export class RestoreSession {
     removedPages: 0,
   };
   readonly #o: RestoreSessionOptions;
+  readonly #latency: Record<FaultSource, { samples: Float64Array; next: number }> = {
+    local: { samples: new Float64Array(LATENCY_SAMPLES), next: 0 },
+    peer: { samples: new Float64Array(LATENCY_SAMPLES), next: 0 },
+    origin: { samples: new Float64Array(LATENCY_SAMPLES), next: 0 },
+    zero: { samples: new Float64Array(LATENCY_SAMPLES), next: 0 },
+  };
   readonly #sys: UffdSys;
   readonly #uffd: number;
   readonly #pageSize: number;
@@ -379,7 +388,23 @@ export class RestoreSession {
 
   #served(source: FaultSource, started: number, outside: boolean): void {
     this.stats.faults[source]++;
-    this.#o.observer?.fault?.(source, (this.#o.clock.monotonic() - started) / 1000, outside);
+    const seconds = (this.#o.clock.monotonic() - started) / 1000;
+    const ring = this.#latency[source];
+    ring.samples[ring.next++ % ring.samples.length] = seconds;
+    this.#o.observer?.fault?.(source, seconds, outside);
+  }
+
+  /** Fault service time by source (the last {@linkcode LATENCY_SAMPLES} faults), in µs. */
+  latencyUs(): Partial<Record<FaultSource, { p50: number; p99: number; samples: number }>> {
+    const out: Partial<Record<FaultSource, { p50: number; p99: number; samples: number }>> = {};
+    for (const [source, ring] of Object.entries(this.#latency)) {
+      const n = Math.min(ring.next, ring.samples.length);
+      if (n === 0) continue;
+      const sorted = ring.samples.slice(0, n).sort();
+      const at = (p: number) => Math.round(sorted[Math.min(n - 1, Math.floor(p * n))]! * 1e7) / 10;
+      out[source as FaultSource] = { p50: at(0.5), p99: at(0.99), samples: n };
+    }
+    return out;
   }
 
   /** A fault on a page whose chunks are not local: fetch them, then install it. */

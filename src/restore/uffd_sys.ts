@@ -95,6 +95,9 @@ export class LinuxUffdSys implements UffdSys {
   readonly #zero = new Uint8Array(32);
   readonly #range = new Uint8Array(16);
   readonly #eventValue = new Uint8Array(8);
+  readonly #copyView = new DataView(this.#copy.buffer);
+  readonly #zeroView = new DataView(this.#zero.buffer);
+  readonly #rangeView = new DataView(this.#range.buffer);
 
   async poll(fds: readonly number[], timeoutMs: number): Promise<number[]> {
     const set = new Uint8Array(8 * fds.length);
@@ -130,34 +133,35 @@ export class LinuxUffdSys implements UffdSys {
     return out;
   }
 
+  // The fault path avoids BigInt: 64-bit fields are written as two 32-bit halves.
   copy(uffd: number, dst: number, src: Uint8Array, wake: boolean): FillResult {
-    const view = new DataView(this.#copy.buffer);
-    view.setBigUint64(0, BigInt(dst), true);
-    view.setBigUint64(8, BigInt(addressOf(src)), true);
-    view.setBigUint64(16, BigInt(src.length), true);
-    view.setBigUint64(24, BigInt(wake ? 0 : UFFDIO_COPY_MODE_DONTWAKE), true);
-    view.setBigInt64(32, 0n, true);
-    const result = libc().ioctl(uffd, BigInt(UFFDIO_COPY), this.#copy);
+    const view = this.#copyView;
+    setU64(view, 0, dst);
+    setU64(view, 8, addressOf(src));
+    setU64(view, 16, src.length);
+    setU64(view, 24, wake ? 0 : UFFDIO_COPY_MODE_DONTWAKE);
+    setU64(view, 32, 0);
+    const result = libc().ioctl(uffd, COPY, this.#copy);
     const code = result < 0 ? errno() : 0;
-    return fillResult("UFFDIO_COPY", result, code, Number(view.getBigInt64(32, true)), src.length);
+    return fillResult("UFFDIO_COPY", result, code, getI64(view, 32), src.length);
   }
 
   zeroPage(uffd: number, dst: number, length: number, wake: boolean): FillResult {
-    const view = new DataView(this.#zero.buffer);
-    view.setBigUint64(0, BigInt(dst), true);
-    view.setBigUint64(8, BigInt(length), true);
-    view.setBigUint64(16, BigInt(wake ? 0 : UFFDIO_ZEROPAGE_MODE_DONTWAKE), true);
-    view.setBigInt64(24, 0n, true);
-    const result = libc().ioctl(uffd, BigInt(UFFDIO_ZEROPAGE), this.#zero);
+    const view = this.#zeroView;
+    setU64(view, 0, dst);
+    setU64(view, 8, length);
+    setU64(view, 16, wake ? 0 : UFFDIO_ZEROPAGE_MODE_DONTWAKE);
+    setU64(view, 24, 0);
+    const result = libc().ioctl(uffd, ZEROPAGE, this.#zero);
     const code = result < 0 ? errno() : 0;
-    return fillResult("UFFDIO_ZEROPAGE", result, code, Number(view.getBigInt64(24, true)), length);
+    return fillResult("UFFDIO_ZEROPAGE", result, code, getI64(view, 24), length);
   }
 
   wake(uffd: number, start: number, length: number): void {
-    const view = new DataView(this.#range.buffer);
-    view.setBigUint64(0, BigInt(start), true);
-    view.setBigUint64(8, BigInt(length), true);
-    const result = libc().ioctl(uffd, BigInt(UFFDIO_WAKE), this.#range);
+    const view = this.#rangeView;
+    setU64(view, 0, start);
+    setU64(view, 8, length);
+    const result = libc().ioctl(uffd, WAKE, this.#range);
     if (result < 0) {
       const code = errno();
       // The VM is gone or the range was unmapped: nobody left to wake.
@@ -196,6 +200,20 @@ export class LinuxUffdSys implements UffdSys {
   close(fd: number): void {
     libc().close(fd);
   }
+}
+
+const COPY = BigInt(UFFDIO_COPY);
+const ZEROPAGE = BigInt(UFFDIO_ZEROPAGE);
+const WAKE = BigInt(UFFDIO_WAKE);
+
+function setU64(view: DataView, at: number, value: number): void {
+  view.setUint32(at, value >>> 0, true);
+  view.setUint32(at + 4, Math.floor(value / 0x1_0000_0000), true);
+}
+
+/** A signed 64-bit field whose value fits in a double (a byte count or -errno). */
+function getI64(view: DataView, at: number): number {
+  return view.getInt32(at + 4, true) * 0x1_0000_0000 + view.getUint32(at, true);
 }
 
 function fillResult(

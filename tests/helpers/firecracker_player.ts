@@ -19,6 +19,10 @@
  * Usage: `deno run --allow-ffi --allow-read firecracker_player.ts --socket S
  * --file MEM --size N [--gap N] [--split N] [--page-size-kib] [--close-socket]`
  *
+ * With `--map-file PATH` instead of `--socket`, it plays today's `File`
+ * backend: the memory file mapped privately, no userfaultfd (for the
+ * benchmark's baseline).
+ *
  * @module
  */
 
@@ -26,6 +30,7 @@ import { parseArgs } from "node:util";
 import {
   addressOf,
   check,
+  cString,
   libc,
   MADV_DONTNEED,
   MAP_ANONYMOUS,
@@ -57,6 +62,7 @@ const { values } = parseArgs({
     split: { type: "string" },
     "page-size-kib": { type: "boolean", default: false },
     "close-socket": { type: "boolean", default: false },
+    "map-file": { type: "string" },
   },
 });
 const size = Number(values.size);
@@ -65,50 +71,66 @@ const gap = Number(values.gap);
 const split = values.split ? Number(values.split) : Math.floor(size / 2 / PAGE) * PAGE;
 const lc = libc();
 
-const uffd = Number(
-  lc.syscall(BigInt(SYS_USERFAULTFD), BigInt(O_CLOEXEC | O_NONBLOCK), 0n, 0n, 0n),
-);
-if (uffd < 0) throw new Error("userfaultfd() failed");
-const api = new Uint8Array(24);
-const apiView = new DataView(api.buffer);
-apiView.setBigUint64(0, BigInt(UFFD_API), true);
-apiView.setBigUint64(8, BigInt(UFFD_FEATURE_EVENT_REMOVE), true);
-check("UFFDIO_API", lc.ioctl(uffd, BigInt(UFFDIO_API), api));
-
-const total = split + gap + (size - split);
-const base = lc.mmap(
-  null,
-  BigInt(total),
-  PROT_READ | PROT_WRITE,
-  MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE,
-  -1,
-  0n,
-);
-const baseAddress = Number(Deno.UnsafePointer.value(base));
-if (baseAddress === 0 || baseAddress === 2 ** 64 - 1) throw new Error("mmap failed");
-// The gap: nothing mapped between the two regions.
-check("munmap", lc.munmap(pointerAt(baseAddress + split), BigInt(gap)));
-const regions = [
-  { base: baseAddress, size: split, offset: 0 },
-  { base: baseAddress + split + gap, size: size - split, offset: split },
-];
-for (const r of regions) {
-  const reg = new Uint8Array(32);
-  const view = new DataView(reg.buffer);
-  view.setBigUint64(0, BigInt(r.base), true);
-  view.setBigUint64(8, BigInt(r.size), true);
-  view.setBigUint64(16, BigInt(UFFDIO_REGISTER_MODE_MISSING), true);
-  check("UFFDIO_REGISTER", lc.ioctl(uffd, BigInt(UFFDIO_REGISTER), reg));
+let regions: { base: number; size: number; offset: number }[];
+if (values["map-file"]) {
+  const fd = lc.open(cString(values["map-file"]), 0, 0);
+  if (fd < 0) throw new Error(`cannot open ${values["map-file"]}`);
+  const mapped = lc.mmap(null, BigInt(size), PROT_READ | PROT_WRITE, MAP_PRIVATE, fd, 0n);
+  lc.close(fd);
+  const base = Number(Deno.UnsafePointer.value(mapped));
+  if (base === 0 || base === 2 ** 64 - 1) throw new Error("mmap of the file failed");
+  regions = [{ base, size, offset: 0 }];
+} else {
+  regions = connectWithUffd();
 }
 
-const mappings = regions.map((r) =>
-  values["page-size-kib"]
-    ? { base_host_virt_addr: r.base, size: r.size, offset: r.offset, page_size_kib: PAGE / 1024 }
-    : { base_host_virt_addr: r.base, size: r.size, offset: r.offset, page_size: PAGE }
-);
-const sock = connectUnix(values.socket!);
-sendWithFds(sock, new TextEncoder().encode(JSON.stringify(mappings)), [uffd]);
-if (values["close-socket"]) lc.close(sock);
+function connectWithUffd(): { base: number; size: number; offset: number }[] {
+  const uffd = Number(
+    lc.syscall(BigInt(SYS_USERFAULTFD), BigInt(O_CLOEXEC | O_NONBLOCK), 0n, 0n, 0n),
+  );
+  if (uffd < 0) throw new Error("userfaultfd() failed");
+  const api = new Uint8Array(24);
+  const apiView = new DataView(api.buffer);
+  apiView.setBigUint64(0, BigInt(UFFD_API), true);
+  apiView.setBigUint64(8, BigInt(UFFD_FEATURE_EVENT_REMOVE), true);
+  check("UFFDIO_API", lc.ioctl(uffd, BigInt(UFFDIO_API), api));
+
+  const total = split + gap + (size - split);
+  const base = lc.mmap(
+    null,
+    BigInt(total),
+    PROT_READ | PROT_WRITE,
+    MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE,
+    -1,
+    0n,
+  );
+  const baseAddress = Number(Deno.UnsafePointer.value(base));
+  if (baseAddress === 0 || baseAddress === 2 ** 64 - 1) throw new Error("mmap failed");
+  // The gap: nothing mapped between the two regions.
+  check("munmap", lc.munmap(pointerAt(baseAddress + split), BigInt(gap)));
+  const regions = [
+    { base: baseAddress, size: split, offset: 0 },
+    { base: baseAddress + split + gap, size: size - split, offset: split },
+  ];
+  for (const r of regions) {
+    const reg = new Uint8Array(32);
+    const view = new DataView(reg.buffer);
+    view.setBigUint64(0, BigInt(r.base), true);
+    view.setBigUint64(8, BigInt(r.size), true);
+    view.setBigUint64(16, BigInt(UFFDIO_REGISTER_MODE_MISSING), true);
+    check("UFFDIO_REGISTER", lc.ioctl(uffd, BigInt(UFFDIO_REGISTER), reg));
+  }
+
+  const mappings = regions.map((r) =>
+    values["page-size-kib"]
+      ? { base_host_virt_addr: r.base, size: r.size, offset: r.offset, page_size_kib: PAGE / 1024 }
+      : { base_host_virt_addr: r.base, size: r.size, offset: r.offset, page_size: PAGE }
+  );
+  const sock = connectUnix(values.socket!);
+  sendWithFds(sock, new TextEncoder().encode(JSON.stringify(mappings)), [uffd]);
+  if (values["close-socket"]) lc.close(sock);
+  return regions;
+}
 
 const file = values.file ? await Deno.open(values.file, { read: true }) : null;
 
