@@ -165,7 +165,6 @@ export class Agent {
       agent.recovery.quarantinedDirs = await reconcileSnapshots(catalog, log);
       await drafts.recover();
       await puller.recover();
-      await services.workingSets.init();
       await services.restores.init();
     } catch (err) {
       await journal.close();

@@ -140,11 +140,16 @@ export class Restores {
     options.metrics.bindRestores(() => this.#entries.size);
   }
 
-  /** Creates the restore directory and removes session directories a crash left. */
+  /** Removes session directories an earlier run left (the directory itself is made on first use). */
   async init(): Promise<void> {
     const { fs, restoreDir, log } = this.#o;
-    await fs.mkdir(restoreDir);
-    for (const name of await fs.readDir(restoreDir)) {
+    let names: string[];
+    try {
+      names = await fs.readDir(restoreDir);
+    } catch {
+      return; // not made yet
+    }
+    for (const name of names) {
       if (!SESSION_ID.test(name)) continue;
       await fs.remove(`${restoreDir}/${name}`).catch(() => {});
       log.info("restore: removed the directory of a session from an earlier run", { id: name });
@@ -167,6 +172,7 @@ export class Restores {
     const id = `r-${crypto.randomUUID().replaceAll("-", "").slice(0, 12)}`;
     const socket = this.#socketPath(body.socket, id);
 
+    await this.#o.fs.mkdir(this.#o.restoreDir);
     const { manifest, pull } = await this.#resolve(name);
     if (!manifest.files.some((f) => f.name === file)) {
       throw new SnapmeshError("file_not_found", `Snapshot "${name}" has no file "${file}"`);
@@ -537,15 +543,11 @@ export class Restores {
       if (pidfd !== null) sys.close(pidfd);
       throw new Error(`the VM sent unusable mappings: ${errorMessage(err)}`);
     }
-    // 3. The working set first: a recorded one, else the manifest's hot list.
+    // 3. The working set first: a recorded one (looked up while the VM
+    // already runs), else the manifest's hot list.
     const info = entry.manifest.files.find((f) => f.name === entry.file)!;
-    const recorded = await this.#o.workingSets.find(entry.name, entry.manifest).catch(() => null);
-    const order = recorded && recorded.file === entry.file ? recorded.chunks : info.hot ?? null;
-    entry.workingSet = recorded && recorded.file === entry.file
-      ? "recorded"
-      : order && order.length > 0
-      ? "hot"
-      : null;
+    const hot = info.hot && info.hot.length > 0 ? info.hot : null;
+    entry.workingSet = hot ? "hot" : null;
     const metrics = this.#o.metrics;
     const session = new RestoreSession({
       id: entry.id,
@@ -554,13 +556,11 @@ export class Restores {
       pidfd,
       regions,
       memory: entry.memory,
-      workingSet: order,
+      workingSet: null,
       clock,
       log,
       faultTimeoutMs: this.#o.faultTimeoutMs,
-      recordWindowMs: entry.workingSet === "recorded" || this.#o.recordWindowMs <= 0
-        ? null
-        : this.#o.recordWindowMs,
+      recordWindowMs: this.#o.recordWindowMs <= 0 ? null : this.#o.recordWindowMs,
       onRecorded: (chunks) => {
         this.#o.workingSets.put(
           entry.name,
@@ -593,10 +593,21 @@ export class Restores {
       pid: credentials.pid,
       regions: regions.length,
       pageSize: session.pageSize,
-      workingSet: entry.workingSet,
-      workingSetChunks: order?.length ?? 0,
     });
     session.start();
+    this.#o.workingSets.find(entry.name, entry.manifest).catch(() => null).then((recorded) => {
+      if (recorded && recorded.file === entry.file) {
+        entry.workingSet = "recorded";
+        session.useWorkingSet(recorded.chunks, { recorded: true });
+      } else if (hot) {
+        session.useWorkingSet(hot, { recorded: false });
+      }
+      log.info("restore: working set", {
+        id: entry.id,
+        from: entry.workingSet,
+        chunks: recorded?.chunks.length ?? hot?.length ?? 0,
+      });
+    });
     session.ended.then(() => entry.finish(session.outcome ?? "ended", session.reason));
   }
 

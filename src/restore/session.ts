@@ -150,7 +150,7 @@ export class RestoreSession {
   readonly #removed: Uint8Array;
   /** Pages with an install on its way (a fault waiting for its chunk). */
   readonly #pending = new Set<number>();
-  readonly #workingSet: Set<number> | null;
+  #workingSet: Set<number> | null;
   readonly #recorded: number[] = [];
   readonly #recordedSet = new Set<number>();
   #recording: boolean;
@@ -270,6 +270,22 @@ export class RestoreSession {
       this.#installChunk(c, false);
     }
     return this.#pending.size === 0;
+  }
+
+  /**
+   * Installs `order` (chunk indexes) first, as the working set, when it
+   * becomes known after the start; `recorded`: it is a recorded one, so
+   * this session records none.
+   */
+  useWorkingSet(order: number[], options: { recorded: boolean }): void {
+    if (this.#outcome !== null || order.length === 0) return;
+    this.#workingSet = new Set(order);
+    if (options.recorded && this.#recording) {
+      this.#recording = false;
+      this.#recordTimer?.cancel();
+    }
+    const before = this.#prefetch;
+    this.#prefetch = before.then(() => this.#prefetchChunks(order));
   }
 
   /** The chunks recorded so far, in first-fault order. */

@@ -62,10 +62,6 @@ export class WorkingSets {
     this.#o = options;
   }
 
-  async init(): Promise<void> {
-    await this.#o.fs.mkdir(this.#o.dir);
-  }
-
   /** This node's working set of the snapshot at `digest`, or null. */
   async local(digest: string): Promise<WorkingSet | null> {
     if (!DIGEST.test(digest)) return null;
@@ -172,6 +168,7 @@ export class WorkingSets {
     const { fs } = this.#o;
     const path = this.#path(set.digest);
     const tmp = `${path}.tmp-${crypto.randomUUID().slice(0, 8)}`;
+    await fs.mkdir(this.#o.dir); // made on first use: a node that never restores has none
     const bytes = new TextEncoder().encode(JSON.stringify(set));
     const handle = await fs.open(tmp, { write: true, create: true, truncate: true });
     try {
