@@ -131,7 +131,8 @@ async function player(args: string[]): Promise<Player> {
 function workingSet(chunks: number): number[] {
   const runs = Math.max(1, Math.round(chunks / 10 / 10));
   const starts = new Set<number>();
-  while (starts.size < runs) starts.add(Math.floor(Math.random() * (chunks / 10)) * 10);
+  const slots = Math.floor(chunks / 10);
+  while (starts.size < runs) starts.add(Math.floor(Math.random() * slots) * 10);
   return [...starts].sort(() => Math.random() - 0.5).flatMap((s) =>
     Array.from({ length: 10 }, (_, i) => s + i)
   );
