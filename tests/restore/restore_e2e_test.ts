@@ -175,3 +175,31 @@ Deno.test({
     assertEquals(await Deno.stat(created.body.socket).catch(() => null), null);
   },
 });
+
+Deno.test({
+  name: "restore: the agent shuts down with a live session: the VM gets every page and runs on",
+  ignore: Deno.build.os !== "linux",
+  async fn() {
+    await using tmp = await tempDir();
+    const agent = await startAgent({
+      dataDir: `${tmp.path}/data`,
+      args: ["--token", TOKEN, "--chunk-size", "256KiB"],
+    });
+    const mem = memFile(CHUNKS, 13);
+    const memPath = `${tmp.path}/mem.bin`;
+    await Deno.writeFile(memPath, mem);
+    await publish(agent, "fn-stay", { mem, vmstate: randomBytes(3000, 8) });
+    const created = await api(agent.url, "POST", "/v1/snapshots/fn-stay/restore", {});
+    assertEquals(created.status, 201, JSON.stringify(created.body));
+    await using vm = await startPlayer({ socket: created.body.socket, file: memPath, size: SIZE });
+    assertEquals((await vm.touch(pagesOf([3]))).mismatches, 0);
+    await vm.remove(4 * CHUNK, 4096);
+    const status = await agent.stop();
+    assertEquals(status.code, 0, agent.logs().slice(-2000));
+    assertMatch(agent.logs(), /"outcome":"detached"/);
+    // No agent any more: every page is already in the VM, the removed one reads as zeros.
+    const all = await vm.touch([[0, 4 * CHUNK], [4 * CHUNK + 4096, SIZE - 4 * CHUNK - 4096]]);
+    assertEquals(all.mismatches, 0);
+    assertEquals((await vm.zero([[4 * CHUNK, 4096]])).mismatches, 0);
+  },
+});
