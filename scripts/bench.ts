@@ -10,6 +10,7 @@ const BENCHES: Record<string, string> = {
   origin: "./bench/origin.ts",
   fleet: "./bench/fleet.ts",
   upload: "./bench/upload.ts",
+  restore: "./bench/restore.ts",
 };
 
 const [name, ...rest] = Deno.args;

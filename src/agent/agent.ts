@@ -57,6 +57,7 @@ import type {
   SnapshotSummary,
   VerifyResult,
 } from "../reads/mod.ts";
+import type { RestoreCreated, RestoreInfo, WorkingSet } from "../restore/mod.ts";
 import { SnapshotStore } from "../store/mod.ts";
 import { type Clock, systemClock, type Timer } from "../util/clock.ts";
 import { type Random, systemRandom } from "../util/random.ts";
@@ -168,6 +169,7 @@ export class Agent {
       agent.recovery.quarantinedDirs = await reconcileSnapshots(catalog, log);
       await drafts.recover();
       await puller.recover();
+      await services.restores.init();
     } catch (err) {
       await journal.close();
       throw err;
@@ -235,6 +237,9 @@ export class Agent {
     if (this.#closed) return;
     this.#closed = true;
     this.#sweepTimer?.cancel();
+    // Live restores first: a VM whose memory is all here gets every page
+    // and runs on; the others are stopped (see src/restore/restores.ts).
+    await this.#s.restores.shutdown();
     this.stopTransfers();
     this.#s.membership?.stop();
     await this.#s.scrubber?.stop();
@@ -349,7 +354,17 @@ export class Agent {
 
   /** What this node answers peers, for an in-memory transport. */
   get peerEndpoint(): PeerEndpoint {
-    return this.#s.peers;
+    const { peers, workingSets } = this.#s;
+    return {
+      hello: () => peers.hello(),
+      manifest: (name, fetch) => peers.manifest(name, fetch),
+      availability: (name, digest) => peers.availability(name, digest),
+      read: (name, request) => peers.read(name, request),
+      suspect: (name, report) => peers.suspect(name, report),
+      announce: (name, request) => peers.announce(name, request),
+      subscribe: (name, digest, handler) => peers.subscribe(name, digest, handler),
+      workingSet: (_name, digest) => workingSets.local(digest),
+    };
   }
 
   peerHello(): Hello {
@@ -393,6 +408,45 @@ export class Agent {
   peerSuspect(name: string, request: { digest: string; file: string; index: number }): void {
     this.#check(name, request.file);
     this.#s.peers.suspect(name, request);
+  }
+
+  /** This node's working set of `name` at `digest`, or null. */
+  async peerWorkingSet(name: string, digest: string): Promise<WorkingSet | null> {
+    this.#check(name);
+    return await this.#s.workingSets.local(digest);
+  }
+
+  // --- lazy restore (src/restore) ------------------------------------------------
+
+  /** Starts a restore session: a socket for Firecracker's `Uffd` memory backend. */
+  async restore(
+    name: string,
+    body: { file?: unknown; socket?: unknown },
+  ): Promise<RestoreCreated> {
+    this.#check(name);
+    return await this.#s.restores.open(name, body);
+  }
+
+  /** Live restore sessions. */
+  restoreStatus(): RestoreInfo[] {
+    return this.#s.restores.list();
+  }
+
+  /** Ends a restore session (its VM is stopped). */
+  async endRestore(id: string): Promise<{ id: string; ended: true; outcome: string }> {
+    return await this.#s.restores.end(id);
+  }
+
+  /** The recorded working set of a snapshot (404 when none). */
+  async workingSet(name: string): Promise<WorkingSet> {
+    this.#check(name);
+    return await this.#s.restores.workingSet(name);
+  }
+
+  /** Sets the working set of a snapshot. */
+  async setWorkingSet(name: string, body: Record<string, unknown>): Promise<WorkingSet> {
+    this.#check(name);
+    return await this.#s.restores.setWorkingSet(name, body);
   }
 
   // --- status --------------------------------------------------------------------

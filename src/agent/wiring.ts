@@ -31,6 +31,7 @@ import type { ManifestWithDigest } from "../manifest/mod.ts";
 import type { Metrics } from "../metrics/mod.ts";
 import { type Origin, Pusher, RemoteManifests } from "../origin/mod.ts";
 import { PeerService, Reads } from "../reads/mod.ts";
+import { Restores, WorkingSets } from "../restore/mod.ts";
 import type { SnapshotStore } from "../store/mod.ts";
 import type { Clock } from "../util/clock.ts";
 import type { Random } from "../util/random.ts";
@@ -84,6 +85,8 @@ export interface Services {
   pusher: Pusher | null;
   membership: Membership | null;
   scrubber: Scrubber | null;
+  workingSets: WorkingSets;
+  restores: Restores;
 }
 
 /** Builds the services of an agent over an opened journal. */
@@ -119,6 +122,14 @@ export function wire(options: WireOptions): Services {
   const remote = origin ? new RemoteManifests(origin) : null;
   const tracker = new Tracker({ random: random.fork("tracker") });
   const uploads = new UploadSlots({ clock });
+  const workingSets = new WorkingSets({
+    fs,
+    dir: `${store.root}/workingsets`,
+    origin,
+    membership,
+    log: log.child({ component: "restore" }),
+    clock,
+  });
   const pusher = origin ? new Pusher({ origin, catalog, log, metrics, clock, random }) : null;
   const puller = new Puller({
     config,
@@ -135,6 +146,7 @@ export function wire(options: WireOptions): Services {
     tracker,
     uploads,
     originRate: new RateLimiter(config.maxOriginRate, { clock }),
+    workingSets,
   });
   const drafts = new Drafts({ config, fs, store, catalog, budget, log, metrics, clock });
   const committer = new Committer({
@@ -174,6 +186,21 @@ export function wire(options: WireOptions): Services {
       log: log.child({ component: "scrub" }),
     })
     : null;
+  const restores = new Restores({
+    restoreDir: config.restoreDir,
+    faultTimeoutMs: config.restoreFaultTimeoutMs,
+    recordWindowMs: config.restoreRecordWindowMs,
+    catalog,
+    budget,
+    puller,
+    workingSets,
+    findManifest: async (name) => (await reads.findManifest(name)).manifest,
+    quarantine: (name, digest, why) => reads.quarantine(name, digest, why),
+    fs,
+    log: log.child({ component: "restore" }),
+    metrics,
+    clock,
+  });
   return {
     store,
     catalog,
@@ -188,6 +215,8 @@ export function wire(options: WireOptions): Services {
     pusher,
     membership,
     scrubber,
+    workingSets,
+    restores,
   };
 }
 

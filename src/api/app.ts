@@ -217,6 +217,26 @@ export function createApp(deps: AppDeps): Hono<Env> {
     return c.json(await c.get("agent").setPinned(c.req.param("name"), false));
   });
 
+  v1.post("/snapshots/:name/restore", async (c) => {
+    const body = await jsonBody(c);
+    return c.json(await c.get("agent").restore(c.req.param("name"), body), 201);
+  });
+
+  v1.get("/restores", (c) => c.json(c.get("agent").restoreStatus()));
+
+  v1.delete("/restores/:id", async (c) => {
+    return c.json(await c.get("agent").endRestore(c.req.param("id")));
+  });
+
+  v1.get("/snapshots/:name/workingset", async (c) => {
+    return c.json(await c.get("agent").workingSet(c.req.param("name")));
+  });
+
+  v1.put("/snapshots/:name/workingset", async (c) => {
+    const body = await jsonBody(c);
+    return c.json(await c.get("agent").setWorkingSet(c.req.param("name"), body));
+  });
+
   v1.get("/pulls", (c) => c.json(c.get("agent").pullStatus()));
 
   // Server-sent events: the same list, twice a second, while the client listens.
@@ -253,6 +273,7 @@ export function createApp(deps: AppDeps): Hono<Env> {
       peers: agent.peerStatus(),
       origin: agent.originStatus(),
       pulls: agent.pullStatus(),
+      restores: agent.restoreStatus(),
       journal: agent.journalStatus(),
     });
   });
@@ -340,6 +361,12 @@ export function createApp(deps: AppDeps): Hono<Env> {
       },
     });
     return new Response(stream, { headers: { "Content-Type": "application/x-ndjson" } });
+  });
+
+  v1.get("/peer/snapshots/:name/workingset", async (c) => {
+    const answer = await c.get("agent").peerWorkingSet(c.req.param("name"), digestParam(c));
+    if (answer === null) throw new SnapmeshError("not_found", "No working set here");
+    return c.json(answer);
   });
 
   v1.get("/peer/snapshots/:name/files/:file", async (c) => {

@@ -202,6 +202,26 @@ function renderPeers(peers) {
   ));
 }
 
+function renderRestores(restores) {
+  $("restore-count").textContent = "(" + restores.length + " live)";
+  const body = $("restores");
+  if (restores.length === 0) {
+    body.replaceChildren(h("tr", {}, h("td", { colspan: "6", class: "empty" }, "No live restore sessions")));
+    return;
+  }
+  body.replaceChildren(...restores.map((r) =>
+    h("tr", { "data-restore": r.id },
+      h("td", { class: "name" }, r.id),
+      h("td", { class: "name" }, r.name + " / " + r.file),
+      h("td", {}, r.state + (r.pid === null ? "" : " (pid " + r.pid + ")")),
+      h("td", { class: "num" }, "local " + r.faults.local + ", peer " + r.faults.peer +
+        ", origin " + r.faults.origin + ", zero " + r.faults.zero),
+      h("td", { class: "num" }, String(r.prefetchedPages) + (r.workingSet ? " (" + r.workingSet + ")" : "")),
+      h("td", { title: r.startedAt }, ago(r.startedAt)),
+    )
+  ));
+}
+
 function renderPulls(pulls) {
   const now = Date.now();
   const running = new Set(pulls.map((p) => p.name));
@@ -269,6 +289,7 @@ async function refresh() {
     renderCache(status);
     renderSnapshots(snapshots);
     renderPeers(status.peers);
+    renderRestores(status.restores || []);
     if (!pullsLive) renderPulls(status.pulls);
     setConnection(true, pullsLive ? "live" : "polling");
     followPulls();
@@ -385,6 +406,11 @@ const HTML = `<!doctype html>
   <section class="wide" id="pulls-section">
     <h2>Pulls <span class="count" id="pull-count"></span></h2>
     <div id="pulls"><div class="empty">No pulls running</div></div>
+  </section>
+  <section class="wide" id="restores-section">
+    <h2>Restores <span class="count" id="restore-count"></span></h2>
+    <table><thead><tr><th>Session</th><th>Snapshot</th><th>State</th><th class="num">Faults</th><th class="num">Prefetched pages</th><th>Started</th></tr></thead>
+      <tbody id="restores"></tbody></table>
   </section>
   <section class="wide" id="snapshots-section">
     <h2>Snapshots <span class="count" id="snap-count"></span></h2>

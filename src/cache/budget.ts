@@ -24,6 +24,8 @@ export class CacheBudget {
   readonly #catalog: Catalog;
   /** Bytes held outside the index: drafts, uploads and pulls in progress. */
   #reserved = 0;
+  /** Snapshots in use (a live restore session): never evicted, by name → holders. */
+  readonly #inUse = new Map<string, number>();
 
   constructor(options: CacheBudgetOptions) {
     this.#catalog = options.catalog;
@@ -67,6 +69,27 @@ export class CacheBudget {
     this.#reserved += bytes;
   }
 
+  /**
+   * Marks snapshot `name` in use (a live restore reads it): it is never
+   * evicted until the returned function is called (once per call of this).
+   */
+  use(name: string): () => void {
+    this.#inUse.set(name, (this.#inUse.get(name) ?? 0) + 1);
+    let released = false;
+    return () => {
+      if (released) return;
+      released = true;
+      const left = (this.#inUse.get(name) ?? 1) - 1;
+      if (left > 0) this.#inUse.set(name, left);
+      else this.#inUse.delete(name);
+    };
+  }
+
+  /** True while some holder uses `name`. */
+  inUse(name: string): boolean {
+    return this.#inUse.has(name);
+  }
+
   /** Gives reserved bytes back. */
   release(bytes: number): void {
     this.#reserved = Math.max(0, this.#reserved - bytes);
@@ -83,6 +106,7 @@ export class CacheBudget {
 
   async #evictLocked(bytes: number, keep: ReadonlySet<string>): Promise<void> {
     const index = this.#catalog.index;
+    if (this.#inUse.size > 0) keep = new Set([...keep, ...this.#inUse.keys()]);
     while (!this.fits(bytes)) {
       const victims = index.planEviction(this.used + bytes - this.capacity, keep);
       if (victims === null) throw this.insufficient(bytes);

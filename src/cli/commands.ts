@@ -1,5 +1,5 @@
 /**
- * Client subcommands: put, get, pull, ls, rm, pin, unpin, status, peers, verify.
+ * Client subcommands: put, get, pull, ls, rm, pin, unpin, status, peers, verify, restore.
  *
  * @module
  */
@@ -18,6 +18,7 @@ import {
 } from "./args.ts";
 import { CommandError, NodeClient, RequestError, segment } from "./client.ts";
 import { type Progress, progressBar, progressEnabled } from "./progress.ts";
+import { restoreCommand } from "./restore_command.ts";
 
 /** Where a command writes. */
 export interface CommandIo {
@@ -26,7 +27,8 @@ export interface CommandIo {
   env: Record<string, string | undefined>;
 }
 
-interface ClientCommand {
+/** A client subcommand. */
+export interface ClientCommand {
   usage: string;
   summary: string;
   options: Record<string, OptionSpec>;
@@ -595,6 +597,14 @@ interface Status {
     push: { mode: string; queued: number; failing: unknown[] };
   } | null;
   pulls: { name: string; bytesDone: number; bytesTotal: number }[];
+  restores?: {
+    id: string;
+    name: string;
+    state: string;
+    pid: number | null;
+    faults: Record<string, number>;
+    prefetchedPages: number;
+  }[];
 }
 
 function originLine(origin: Status["origin"]): string {
@@ -607,7 +617,7 @@ function originLine(origin: Status["origin"]): string {
 
 const status: ClientCommand = {
   usage: "snapmesh status",
-  summary: "show the node's identity, cache, peers, origin and active pulls",
+  summary: "show the node's identity, cache, peers, origin, active pulls and live restores",
   options: {},
   async run(args, client, io) {
     if (args.positionals.length > 0) {
@@ -631,6 +641,13 @@ const status: ClientCommand = {
         `pulls    ${s.pulls.length} active` +
         s.pulls.map((p) => `; ${p.name} ${formatSize(p.bytesDone)}/${formatSize(p.bytesTotal)}`)
           .join(""),
+        `restores ${(s.restores ?? []).length} live` +
+        (s.restores ?? []).map((r) => {
+          const f = r.faults;
+          return `; ${r.id} ${r.name} ${r.state}${r.pid === null ? "" : ` pid ${r.pid}`} ` +
+            `faults local ${f.local ?? 0} peer ${f.peer ?? 0} origin ${f.origin ?? 0} ` +
+            `zero ${f.zero ?? 0}, prefetched ${r.prefetchedPages} pages`;
+        }).join(""),
       ].join("\n"),
     );
     return 0;
@@ -755,6 +772,7 @@ export const CLIENT_COMMANDS: Record<string, ClientCommand> = {
   status,
   peers,
   verify,
+  restore: restoreCommand,
 };
 
 /** Runs a client command; throws {@linkcode UsageError} on bad usage. */

@@ -17,6 +17,7 @@ import {
   type PeerManifest,
   type PeerReadRequest,
   type PeerTransport,
+  type PeerWorkingSet,
   type Subscription,
 } from "./transport.ts";
 
@@ -93,6 +94,23 @@ export class HttpPeerTransport implements PeerTransport {
       return null;
     }
     return await readJson(response, MAX_AVAILABILITY_ANSWER, url) as Availability;
+  }
+
+  async workingSet(
+    url: string,
+    name: string,
+    options: { digest: string; timeoutMs: number },
+  ): Promise<PeerWorkingSet | null> {
+    const response = await this.#get(
+      url,
+      `/v1/peer/snapshots/${encodeURIComponent(name)}/workingset?digest=${options.digest}`,
+      { timeoutMs: options.timeoutMs, ok: [404] },
+    );
+    if (response.status === 404) {
+      await response.body?.cancel();
+      return null;
+    }
+    return await readJson(response, MAX_AVAILABILITY_ANSWER, url) as PeerWorkingSet;
   }
 
   async suspect(

@@ -213,6 +213,8 @@ export class Membership {
     } catch (err) {
       const refused = err instanceof PeerError && err.status === 401;
       state.failures++;
+      // A peer that refuses our credentials is down at once (another cluster).
+      if (refused) state.failures = Math.max(state.failures, this.#options.downAfter ?? 2);
       state.lastError = refused
         ? "refused our credentials (401): it belongs to another cluster or has another --token"
         : (err as Error).message;

@@ -21,6 +21,7 @@ import {
   type PeerManifest,
   type PeerReadRequest,
   type PeerTransport,
+  type PeerWorkingSet,
   type Subscription,
   type SuspectReport,
 } from "./transport.ts";
@@ -199,6 +200,15 @@ export class MemoryTransport implements PeerTransport {
     if (this.#faults.get(url)?.corrupt && out.length > 0) out[out.length >> 1]! ^= 0xff;
     this.servedBytes.set(url, (this.servedBytes.get(url) ?? 0) + out.length);
     return out;
+  }
+
+  async workingSet(
+    url: string,
+    name: string,
+    options: { digest: string },
+  ): Promise<PeerWorkingSet | null> {
+    const endpoint = await this.#reach(url);
+    return await this.#answer(url, () => endpoint.workingSet(name, options.digest));
   }
 
   async suspect(url: string, name: string, report: SuspectReport): Promise<void> {

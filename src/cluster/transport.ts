@@ -98,6 +98,13 @@ export interface Subscription {
   close(): void;
 }
 
+/** A recorded working set: chunk indexes of `file` in first-fault order (lazy restore). */
+export interface PeerWorkingSet {
+  digest: string;
+  file: string;
+  chunks: number[];
+}
+
 /** How one node asks another. Every method rejects when the peer cannot be reached. */
 export interface PeerTransport {
   hello(url: string, options: { timeoutMs: number }): Promise<Hello>;
@@ -132,6 +139,12 @@ export interface PeerTransport {
     name: string,
     options: { digest: string; handler: HaveHandler },
   ): Subscription;
+  /** The peer's working set of `name` at `digest`, or null (checked by the caller). */
+  workingSet(
+    url: string,
+    name: string,
+    options: { digest: string; timeoutMs: number },
+  ): Promise<PeerWorkingSet | null>;
 }
 
 /** What a node answers its peers (its peer service). */
@@ -147,6 +160,7 @@ export interface PeerEndpoint {
   announce(name: string, request: AnnounceRequest): AnnounceAnswer;
   /** Starts a have stream; null when this node has no copy or pull of it. */
   subscribe(name: string, digest: string, handler: HaveHandler): Subscription | null;
+  workingSet(name: string, digest: string): Promise<PeerWorkingSet | null>;
 }
 
 /** A peer refused us (wrong credentials) or broke the protocol. */

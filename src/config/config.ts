@@ -63,6 +63,12 @@ export interface ServeConfig {
   maxConnections: number;
   /** Large or chunked uploads in progress at most. */
   maxUploads: number;
+  /** Where restore sockets (and the files linked for Firecracker) may be. */
+  restoreDir: string;
+  /** A restore fault not served within this long ends the session (the VM is killed). */
+  restoreFaultTimeoutMs: number;
+  /** How long a restore records the fault order as a working set (0: never records). */
+  restoreRecordWindowMs: number;
 }
 
 /** Value kinds a setting may have. */
@@ -229,6 +235,27 @@ export const SETTINGS: readonly Setting[] = [
     kind: "size",
     help: "largest file accepted",
     defaultText: "64GiB",
+  },
+  {
+    key: "restoreDir",
+    flag: "restore-dir",
+    kind: "path",
+    help: "directory restore sockets (and the files linked for Firecracker) must lie in",
+    defaultText: "<data-dir>/restore",
+  },
+  {
+    key: "restoreFaultTimeoutMs",
+    flag: "restore-fault-timeout",
+    kind: "ms",
+    help: "a restore fault not served within this long ends the session and stops the VM",
+    defaultText: "30s",
+  },
+  {
+    key: "restoreRecordWindowMs",
+    flag: "restore-record-window",
+    kind: "ms",
+    help: "record a restore's fault order this long as the working set (0: never)",
+    defaultText: "10s",
   },
   {
     key: "maxEgress",
@@ -401,6 +428,9 @@ export function resolveServeConfig(sources: ConfigSources): ServeConfig {
     bodyTimeoutMs: 30_000,
     maxConnections: 1024,
     maxUploads: 64,
+    restoreDir: null,
+    restoreFaultTimeoutMs: 30_000,
+    restoreRecordWindowMs: 10_000,
   };
   for (const setting of SETTINGS) {
     const given = raw(setting);
@@ -430,6 +460,10 @@ export function resolveServeConfig(sources: ConfigSources): ServeConfig {
     throw new ConfigError(
       "origin-create-bucket needs an origin (--origin-endpoint, --origin-bucket)",
     );
+  }
+  config.restoreDir ??= `${config.dataDir}/restore`;
+  if (config.restoreFaultTimeoutMs < 100) {
+    throw new ConfigError("restore-fault-timeout must be at least 100ms");
   }
   if (config.push === null) config.push = config.originEndpoint ? "async" : "off";
   if (config.push !== "off" && config.originEndpoint === null) {

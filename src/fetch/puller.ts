@@ -79,6 +79,10 @@ export interface PullerDeps {
   tracker: Tracker;
   /** This node's upload slots (chunks received count as reciprocation). */
   uploads?: UploadSlots;
+  /** Recorded working sets (lazy restore): a file's recorded order is its hot order. */
+  workingSets?: {
+    hotOrder(name: string, manifest: ManifestWithDigest): Promise<Record<string, number[]> | null>;
+  } | null;
 }
 
 /** A pull whose plan is known and whose job exists. */
@@ -382,11 +386,13 @@ export class Puller {
     if (manifest) {
       key = manifest.digest;
       chunkSize = manifest.chunkSize;
+      // A recorded working set (lazy restore) is the hot order of its file.
+      const recorded = await this.#deps.workingSets?.hotOrder(name, manifest) ?? null;
       files = manifest.files.map((f) => ({
         name: f.name,
         size: f.size,
         chunks: f.chunks,
-        hot: f.hot,
+        hot: recorded?.[f.name] ?? f.hot,
       }));
       if (origin) {
         for (const f of manifest.files) keys.set(f.name, origin.fileKey(name, f.name));
@@ -778,6 +784,7 @@ const noTransport: PeerTransport = {
   read: () => Promise.reject(new TypeError("no peers")),
   suspect: () => Promise.resolve(),
   announce: () => Promise.reject(new TypeError("no peers")),
+  workingSet: () => Promise.resolve(null),
   subscribe: (_url, _name, { handler }) => {
     queueMicrotask(() => handler.end(new TypeError("no peers")));
     return { close() {} };

@@ -54,7 +54,14 @@ export class Metrics {
   readonly httpDuration: client.Histogram<"method" | "route">;
   readonly httpRejected: client.Counter<"reason">;
   readonly httpTimeouts: client.Counter<"kind">;
+  readonly restoreFaults: client.Counter<"source">;
+  readonly restoreFaultSeconds: client.Histogram<"source">;
+  readonly restorePrefetchedPages: client.Counter;
+  readonly restoreFaultsOutsideWorkingSet: client.Counter;
+  readonly restoreSessions: client.Counter<"outcome">;
 
+  /** Live restore sessions, read at scrape time. */
+  #restores: () => number = () => 0;
   /** What `snapmesh_ready` reads; false until the agent binds its gauges. */
   #ready: () => boolean = () => false;
   /** What the HTTP server gauges read; zero until the server binds them. */
@@ -211,6 +218,45 @@ export class Metrics {
       labelNames: ["kind"],
       registers,
     });
+    this.restoreFaults = new client.Counter({
+      name: "snapmesh_restore_faults_total",
+      help: "Guest page faults served by restore sessions, by source (local, peer, origin, zero)",
+      labelNames: ["source"],
+      registers,
+    });
+    this.restoreFaultSeconds = new client.Histogram({
+      name: "snapmesh_restore_fault_seconds",
+      help: "Time from reading a page fault to the page installed, by source",
+      labelNames: ["source"],
+      buckets: [0.00001, 0.00003, 0.0001, 0.0003, 0.001, 0.003, 0.01, 0.03, 0.1, 0.3, 1, 3, 10],
+      registers,
+    });
+    this.restorePrefetchedPages = new client.Counter({
+      name: "snapmesh_restore_prefetched_pages_total",
+      help: "Pages of a working set installed before the guest asked for them",
+      registers,
+    });
+    this.restoreFaultsOutsideWorkingSet = new client.Counter({
+      name: "snapmesh_restore_faults_outside_working_set_total",
+      help: "Page faults on chunks outside the working set a session prefetched",
+      registers,
+    });
+    this.restoreSessions = new client.Counter({
+      name: "snapmesh_restore_sessions_total",
+      help: "Restore sessions ended, by outcome " +
+        "(vm_exited, ended, failed, shutdown, detached, not_connected)",
+      labelNames: ["outcome"],
+      registers,
+    });
+    const restores = () => this.#restores();
+    new client.Gauge({
+      name: "snapmesh_restore_sessions_active",
+      help: "Live restore sessions (listening or serving)",
+      registers,
+      collect() {
+        this.set(restores());
+      },
+    });
     this.httpDuration = new client.Histogram({
       name: "snapmesh_http_request_duration_seconds",
       help: "Time to the response head, by method and route",
@@ -218,6 +264,11 @@ export class Metrics {
       buckets: [0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1, 5, 30],
       registers,
     });
+  }
+
+  /** Points the live restore sessions gauge at the agent's sessions. */
+  bindRestores(active: () => number): void {
+    this.#restores = active;
   }
 
   /** Points the HTTP server gauges at the running server. */

@@ -72,8 +72,8 @@ export interface PeerServiceOptions {
 
 const decoder = new TextDecoder();
 
-/** Answers peers. Names are validated by the caller. */
-export class PeerService implements PeerEndpoint {
+/** Answers peers (but working sets, which the restore room answers). Names are validated by the caller. */
+export class PeerService implements Omit<PeerEndpoint, "workingSet"> {
   readonly #o: PeerServiceOptions;
   #advertise: string | null = null;
   #checkingSuspect = false;

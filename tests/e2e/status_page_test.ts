@@ -102,6 +102,8 @@ Deno.test({
         method: "POST",
         headers: { Authorization: `Bearer ${TOKEN}` },
       }).then((r) => r.json());
+      // Awaited below; a failure before that must not end the test as "uncaught".
+      pulling.catch(() => {});
       const row = page.locator('#pulls [data-pull="fn-big"]');
       await row.waitFor({ timeout: 10_000 });
       const percent = async () => {
@@ -119,7 +121,12 @@ Deno.test({
         { timeout: 15_000 },
       );
       assertMatch(await row.textContent() ?? "", /peer \d/);
-      assertMatch(await page.textContent("#conn") ?? "", /live/);
+      // The event stream opens after a good refresh; the label follows at the next one.
+      await page.waitForFunction(
+        () => /live/.test(document.getElementById("conn")?.textContent ?? ""),
+        null,
+        { timeout: 10_000 },
+      );
       // Screenshot mid-pull, for a human to look at.
       await Deno.mkdir(`${REPO_ROOT}/test-artifacts`, { recursive: true });
       await page.screenshot({ path: `${REPO_ROOT}/test-artifacts/status.png`, fullPage: true });
