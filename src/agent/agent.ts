@@ -357,6 +357,7 @@ export class Agent {
     const { peers, workingSets } = this.#s;
     return {
       hello: () => peers.hello(),
+      probe: (target) => this.peerProbe(target),
       manifest: (name, fetch) => peers.manifest(name, fetch),
       availability: (name, digest) => peers.availability(name, digest),
       read: (name, request) => peers.read(name, request),
@@ -369,6 +370,11 @@ export class Agent {
 
   peerHello(): Hello {
     return this.#s.peers.hello();
+  }
+
+  /** Whether this node reaches `target`, for a peer that could not (only configured peers are probed). */
+  async peerProbe(target: string): Promise<boolean> {
+    return await this.#s.membership?.probeFor(target) ?? false;
   }
 
   async peerManifest(name: string, fetch: boolean): Promise<PeerManifest | null> {

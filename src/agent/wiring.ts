@@ -116,6 +116,7 @@ export function wire(options: WireOptions): Services {
         stallMs: Math.min(config.originStallTimeoutMs, 10_000),
       }),
       clock,
+      random: random.fork("membership"),
       log: clusterLog,
     })
     : null;

@@ -281,6 +281,14 @@ export function createApp(deps: AppDeps): Hono<Env> {
   // Node to node (same token). Documented in the README.
   v1.get("/peer/hello", (c) => c.json(c.get("agent").peerHello()));
 
+  v1.get("/peer/probe", async (c) => {
+    const target = c.req.query("target");
+    if (!target || target.length > 2048) {
+      throw new SnapmeshError("invalid_body", "target must be a peer URL");
+    }
+    return c.json({ reached: await c.get("agent").peerProbe(target) });
+  });
+
   v1.get("/peer/snapshots/:name/manifest", async (c) => {
     const answer = await c.get("agent").peerManifest(
       c.req.param("name"),

@@ -58,6 +58,16 @@ export class HttpPeerTransport implements PeerTransport {
     return await response.json() as Hello;
   }
 
+  async probe(url: string, target: string, options: { timeoutMs: number }): Promise<boolean> {
+    const response = await this.#get(
+      url,
+      `/v1/peer/probe?target=${encodeURIComponent(target)}`,
+      { timeoutMs: options.timeoutMs },
+    );
+    const answer = await readJson(response, MAX_AVAILABILITY_ANSWER, url) as { reached?: unknown };
+    return answer?.reached === true;
+  }
+
   async manifest(
     url: string,
     name: string,

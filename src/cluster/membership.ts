@@ -1,16 +1,26 @@
 /**
  * Who the peers are and whether they answer. The list comes from one or
- * more discovery sources (a static list, a file, DNS); each peer is probed
- * with `hello` through the transport and marked up or down. A node ignores
- * itself, known by its advertised URL or by the node id a probe returns. No
- * consensus: peers are a list, and rendezvous hashing over the healthy ones
+ * more discovery sources (a static list, a file, DNS). No consensus: peers
+ * are a list, and rendezvous hashing over the members not known to be down
  * picks owners.
+ *
+ * Probing scales with the fleet, not its square: peers this node transfers
+ * with are known alive from the transfers (and known dead the moment one
+ * cannot connect); the others are probed within a budget per interval, in
+ * a shuffled round, so each is checked every `peers / budget` intervals. A
+ * failed probe is confirmed by asking a couple of other peers to probe the
+ * same peer (indirect probes, as SWIM does): only when none reaches it does
+ * it count, and a peer is down after `downAfter` such failures in a row, so
+ * a single lost packet or a path broken only from here does not make views
+ * flap. A node ignores itself, known by its advertised URL or by the node
+ * id a probe returns.
  *
  * @module
  */
 
 import type { Logger } from "../log/mod.ts";
 import type { Clock, Timer } from "../util/clock.ts";
+import type { Random } from "../util/random.ts";
 import type { Discovery } from "./discovery.ts";
 import { rank } from "./hrw.ts";
 import { PeerError, type PeerTransport } from "./transport.ts";
@@ -38,9 +48,14 @@ export interface MembershipOptions {
   /** How peers are asked (probes here; transfers elsewhere). */
   transport: PeerTransport;
   clock: Clock;
+  random: Random;
   log: Logger;
   /** @default 1000 */
   probeIntervalMs?: number;
+  /** Peers probed per interval, at most. @default 4 */
+  probeBudget?: number;
+  /** Peers asked to probe a peer this node could not reach. @default 2 */
+  indirectProbes?: number;
   /** @default 1000 */
   probeTimeoutMs?: number;
   /** Failed probes in a row before a peer is down. @default 2 */
@@ -61,6 +76,8 @@ export class Membership {
   readonly #found = new Map<Discovery, string[]>();
   #timers: Timer[] = [];
   #stopped = false;
+  /** The probe round: peer URLs in a shuffled order, taken from the front. */
+  #round: string[] = [];
 
   constructor(options: MembershipOptions) {
     this.nodeId = options.nodeId;
@@ -89,7 +106,7 @@ export class Membership {
   async start(): Promise<void> {
     for (const source of this.#options.discovery) await this.#refresh(source);
     this.#sync();
-    await this.probeAll();
+    await this.probeSome();
     const { clock } = this.#options;
     const every = (ms: number, task: () => Promise<void>) => {
       this.#timers.push(clock.setInterval(
@@ -102,7 +119,7 @@ export class Membership {
         { ref: false },
       ));
     };
-    every(this.#options.probeIntervalMs ?? 1000, () => this.probeAll());
+    every(this.#options.probeIntervalMs ?? 1000, () => this.probeSome());
     for (const source of this.#options.discovery) {
       if (source.refreshMs > 0) {
         every(source.refreshMs, () => this.#refresh(source).then(() => this.#sync()));
@@ -190,6 +207,66 @@ export class Membership {
     await Promise.all(this.peers().map((peer) => this.#probe(peer.url)));
   }
 
+  /**
+   * Probes the next peers of the round, within the budget, skipping those a
+   * transfer or announce showed alive since the last interval.
+   */
+  async probeSome(): Promise<void> {
+    const budget = this.#options.probeBudget ?? 4;
+    const fresh = this.#options.clock.now() - (this.#options.probeIntervalMs ?? 1000);
+    const chosen: string[] = [];
+    let looked = 0;
+    while (chosen.length < budget && looked < this.#peers.size) {
+      if (this.#round.length === 0) {
+        this.#round = this.#options.random.shuffle([...this.#peers.keys()]);
+        if (this.#round.length === 0) break;
+      }
+      const url = this.#round.shift()!;
+      looked++;
+      const state = this.#peers.get(url);
+      if (!state || chosen.includes(url)) continue;
+      if (state.healthy && (state.lastSeen ?? 0) > fresh) continue; // seen in a transfer
+      chosen.push(url);
+    }
+    await Promise.all(chosen.map((url) => this.#probe(url)));
+  }
+
+  /**
+   * Asks up to `indirectProbes` other healthy peers whether they reach
+   * `url`; true when one does.
+   */
+  async #reachedByOthers(url: string): Promise<boolean> {
+    const k = this.#options.indirectProbes ?? 2;
+    const helpers = this.#options.random.sample(
+      this.healthy().filter((p) => p.url !== url),
+      k,
+    );
+    if (helpers.length === 0) return false;
+    const answers = await Promise.all(
+      helpers.map((helper) =>
+        this.transport.probe(helper.url, url, {
+          timeoutMs: (this.#options.probeTimeoutMs ?? 1000) * 2,
+        }).catch(() => false)
+      ),
+    );
+    return answers.some((ok) => ok);
+  }
+
+  /**
+   * Probes `url` for another node that could not reach it (an indirect
+   * probe): only a configured peer is contacted, never an arbitrary URL.
+   */
+  async probeFor(url: string): Promise<boolean> {
+    const state = this.#peers.get(url);
+    if (!state) return false;
+    try {
+      await this.transport.hello(url, { timeoutMs: this.#options.probeTimeoutMs ?? 1000 });
+      return true;
+    } catch {
+      return false;
+    }
+  }
+
   async #probe(url: string): Promise<void> {
     const state = this.#peers.get(url);
     if (!state) return;
@@ -212,6 +289,11 @@ export class Membership {
       state.lastError = null;
     } catch (err) {
       const refused = err instanceof PeerError && err.status === 401;
+      // A path broken only from here is not the peer down: others may reach it.
+      if (!refused && state.healthy && await this.#reachedByOthers(url)) {
+        state.lastError = `unreachable from this node (others reach it): ${(err as Error).message}`;
+        return;
+      }
       state.failures++;
       // A peer that refuses our credentials is down at once (another cluster).
       if (refused) state.failures = Math.max(state.failures, this.#options.downAfter ?? 2);

@@ -147,6 +147,11 @@ export class MemoryTransport implements PeerTransport {
     return endpoint.hello();
   }
 
+  async probe(url: string, target: string): Promise<boolean> {
+    const endpoint = await this.#reach(url);
+    return await endpoint.probe(target);
+  }
+
   async manifest(
     url: string,
     name: string,

@@ -128,6 +128,8 @@ export interface PeerTransport {
   read(url: string, name: string, request: PeerReadRequest): Promise<Uint8Array>;
   /** Tells the peer a chunk it sent failed verification (a hint it checks itself). */
   suspect(url: string, name: string, report: SuspectReport): Promise<void>;
+  /** Asks the peer whether it reaches `target`, one of its own peers (an indirect probe). */
+  probe(url: string, target: string, options: { timeoutMs: number }): Promise<boolean>;
   /** Announces a participant to the peer, the tracker of the snapshot's swarm. */
   announce(url: string, name: string, request: AnnounceRequest): Promise<AnnounceAnswer>;
   /**
@@ -158,6 +160,8 @@ export interface PeerEndpoint {
   ): Promise<{ size: number; start: number; end: number; stream: ReadableStream<Uint8Array> }>;
   suspect(name: string, report: SuspectReport): void;
   announce(name: string, request: AnnounceRequest): AnnounceAnswer;
+  /** Probes `target` (one of this node's peers) for a node that could not reach it. */
+  probe(target: string): Promise<boolean>;
   /** Starts a have stream; null when this node has no copy or pull of it. */
   subscribe(name: string, digest: string, handler: HaveHandler): Subscription | null;
   workingSet(name: string, digest: string): Promise<PeerWorkingSet | null>;

@@ -783,6 +783,7 @@ const noTransport: PeerTransport = {
   availability: () => Promise.resolve(null),
   read: () => Promise.reject(new TypeError("no peers")),
   suspect: () => Promise.resolve(),
+  probe: () => Promise.resolve(false),
   announce: () => Promise.reject(new TypeError("no peers")),
   workingSet: () => Promise.resolve(null),
   subscribe: (_url, _name, { handler }) => {

@@ -1,5 +1,6 @@
 import { assert, assertEquals } from "../helpers/assert.ts";
 import { decodeBitmap, encodeBitmap, hasBit, rank } from "../../src/cluster/mod.ts";
+import { seededRandom } from "../../src/util/random.ts";
 
 Deno.test("rank: every node ranks members the same way for a key, whatever the input order", () => {
   const members = ["n1", "n2", "n3", "n4", "n5"];
@@ -75,6 +76,7 @@ Deno.test("Membership: probes mark peers up, down (a refused token at once), and
     discovery: [new FileDiscovery(file, { fs: new DenoFileSystem(), log: silentLogger })],
     transport: new HttpPeerTransport({ token: "t" }),
     clock: systemClock,
+    random: seededRandom(1),
     log: silentLogger,
   });
   try {
