@@ -33,7 +33,7 @@ import {
 } from "../store/mod.ts";
 import type { Clock } from "../util/clock.ts";
 import type { RateLimiter } from "../util/rate.ts";
-import type { Tracker, UploadSlots } from "../swarm/mod.ts";
+import { serveComplete, serveHaves, type Tracker, type UploadSlots } from "../swarm/mod.ts";
 import type { Reads } from "./local_reads.ts";
 
 /** Who a node is, for peers' probes. */
@@ -73,7 +73,7 @@ export interface PeerServiceOptions {
 const decoder = new TextDecoder();
 
 /** Answers peers (but working sets, which the restore room answers). Names are validated by the caller. */
-export class PeerService implements Omit<PeerEndpoint, "workingSet"> {
+export class PeerService implements Omit<PeerEndpoint, "workingSet" | "probe"> {
   readonly #o: PeerServiceOptions;
   #advertise: string | null = null;
   #checkingSuspect = false;
@@ -160,50 +160,10 @@ export class PeerService implements Omit<PeerEndpoint, "workingSet"> {
    */
   subscribe(name: string, digest: string, handler: HaveHandler): Subscription | null {
     const { catalog, puller } = this.#o;
-    if (catalog.get(name)?.digest === digest) {
-      queueMicrotask(() => {
-        handler.bitmap("all");
-        handler.end("complete");
-      });
-      return { close() {} };
-    }
+    if (catalog.get(name)?.digest === digest) return serveComplete(handler);
     const ready = puller.readyNow(name);
     if (ready?.manifest?.digest !== digest) return null;
-    const job = ready.job;
-    let closed = false;
-    let pending: number[] = [];
-    let scheduled = false;
-    const flush = () => {
-      scheduled = false;
-      if (closed || pending.length === 0) return;
-      const chunks = pending;
-      pending = [];
-      handler.have(chunks);
-    };
-    const stop = job.onHave((file, index) => {
-      pending.push(job.chunkOf(file, index));
-      // One message for every chunk verified in the same turn.
-      if (!scheduled) {
-        scheduled = true;
-        queueMicrotask(flush);
-      }
-    });
-    queueMicrotask(() => {
-      if (!closed) handler.bitmap(job.bitmap());
-    });
-    job.onEnd((state) => {
-      flush();
-      if (closed) return;
-      closed = true;
-      stop();
-      handler.end(state === "done" ? "complete" : "closed");
-    });
-    return {
-      close() {
-        closed = true;
-        stop();
-      },
-    };
+    return serveHaves(ready.job, handler);
   }
 
   /** Which chunks of `name` at `digest` this node has verified, or null. */
