@@ -4,7 +4,7 @@
  * journal that refuses writes until the disk has room again.
  */
 
-import { assert, assertEquals, assertRejects } from "../helpers/assert.ts";
+import { assert, assertBytes, assertEquals, assertRejects } from "../helpers/assert.ts";
 import {
   buildManifest,
   chunkedBytes,
@@ -48,7 +48,7 @@ Deno.test("Catalog.publish() renames a prepared directory into snapshots/, journ
   assertEquals(s.catalog.cachedManifest(request.digest)?.name, "a");
   // Every chunk was hashed on its way in: trusted at once.
   assertEquals(s.catalog.trust.trustedChunks, 3);
-  assertEquals(await s.fs.readFile(`${s.dir}/snapshots/a/files/mem`), mem);
+  assertBytes(await s.fs.readFile(`${s.dir}/snapshots/a/files/mem`), mem);
   // Durable: a journal replay knows it.
   await using again = await crashAndReopen(s);
   assertEquals(again.catalog.get("a")?.digest, request.digest);
@@ -203,7 +203,7 @@ Deno.test("Catalog.quarantine() moves the directory to quarantine/ and forgets m
   const moved = await s.fs.readDir(`${s.dir}/quarantine`);
   assertEquals(moved.length, 1);
   assert(moved[0]!.startsWith("a."), moved[0]);
-  assertEquals(await s.fs.readFile(`${s.dir}/quarantine/${moved[0]}/files/mem`), mem);
+  assertBytes(await s.fs.readFile(`${s.dir}/quarantine/${moved[0]}/files/mem`), mem);
   assertEquals(s.catalog.cachedManifest(request.digest), undefined);
   assertEquals(s.catalog.locate(chunk), undefined);
   assertEquals(s.catalog.trust.trustedChunks, 0);

@@ -5,7 +5,13 @@
  * and stop() with a grace time for uploads in flight.
  */
 
-import { assert, assertEquals, assertMatch, assertRejects } from "../helpers/assert.ts";
+import {
+  assert,
+  assertBytes,
+  assertEquals,
+  assertMatch,
+  assertRejects,
+} from "../helpers/assert.ts";
 import {
   chunkedBytes,
   type MemoryServices,
@@ -65,11 +71,11 @@ Deno.test("Pusher.push() uploads every file, then the manifest last, then journa
   const manifestWrite = origin.writes.at(-1)!;
   assertEquals(manifestWrite.key, origin.manifestKey("a"), "the manifest goes last");
   assertEquals(manifestWrite.existing.sort(), files.sort(), "every file was there before it");
-  assertEquals(
+  assertBytes(
     await origin.getObject(origin.manifestKey("a")),
     await s.fs.readFile(`${s.dir}/snapshots/a/manifest.json`),
   );
-  assertEquals(
+  assertBytes(
     await origin.getObject(origin.fileKey("a", "mem")),
     await s.fs.readFile(`${s.dir}/snapshots/a/files/mem`),
   );
@@ -130,7 +136,7 @@ Deno.test("Pusher gives up on other content under the name in the origin, and ne
   await clock.advance(60_000); // a retry would have come within 1 s
   assertEquals(origin.stats.requests, requests, "never tried again");
   assertEquals(origin.keys(), [origin.manifestKey("a")], "nothing uploaded over it");
-  assertEquals(await origin.getObject(origin.manifestKey("a")), encodeManifest(theirs.manifest));
+  assertBytes(await origin.getObject(origin.manifestKey("a")), encodeManifest(theirs.manifest));
 });
 
 Deno.test("Pusher takes the origin's manifest of the same files as done, uploading nothing", async () => {

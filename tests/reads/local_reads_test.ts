@@ -5,7 +5,7 @@
  * the origin has it); pulls of local snapshots and verify.
  */
 
-import { assert, assertEquals, assertRejects } from "../helpers/assert.ts";
+import { assert, assertBytes, assertEquals, assertRejects } from "../helpers/assert.ts";
 import { chunkedBytes, type MemoryNode, memoryNode } from "../helpers/memory_node.ts";
 import { sha256 } from "../helpers/temp.ts";
 import { hasCode } from "../../src/errors.ts";
@@ -60,10 +60,10 @@ Deno.test("Reads.openFile() verifies each chunk before its first serve, then tru
   await node.run(opened.ready(2 * CHUNK + 5, mem.length - 1));
   assertEquals(node.agent.cacheStatus().trustedChunks, 1);
   const bytes = await readAll(node, opened.stream(2 * CHUNK + 5, mem.length - 1));
-  assertEquals(bytes, mem.subarray(2 * CHUNK + 5));
+  assertBytes(bytes, mem.subarray(2 * CHUNK + 5));
   assertEquals(node.agent.cacheStatus().trustedChunks, 2, "chunks 2 and 3");
   const whole = await node.run(node.agent.openFile("a", "mem"));
-  assertEquals(await readAll(node, whole.stream(0, mem.length - 1)), mem);
+  assertBytes(await readAll(node, whole.stream(0, mem.length - 1)), mem);
   assertEquals(node.agent.cacheStatus().trustedChunks, 4);
   assertEquals(node.agent.cacheStatus().hits, 2);
 });
@@ -117,7 +117,7 @@ Deno.test("Reads.openFile() after a quarantine: a good copy comes back from the 
   opened.close();
   await clock.runUntil(() => node.agent.cacheStatus().entries === 1, { maxMs: 60_000 });
   const again = await node.run(node.agent.openFile("a", "mem"));
-  assertEquals(await readAll(node, again.stream(0, mem.length - 1)), mem);
+  assertBytes(await readAll(node, again.stream(0, mem.length - 1)), mem);
   assert((await node.run(node.agent.verify("a"))).ok);
 });
 
