@@ -35,13 +35,25 @@ Deno.test("Catalog.publish() renames a prepared directory into snapshots/, journ
   await using s = await memoryServices();
   const mem = chunkedBytes(3, 1, { zero: [1] });
   const request = await preparedSnapshot(s, "a", { mem });
-  let visibleWhenJournaled: boolean | null = null;
+  const append = s.journal.append.bind(s.journal);
+  let inPlaceWhenJournaled: boolean | null = null;
+  s.journal.append = (type, payload, options) => {
+    inPlaceWhenJournaled = s.fs.exists(`${s.dir}/snapshots/a/manifest.json`);
+    assert(!s.catalog.has("a"), "not visible before its record");
+    return append(type, payload, options);
+  };
+  let visibleWhenHandedBack: boolean | null = null;
   const published = await s.catalog.publish({
     ...request,
-    onPublished: () => (visibleWhenJournaled = s.fs.exists(`${s.dir}/snapshots/a/manifest.json`)),
+    onPublished: () => (visibleWhenHandedBack = s.catalog.has("a")),
   });
   assert(published);
-  assertEquals(visibleWhenJournaled, true, "the rename comes before the journal record");
+  assertEquals(inPlaceWhenJournaled, true, "the rename comes before the journal record");
+  assertEquals(
+    visibleWhenHandedBack,
+    true,
+    "the reservation goes back once it counts in the index",
+  );
   assertEquals(await tmpEntries(s), [], "the prepared directory left tmp/");
   assertEquals(s.catalog.get("a")?.digest, request.digest);
   assertEquals(s.catalog.get("a")?.bytes, request.bytes);
