@@ -15,6 +15,7 @@ import type { FileHandle } from "../../src/fs/mod.ts";
 import { silentLogger } from "../../src/log/mod.ts";
 import { ZERO_CHUNK } from "../../src/manifest/mod.ts";
 import { randomBytes } from "../helpers/temp.ts";
+import { VirtualClock } from "../../src/util/clock.ts";
 
 const CHUNK = 64 * 1024;
 
@@ -122,7 +123,13 @@ class FakeSource implements ChunkSource {
 function job(
   digests: string[],
   sources: ChunkSource[],
-  extra: { stallMs?: number; handles?: MemoryHandle[]; opens?: { n: number } } = {},
+  extra: {
+    stallMs?: number;
+    handles?: MemoryHandle[];
+    opens?: { n: number };
+    /** Time for the job (its ticks and stall rules); opening is then immediate. */
+    clock?: VirtualClock;
+  } = {},
 ) {
   const handle = new MemoryHandle(digests.length * CHUNK);
   extra.handles?.push(handle);
@@ -133,11 +140,13 @@ function job(
     sources,
     openFile: async () => {
       if (extra.opens) extra.opens.n++;
-      await new Promise((r) => setTimeout(r, 5)); // opening takes a moment
+      // Opening takes a moment (no real timer under a virtual clock).
+      if (!extra.clock) await new Promise((r) => setTimeout(r, 5));
       return handle;
     },
     log: silentLogger,
     stallMs: extra.stallMs,
+    ...(extra.clock ? { clock: extra.clock } : {}),
   });
 }
 
@@ -193,12 +202,17 @@ Deno.test("PullJob avoids a source whose bytes fail verification, and refetches 
 Deno.test("PullJob fails at once when a chunk has no source and none can come to hold it", async () => {
   const { bytes, digests } = makeFile(16, 4, () => false);
   const peer = new FakeSource({ id: "peer:a", bytes, holds: (i) => i !== 9 });
-  const pull = job(digests, [peer]);
-  const started = Date.now();
-  const err = await assertRejects(() => pull.run());
-  assertEquals((err as { code?: string }).code, "upstream_failed");
-  assert(/none is fetching/.test((err as Error).message), (err as Error).message);
-  assert(Date.now() - started < 5000);
+  const clock = new VirtualClock();
+  const pull = job(digests, [peer], { clock });
+  let outcome: unknown = null;
+  const running = pull.run().then(() => (outcome = "done"), (err) => (outcome = err));
+  await clock.runUntil(() => outcome !== null, { maxMs: 60_000 });
+  await running;
+  const err = outcome as unknown as Error & { code?: string };
+  assertEquals(err.code, "upstream_failed");
+  assert(/none is fetching/.test(err.message), err.message);
+  // Long before any stall timeout (15 s by default).
+  assert(clock.monotonic() < 5000, `failed after ${clock.monotonic()} virtual ms`);
   assertEquals(pull.progress.chunksDone, 15);
 });
 
@@ -206,22 +220,30 @@ Deno.test("PullJob waits for a peer still pulling, then gives up after stallMs w
   const { bytes, digests } = makeFile(8, 5, () => false);
   // A participant that holds half and never gets the rest.
   const peer = new FakeSource({ id: "peer:a", bytes, holds: (i) => i < 4, participant: true });
-  const pull = job(digests, [peer], { stallMs: 800 });
-  const started = Date.now();
-  const err = await assertRejects(() => pull.run());
-  assertEquals((err as { code?: string }).code, "upstream_failed");
-  assert(/no chunk arrived/.test((err as Error).message), (err as Error).message);
-  assert(Date.now() - started >= 800);
+  const clock = new VirtualClock();
+  const pull = job(digests, [peer], { stallMs: 800, clock });
+  let outcome: unknown = null;
+  const running = pull.run().then(() => (outcome = "done"), (err) => (outcome = err));
+  await clock.advance(750);
+  assertEquals(outcome, null, "still waiting before stallMs");
+  await clock.runUntil(() => outcome !== null, { maxMs: 10_000 });
+  await running;
+  const err = outcome as unknown as { code?: string; message?: string };
+  assertEquals(err.code, "upstream_failed");
+  assert(/no chunk arrived/.test(err.message ?? ""), err.message);
+  assert(clock.monotonic() >= 800, `gave up after ${clock.monotonic()} virtual ms`);
   assertEquals(pull.progress.chunksDone, 4);
 });
 
 Deno.test("PullJob: a source that hangs is not a stall of the pull while the read is in flight", async () => {
   const { bytes, digests } = makeFile(4, 6, () => false);
   const hanging = new FakeSource({ id: "peer:slow", bytes, hangs: true });
-  const pull = job(digests, [hanging], { stallMs: 300 });
+  const clock = new VirtualClock();
+  const pull = job(digests, [hanging], { stallMs: 300, clock });
   const running = pull.run();
   running.catch(() => {});
-  await new Promise((r) => setTimeout(r, 700));
+  // Far beyond stallMs, with the job's ticks firing all along.
+  await clock.advance(10_000);
   assertEquals(
     pull.progress.state,
     "running",
