@@ -9,13 +9,13 @@ import { assert, assertEquals, assertMatch } from "../helpers/assert.ts";
 import { openTestAgent } from "../helpers/in_process.ts";
 import {
   chunkedBytes,
-  drive,
   type MemoryNode,
   memoryNode,
   memoryServices,
   preparedSnapshot,
 } from "../helpers/memory_node.ts";
 import { randomBytes } from "../helpers/temp.ts";
+import { drive } from "../helpers/wait.ts";
 import type { FileHandle, FileStat, FileSystem, OpenOptions } from "../../src/fs/mod.ts";
 import { MemoryFileSystem } from "../../src/fs/memory.ts";
 import { VirtualClock } from "../../src/util/clock.ts";

@@ -4,9 +4,9 @@
  * I/O and no real timers, so unit tests run fast and the same way every time.
  *
  * Work that waits on the clock (batched access times, retries, rate limits,
- * the journal's repair) only moves when the test moves time: use
- * {@linkcode drive} (or `node.run`) to await such a promise while the clock
- * runs, or `clock.advance(ms)`.
+ * the journal's repair) only moves when the test moves time: use `drive`
+ * (`./wait.ts`, or `node.run`) to await such a promise while the clock runs,
+ * or `clock.advance(ms)`.
  *
  * @module
  */
@@ -37,6 +37,7 @@ import { type Random, seededRandom } from "../../src/util/random.ts";
 import { bodyOf } from "./in_process_cluster.ts";
 import { openTestAgent } from "./in_process.ts";
 import { randomBytes } from "./temp.ts";
+import { drive } from "./wait.ts";
 
 /** Options shared by {@linkcode memoryNode} and {@linkcode memoryServices}. */
 export interface MemoryNodeOptions {
@@ -65,7 +66,7 @@ export interface MemoryNode extends AsyncDisposable {
   dir: string;
   config: ServeConfig;
   metrics: Metrics;
-  /** Awaits `work` while the virtual clock runs (see {@linkcode drive}). */
+  /** Awaits `work` while the virtual clock runs (`drive` in `./wait.ts`). */
   run<T>(work: Promise<T>, maxMs?: number): Promise<T>;
   /** Stages `files` and commits them as `name`. */
   publish(
@@ -76,24 +77,6 @@ export interface MemoryNode extends AsyncDisposable {
   /** Closes the agent (uploads get no grace) and opens it again on the same file system. */
   reopen(options?: Pick<MemoryNodeOptions, "flags" | "origin">): Promise<MemoryNode>;
   close(): Promise<void>;
-}
-
-/**
- * Awaits `work` while `clock` runs: timers fire (time jumps to each) until
- * the promise settles. Fails when nothing is left to fire, or after `maxMs`
- * of virtual time, instead of hanging.
- */
-export async function drive<T>(clock: VirtualClock, work: Promise<T>, maxMs = 600_000): Promise<T> {
-  let settled = false;
-  work.then(() => (settled = true), () => (settled = true));
-  try {
-    await clock.runUntil(() => settled, { maxMs });
-  } catch (err) {
-    // Surface the work's own failure first when it failed meanwhile.
-    if (settled) return await work;
-    throw err;
-  }
-  return await work;
 }
 
 function configOf(options: MemoryNodeOptions, dir: string): ServeConfig {
@@ -178,7 +161,7 @@ export interface MemoryServices extends Services, AsyncDisposable {
   metrics: Metrics;
   index: SnapshotIndex;
   journal: Journal;
-  /** Awaits `work` while the virtual clock runs (see {@linkcode drive}). */
+  /** Awaits `work` while the virtual clock runs (`drive` in `./wait.ts`). */
   run<T>(work: Promise<T>, maxMs?: number): Promise<T>;
   /** Closes the catalog (access times flushed, journal checkpointed and closed). */
   close(): Promise<void>;

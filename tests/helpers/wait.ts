@@ -1,9 +1,12 @@
 /**
  * Waiting for a condition instead of sleeping: tests poll what they are
- * waiting for, with a deadline, and fail saying what never happened.
+ * waiting for, with a deadline, and fail saying what never happened; under
+ * a virtual clock they run the clock until the work is done.
  *
  * @module
  */
+
+import type { VirtualClock } from "../../src/util/clock.ts";
 
 /** Options for {@linkcode waitFor}. */
 export interface WaitForOptions {
@@ -29,4 +32,22 @@ export async function waitFor(
     }
     await new Promise((r) => setTimeout(r, options.intervalMs ?? 50));
   }
+}
+
+/**
+ * Awaits `work` while `clock` runs: timers fire (time jumps to each) until
+ * the promise settles. Fails when nothing is left to fire, or after `maxMs`
+ * of virtual time, instead of hanging.
+ */
+export async function drive<T>(clock: VirtualClock, work: Promise<T>, maxMs = 600_000): Promise<T> {
+  let settled = false;
+  work.then(() => (settled = true), () => (settled = true));
+  try {
+    await clock.runUntil(() => settled, { maxMs });
+  } catch (err) {
+    // Surface the work's own failure first when it failed meanwhile.
+    if (settled) return await work;
+    throw err;
+  }
+  return await work;
 }
