@@ -74,7 +74,10 @@ export interface MemoryNode extends AsyncDisposable {
     files: Record<string, Uint8Array>,
     request?: CommitRequest,
   ): Promise<CommitResult>;
-  /** Closes the agent (uploads get no grace) and opens it again on the same file system. */
+  /**
+   * Closes the agent (uploads get no grace) and opens it again on the same
+   * file system; `options` given here replace the first ones.
+   */
   reopen(options?: Pick<MemoryNodeOptions, "flags" | "origin">): Promise<MemoryNode>;
   close(): Promise<void>;
 }
