@@ -171,7 +171,7 @@ Deno.test("the only holder dies and there is no origin: the pull fails with 502,
   await publish(c.get("a"), "fn-orphan", { mem });
   const started = Date.now();
   const pulling = pull(c.get("b"), "fn-orphan");
-  await pullReaches(c.get("b").url, "fn-orphan", (p) => p.bytesDone >= p.bytesTotal / 4);
+  await pullReaches(c.get("b").url, "fn-orphan", (p) => p.bytesDone > 0);
   await c.get("a").kill();
   const result = await pulling;
   assertEquals(result.status, 502, JSON.stringify(result.body));
