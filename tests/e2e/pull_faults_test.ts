@@ -272,14 +272,24 @@ Deno.test("a local file that rots before its push is quarantined, and no manifes
   await file.write(new Uint8Array([0x5a]));
   file.close();
   o.proxy.clear(); // the origin is back
+  // The snapshot leaves the index (journaled) before its directory moves to
+  // quarantine/: wait for both, or the directory can be caught mid-move.
+  const quarantined = () => {
+    try {
+      return [...Deno.readDirSync(`${tmp.path}/a/quarantine`)].map((e) => e.name);
+    } catch {
+      return [];
+    }
+  };
   await waitFor(
-    "the damaged snapshot to leave the cache",
-    async () => (await (await fetch(`${a.url}/v1/snapshots`)).json()).length === 0,
+    "the damaged snapshot to leave the cache for quarantine/",
+    async () =>
+      quarantined().length > 0 &&
+      (await (await fetch(`${a.url}/v1/snapshots`)).json()).length === 0,
     { context: () => a.logs().slice(-2000) },
   );
   assertEquals(await o.s3.get("fn-rot/manifest.json"), null, "no manifest was written");
-  const quarantined = [...Deno.readDirSync(`${tmp.path}/a/quarantine`)].map((e) => e.name);
-  assertEquals(quarantined.length, 1);
+  assertEquals(quarantined().length, 1);
   const metrics = await metricsOf(a.url);
   assertMatch(metrics, /snapmesh_push_failures_total\{reason="corrupt"\} 1/);
   const status = await (await fetch(`${a.url}/v1/status`)).json();
