@@ -240,7 +240,9 @@ Deno.test("recovery checks 200 snapshots concurrently: a slow disk costs a fract
     assertEquals((await agent.listDetailed()).length, 200);
     assertEquals(agent.recovery.quarantinedDirs, 0);
     assert(virtualMs <= 100, `recovery took ${virtualMs} virtual ms on the slow disk`);
-    assert(realMs < 1000, `recovery took ${Math.round(realMs)} ms of real time`);
+    // About 60 ms on an idle machine; the bound only catches something
+    // quadratic, as this machine is shared (the virtual bound above is the test).
+    assert(realMs < 10_000, `recovery took ${Math.round(realMs)} ms of real time`);
   } finally {
     await drive(clock, agent.close());
   }
