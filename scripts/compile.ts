@@ -11,18 +11,21 @@
 
 import { ROOT, serveFlags, version } from "./flags.ts";
 
-const OUT = `${ROOT}/dist/snapmesh`;
+/** Where `deno task compile` puts the binary. */
+export const DEFAULT_OUT = `${ROOT}/dist/snapmesh`;
 const target = `${Deno.build.arch}-unknown-linux-gnu`;
 const denortUrl = `https://dl.deno.land/release/v${Deno.version.deno}/denort-${target}.zip`;
 
-export async function compile(): Promise<number> {
-  await Deno.mkdir(`${ROOT}/dist`, { recursive: true });
+/** Builds the binary at `out` (tests build theirs outside the checkout); returns an exit code. */
+export async function compile(output: string = DEFAULT_OUT): Promise<number> {
+  const dir = output.slice(0, output.lastIndexOf("/"));
+  await Deno.mkdir(dir, { recursive: true });
   const denort = Deno.env.get("DENORT_BIN");
   console.error(
-    `compile: ${OUT} with ${serveFlags().join(" ")}` + (denort ? ` (DENORT_BIN=${denort})` : ""),
+    `compile: ${output} with ${serveFlags().join(" ")}` + (denort ? ` (DENORT_BIN=${denort})` : ""),
   );
   const out = await new Deno.Command(Deno.execPath(), {
-    args: ["compile", ...serveFlags(), "--output", OUT, `${ROOT}/mod.ts`],
+    args: ["compile", ...serveFlags(), "--output", output, `${ROOT}/mod.ts`],
     cwd: ROOT,
     stdout: "inherit",
     stderr: "piped",
@@ -31,8 +34,9 @@ export async function compile(): Promise<number> {
   if (!out.success) {
     await Deno.stderr.write(out.stderr);
     // deno compile leaves its temp file behind when it dies.
-    for await (const entry of Deno.readDir(`${ROOT}/dist`)) {
-      if (entry.name.startsWith("snapmesh.tmp-")) await Deno.remove(`${ROOT}/dist/${entry.name}`);
+    const base = output.slice(dir.length + 1);
+    for await (const entry of Deno.readDir(dir)) {
+      if (entry.name.startsWith(`${base}.tmp-`)) await Deno.remove(`${dir}/${entry.name}`);
     }
     if (denort && !/dl\.deno\.land/.test(stderr)) {
       console.error(
@@ -56,7 +60,7 @@ export async function compile(): Promise<number> {
   }
   // A binary that does not answer --version (for example one built on a full
   // deno binary given as DENORT_BIN, which starts a REPL) is no binary.
-  const check = await new Deno.Command(OUT, {
+  const check = await new Deno.Command(output, {
     args: ["--version"],
     stdin: "null",
     stdout: "piped",
@@ -65,7 +69,7 @@ export async function compile(): Promise<number> {
   }).output().catch(() => null);
   const answer = check ? new TextDecoder().decode(check.stdout).trim() : "";
   if (!check?.success || answer !== `snapmesh ${version()}`) {
-    await Deno.remove(OUT).catch(() => {});
+    await Deno.remove(output).catch(() => {});
     console.error(
       `compile: the built binary does not run as snapmesh (it answered ${
         JSON.stringify(answer.slice(0, 60))
@@ -75,7 +79,7 @@ export async function compile(): Promise<number> {
     );
     return 1;
   }
-  console.error(`compile: ${OUT} (${answer})`);
+  console.error(`compile: ${output} (${answer})`);
   return 0;
 }
 

@@ -6,8 +6,18 @@ import { BodyAbortedError } from "../../src/http/mod.ts";
 import { createLogger } from "../../src/log/mod.ts";
 import { Metrics } from "../../src/metrics/mod.ts";
 import { randomBytes, sha256 } from "../helpers/temp.ts";
+import { waitFor } from "../helpers/wait.ts";
 
 const MiB = 1024 * 1024;
+
+/** Blobs in the draft of `name` (an upload creates its blob as it begins). */
+function blobs(dir: string, name: string): number {
+  try {
+    return [...Deno.readDirSync(`${dir}/drafts/${name}/blobs`)].length;
+  } catch {
+    return 0;
+  }
+}
 
 Deno.test("stage, commit, list, manifest, read: the happy path", async () => {
   await using node = await testNode();
@@ -378,7 +388,7 @@ Deno.test("a commit while a file is still being written answers 409", async () =
     },
   });
   const upload = node.request("/v1/snapshots/w/files/mem", { method: "PUT", body });
-  await new Promise((r) => setTimeout(r, 50));
+  await waitFor("the upload to start", () => blobs(node.dir, "w") === 1);
   const early = await node.request("/v1/snapshots/w/commit", { method: "POST" });
   assertEquals(early.status, 409);
   const error = (await early.json()).error;
@@ -442,7 +452,11 @@ Deno.test("abandoned drafts are dropped after --draft-ttl and free their space",
   await node.request("/v1/snapshots/old/files/mem", { method: "PUT", body: randomBytes(MiB, 1) });
   assertEquals(node.agent.reservedBytes, MiB);
   assertEquals(await node.agent.sweepDrafts(), []);
-  await new Promise((r) => setTimeout(r, 300));
+  // Once idle for the TTL, a sweep drops it (ours, or the periodic one).
+  await waitFor("the idle draft to be dropped", async () => {
+    await node.agent.sweepDrafts();
+    return !(await Deno.stat(`${node.dir}/drafts/old`).then(() => true, () => false));
+  });
   await node.request("/v1/snapshots/fresh/files/mem", {
     method: "PUT",
     body: randomBytes(1000, 2),
@@ -471,8 +485,14 @@ Deno.test("a PUT that starts while a commit runs is refused and leaves nothing b
     },
   });
   const commit = node.request("/v1/snapshots/x/commit", { method: "POST" });
+  let committed = false;
+  commit.then(() => (committed = true), () => (committed = true));
   const put = node.request("/v1/snapshots/x/files/b", { method: "PUT", body: slow });
-  await new Promise((r) => setTimeout(r, 20));
+  // Both in flight: the body ends once the commit has answered or the upload has begun.
+  await waitFor(
+    "the commit to answer or the upload to begin",
+    () => committed || blobs(node.dir, "x") === 2,
+  );
   release();
   const [c, p] = await Promise.all([commit, put]);
   // Either the commit saw the upload (409) or the upload saw the commit (409); never both 2xx.

@@ -4,8 +4,10 @@
 
 import { assert, assertEquals, assertMatch } from "../helpers/assert.ts";
 import { runSnapmesh, snapmeshCommand, startAgent } from "../helpers/agent_process.ts";
+import { journaledTouches } from "../helpers/journal_file.ts";
 import { rawRequest } from "../helpers/raw_http.ts";
 import { randomBytes, sha256, tempDir } from "../helpers/temp.ts";
+import { waitFor } from "../helpers/wait.ts";
 
 const MiB = 1024 * 1024;
 
@@ -105,7 +107,11 @@ Deno.test("acknowledged snapshots, pins and order survive kill -9; leftovers are
   }
   assertEquals((await fetch(`${first.url}/v1/snapshots/b/pin`, { method: "PUT" })).status, 200);
   await (await fetch(`${first.url}/v1/snapshots/a/files/mem`)).arrayBuffer(); // order: b c a
-  await new Promise((r) => setTimeout(r, 300)); // let the access-time batch reach the journal
+  // The read's access time is journaled in a batch (no fsync): kill only once it is in the file.
+  await waitFor(
+    "the access time of a in the journal",
+    async () => (await journaledTouches(tmp.path)).has("a"),
+  );
   // A staged but uncommitted file is acknowledged too.
   assertEquals((await put(first.url, "draft", "mem", randomBytes(1000, 9))).status, 201);
   await first.kill();
@@ -337,7 +343,10 @@ Deno.test("after kill -9 the LRU order follows access times, even for reads jour
   await (await fetch(`${first.url}/v1/snapshots/a/files/mem`, { headers: { Range: "bytes=0-0" } }))
     .arrayBuffer();
   assertEquals((await commit(first.url, "c")).status, 201);
-  await new Promise((r) => setTimeout(r, 400));
+  await waitFor(
+    "the access time of a in the journal",
+    async () => (await journaledTouches(tmp.path)).has("a"),
+  );
   await first.kill();
   await using second = await startAgent({ dataDir: tmp.path, args });
   // True order b, a, c. (Replaying in journal order would give b, c, a;

@@ -7,6 +7,7 @@ import { assert, assertEquals, assertMatch } from "../helpers/assert.ts";
 import { snapmeshCommand } from "../helpers/agent_process.ts";
 import { startCluster } from "../helpers/cluster.ts";
 import { randomBytes, tempDir } from "../helpers/temp.ts";
+import { waitFor } from "../helpers/wait.ts";
 
 const auth = { Authorization: "Bearer cluster-token" };
 
@@ -88,15 +89,17 @@ Deno.test("/v1/pulls and /v1/pulls/events follow a pull; the CLI draws it on a t
   const generated = await fetch(`${b.url}/v1/snapshots`, { headers: auth });
   assertMatch(generated.headers.get("x-request-id") ?? "", /^[0-9a-f-]{36}$/);
   await generated.body?.cancel();
-  await new Promise((r) => setTimeout(r, 100));
-  assertMatch(b.logs(), /"requestId":"trace-42"/);
+  // The access log line is written after the response; wait for it to reach the pipe.
+  await waitFor("b to log the request id", () => /"requestId":"trace-42"/.test(b.logs()), {
+    timeoutMs: 10_000,
+  });
 
   // Metrics after the pulls.
-  for (let i = 0; i < 100; i++) {
-    const done = await (await fetch(`${b.url}/v1/pulls`, { headers: auth })).json();
-    if (done.length === 0) break;
-    await new Promise((r) => setTimeout(r, 100));
-  }
+  await waitFor(
+    "b's pulls to end",
+    async () => (await (await fetch(`${b.url}/v1/pulls`, { headers: auth })).json()).length === 0,
+    { timeoutMs: 10_000 },
+  );
   const metrics = await (await fetch(`${b.url}/metrics`)).text();
   for (
     const line of [

@@ -19,6 +19,8 @@ import {
   TOKEN,
 } from "../helpers/fixtures.ts";
 import { randomBytes, sha256, tempDir } from "../helpers/temp.ts";
+import { waitFor } from "../helpers/wait.ts";
+import type { PullReport } from "../../src/fetch/mod.ts";
 import { rank } from "../../src/cluster/hrw.ts";
 
 const BASE = ["--chunk-size", "256KiB", "--origin-stall-timeout", "2s"];
@@ -119,7 +121,13 @@ Deno.test("(c) a serving peer killed mid-pull costs only its chunks in flight", 
   const first = await pull(c.get("c"), "fn-kill"); // now a and c both hold it
   assertEquals(first.status, 200);
   const started = pull(c.get("b"), "fn-kill");
-  await new Promise((r) => setTimeout(r, 700));
+  // Mid-pull, about where 700 ms at full speed used to leave it: 40% from its peers.
+  await waitFor("b's pull to be under way", async () => {
+    const pulls = await (await fetch(`${c.get("b").url}/v1/pulls`, { headers: auth })).json();
+    return pulls.some((p: PullReport) =>
+      p.name === "fn-kill" && p.state === "running" && p.bySource.peer >= 0.4 * p.bytesTotal
+    );
+  }, { intervalMs: 20 });
   await c.get("a").kill();
   const result = await started;
   assertEquals(result.status, 200, JSON.stringify(result.body));
@@ -158,16 +166,12 @@ Deno.test("(d) bytes flipped in a cached file are never served: the holder quara
   // a served the chunk it had trusted since its commit (no re-hash per
   // serve); b's report made a check its copy: a took it out of the cache,
   // kept it for inspection, and fetched a good copy again.
-  const deadline = Date.now() + 10_000;
   const counted = /snapmesh_verification_failures_total\{source="local"\} 1/;
-  while (!counted.test(await (await fetch(`${c.get("a").url}/metrics`)).text())) {
-    assert(
-      Date.now() < deadline,
-      "a did not quarantine its damaged copy\n" +
-        c.get("b").logs().split("\n").filter((l) => !l.includes('"http"')).join("\n"),
-    );
-    await new Promise((r) => setTimeout(r, 50));
-  }
+  await waitFor(
+    "a to quarantine its damaged copy",
+    async () => counted.test(await (await fetch(`${c.get("a").url}/metrics`)).text()),
+    { timeoutMs: 10_000 },
+  );
   const quarantined = [...Deno.readDirSync(`${tmp.path}/a/quarantine`)].map((e) => e.name);
   assertEquals(quarantined.length, 1);
   assertMatch(quarantined[0]!, /^fn-rot\./);
@@ -220,10 +224,17 @@ Deno.test("(f) a node with another token is refused and gets nothing", async () 
     waitHealthy: false,
   });
   await publish(c.get("a"), "fn-secret", { mem: memFile(10, 6) });
-  await new Promise((r) => setTimeout(r, 3500)); // peers file reread, probes answered 401
-  const xStatus = await (await fetch(`${c.get("x").url}/v1/status`, {
-    headers: { Authorization: "Bearer other-token" },
-  })).json();
+  // x rereads the peers file and probes a, which answers 401.
+  const xStatusNow = async () =>
+    await (await fetch(`${c.get("x").url}/v1/status`, {
+      headers: { Authorization: "Bearer other-token" },
+    })).json();
+  await waitFor(
+    "x to see a refuse its probes",
+    async () => /401/.test((await xStatusNow()).peers[0]?.lastError ?? ""),
+    { context: () => c.get("x").logs().slice(-2000) },
+  );
+  const xStatus = await xStatusNow();
   assertEquals(xStatus.peers.length, 1);
   assertEquals(xStatus.peers[0].healthy, false);
   assertMatch(xStatus.peers[0].lastError, /401/);

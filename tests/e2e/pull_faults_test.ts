@@ -21,9 +21,23 @@ import {
   TOKEN,
 } from "../helpers/fixtures.ts";
 import { sha256, tempDir } from "../helpers/temp.ts";
+import { waitFor } from "../helpers/wait.ts";
+import type { PullReport } from "../../src/fetch/mod.ts";
 import { rank } from "../../src/cluster/hrw.ts";
 
 const BASE = ["--chunk-size", "256KiB", "--origin-stall-timeout", "2s"];
+
+/** Waits until the node at `url` reports a running pull of `name` that `reached` accepts. */
+async function pullReaches(
+  url: string,
+  name: string,
+  reached: (pull: PullReport) => boolean,
+): Promise<void> {
+  await waitFor(`the pull of ${name} on ${url} to get under way`, async () => {
+    const pulls: PullReport[] = await (await fetch(`${url}/v1/pulls`, { headers: auth })).json();
+    return pulls.some((p) => p.name === name && p.state === "running" && reached(p));
+  }, { intervalMs: 20 });
+}
 
 /** A name that `owner` ranks first among `ids` (so it is every node's primary). */
 function nameOwnedBy(owner: string, ids: string[], prefix: string): string {
@@ -90,7 +104,8 @@ Deno.test("a peer that stalls (SIGSTOP) costs only its chunks in flight: the res
   const manifest = await publish(c.get("a"), "fn-frozen", { mem });
   o.proxy.resetCounters();
   const pulling = pull(c.get("b"), "fn-frozen");
-  await new Promise((r) => setTimeout(r, 1000));
+  // A quarter of it from a, then a freezes.
+  await pullReaches(c.get("b").url, "fn-frozen", (p) => p.bySource.peer >= p.bytesTotal / 4);
   Deno.kill(c.get("a").pid, "SIGSTOP");
   const stopped = Date.now();
   try {
@@ -156,7 +171,7 @@ Deno.test("the only holder dies and there is no origin: the pull fails with 502,
   await publish(c.get("a"), "fn-orphan", { mem });
   const started = Date.now();
   const pulling = pull(c.get("b"), "fn-orphan");
-  await new Promise((r) => setTimeout(r, 800));
+  await pullReaches(c.get("b").url, "fn-orphan", (p) => p.bytesDone > 0);
   await c.get("a").kill();
   const result = await pulling;
   assertEquals(result.status, 502, JSON.stringify(result.body));
@@ -217,12 +232,7 @@ Deno.test("DELETE during a pull stops it: no partial, no reservation, nothing pu
     env: o.s3.env,
   });
   const pulling = fetch(`${b.url}/v1/snapshots/fn-gone/pull`, { method: "POST" });
-  // Wait until the pull is under way.
-  for (let i = 0; i < 100; i++) {
-    const active = await (await fetch(`${b.url}/v1/pulls`)).json();
-    if (active.some((p: { bytesDone: number }) => p.bytesDone > 0)) break;
-    await new Promise((r) => setTimeout(r, 100));
-  }
+  await pullReaches(b.url, "fn-gone", (p) => p.bytesDone > 0);
   const deleted = await fetch(`${b.url}/v1/snapshots/fn-gone`, { method: "DELETE" });
   await deleted.body?.cancel();
   const answer = await pulling;
@@ -262,17 +272,24 @@ Deno.test("a local file that rots before its push is quarantined, and no manifes
   await file.write(new Uint8Array([0x5a]));
   file.close();
   o.proxy.clear(); // the origin is back
-  const deadline = Date.now() + 20_000;
-  let list: unknown[] = [];
-  while (Date.now() < deadline) {
-    list = await (await fetch(`${a.url}/v1/snapshots`)).json();
-    if (list.length === 0) break;
-    await new Promise((r) => setTimeout(r, 100));
-  }
-  assertEquals(list, [], "the damaged snapshot left the cache");
+  // The snapshot leaves the index (journaled) before its directory moves to
+  // quarantine/: wait for both, or the directory can be caught mid-move.
+  const quarantined = () => {
+    try {
+      return [...Deno.readDirSync(`${tmp.path}/a/quarantine`)].map((e) => e.name);
+    } catch {
+      return [];
+    }
+  };
+  await waitFor(
+    "the damaged snapshot to leave the cache for quarantine/",
+    async () =>
+      quarantined().length > 0 &&
+      (await (await fetch(`${a.url}/v1/snapshots`)).json()).length === 0,
+    { context: () => a.logs().slice(-2000) },
+  );
   assertEquals(await o.s3.get("fn-rot/manifest.json"), null, "no manifest was written");
-  const quarantined = [...Deno.readDirSync(`${tmp.path}/a/quarantine`)].map((e) => e.name);
-  assertEquals(quarantined.length, 1);
+  assertEquals(quarantined().length, 1);
   const metrics = await metricsOf(a.url);
   assertMatch(metrics, /snapmesh_push_failures_total\{reason="corrupt"\} 1/);
   const status = await (await fetch(`${a.url}/v1/status`)).json();

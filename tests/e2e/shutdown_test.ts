@@ -10,6 +10,7 @@ import { assert, assertEquals, assertMatch } from "../helpers/assert.ts";
 import { startAgent } from "../helpers/agent_process.ts";
 import { memFile, originArgs, startOrigin } from "../helpers/fixtures.ts";
 import { sha256, tempDir } from "../helpers/temp.ts";
+import { waitFor } from "../helpers/wait.ts";
 
 const BASE = ["--chunk-size", "256KiB", "--origin-stall-timeout", "30s"];
 
@@ -53,11 +54,14 @@ Deno.test("SIGTERM with a pull, an upload and a download in flight: exit 0 in bo
     );
     // A download of a snapshot being pulled (2 MB/s from the origin: about 7 s).
     const download = fetch(`${a.url}/v1/snapshots/fn-big/files/mem`);
-    for (let i = 0; i < 100; i++) {
+    await waitFor("the pull to be under way", async () => {
       const pulls = await (await fetch(`${a.url}/v1/pulls`)).json();
-      if (pulls.some((p: { bytesDone: number }) => p.bytesDone > 0)) break;
-      await new Promise((r) => setTimeout(r, 100));
-    }
+      return pulls.some((p: { bytesDone: number }) => p.bytesDone > 0);
+    });
+    // The push's upload is in flight: the origin holds its PUT.
+    await waitFor("the upload to hang", () => o.proxy.seen.some((r) => r.fault === "hang"), {
+      context: () => a.logs().slice(-2000),
+    });
     const stopping = Date.now();
     Deno.kill(a.pid, "SIGTERM");
     // The download ends (cut short: the pull was aborted), it does not hang.
@@ -79,11 +83,11 @@ Deno.test("SIGTERM with a pull, an upload and a download in flight: exit 0 in bo
   await using b = await startAgent({ dataDir, args: agentArgs, env: o.s3.env });
   const status = await (await fetch(`${b.url}/v1/status`)).json();
   assertEquals(status.journal.replayedRecords, 0, JSON.stringify(status.journal));
-  const deadline = Date.now() + 20_000;
-  while (Date.now() < deadline && (await o.s3.get("fn-new/manifest.json")) === null) {
-    await new Promise((r) => setTimeout(r, 200));
-  }
-  assert((await o.s3.get("fn-new/manifest.json")) !== null, "the queued upload landed");
+  await waitFor(
+    "the queued upload to land",
+    async () => (await o.s3.get("fn-new/manifest.json")) !== null,
+    { intervalMs: 200 },
+  );
   const pull = await fetch(`${b.url}/v1/snapshots/fn-big/pull`, { method: "POST" });
   const result = await pull.json();
   assertEquals(pull.status, 200, JSON.stringify(result));
@@ -111,10 +115,11 @@ Deno.test("SIGTERM while the origin never answers a push's manifest check: exit 
       (await fetch(`${a.url}/v1/snapshots/fn-check/commit`, { method: "POST" })).status,
       201,
     );
-    for (let i = 0; i < 50 && !o.proxy.seen.some((s) => s.fault === "hang"); i++) {
-      await new Promise((r) => setTimeout(r, 100));
-    }
-    assert(o.proxy.seen.some((s) => s.fault === "hang"), "the manifest check is in flight");
+    await waitFor(
+      "the manifest check to be in flight",
+      () => o.proxy.seen.some((s) => s.fault === "hang"),
+      { timeoutMs: 5000 },
+    );
     const stopping = Date.now();
     Deno.kill(a.pid, "SIGTERM");
     const status = await a.status;
@@ -127,11 +132,11 @@ Deno.test("SIGTERM while the origin never answers a push's manifest check: exit 
   assert(took < 10_000, `shutdown took ${took} ms`);
   o.proxy.clear();
   await using b = await startAgent({ dataDir, args, env: o.s3.env });
-  const deadline = Date.now() + 20_000;
-  while (Date.now() < deadline && (await o.s3.get("fn-check/manifest.json")) === null) {
-    await new Promise((r) => setTimeout(r, 200));
-  }
-  assert((await o.s3.get("fn-check/manifest.json")) !== null, "the queued upload landed");
+  await waitFor(
+    "the queued upload to land",
+    async () => (await o.s3.get("fn-check/manifest.json")) !== null,
+    { intervalMs: 200 },
+  );
   assertEquals((await (await fetch(`${b.url}/v1/status`)).json()).origin.push.queued, 0);
 });
 

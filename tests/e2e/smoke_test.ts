@@ -1,21 +1,24 @@
 /**
  * The end-to-end smoke test of the binary: serve, put, get, a pull from a
- * peer, a pull from the origin. It runs against dist/snapmesh when
- * `deno compile` can build it here (DENORT_BIN names Deno's runtime), and
- * otherwise against `deno run` with exactly the binary's permission flags
- * (scripts/flags.ts), so a missing permission fails it either way.
+ * peer, a pull from the origin. It runs against a binary it builds into its
+ * temp directory (not dist/) when `deno compile` can build one here
+ * (DENORT_BIN names Deno's runtime), and otherwise against `deno run` with
+ * exactly the binary's permission flags (scripts/flags.ts), so a missing
+ * permission fails it either way.
  */
 
 import { assert, assertEquals, assertMatch } from "../helpers/assert.ts";
 import { runSnapmesh, snapmeshCommand, startAgent } from "../helpers/agent_process.ts";
 import { startS3 } from "../helpers/s3.ts";
 import { randomBytes, sha256, tempDir } from "../helpers/temp.ts";
+import { waitFor } from "../helpers/wait.ts";
 import { compile } from "../../scripts/compile.ts";
-import { ROOT, version } from "../../scripts/flags.ts";
+import { version } from "../../scripts/flags.ts";
 
-async function command(): Promise<[string, string[]]> {
+/** The binary, built into `dir` (never into the checkout), or `deno run` with its flags. */
+async function command(dir: string): Promise<[string, string[]]> {
   if (Deno.env.get("DENORT_BIN")) {
-    if ((await compile()) === 0) return [`${ROOT}/dist/snapmesh`, []];
+    if ((await compile(`${dir}/snapmesh`)) === 0) return [`${dir}/snapmesh`, []];
     throw new Error("DENORT_BIN is set but the binary could not be built (see above)");
   }
   console.log(
@@ -26,9 +29,9 @@ async function command(): Promise<[string, string[]]> {
 }
 
 Deno.test("smoke: serve, put, get, pull from a peer, pull from the origin", async () => {
-  const cmd = await command();
-  await using s3 = await startS3();
   await using tmp = await tempDir();
+  const cmd = await command(tmp.path);
+  await using s3 = await startS3();
   const version_ = await runSnapmesh(["--version"], { command: cmd });
   assertEquals(version_.stdout.trim(), `snapmesh ${version()}`);
 
@@ -81,13 +84,12 @@ Deno.test("smoke: serve, put, get, pull from a peer, pull from the origin", asyn
   assertEquals(await sha256(await Deno.readFile(`${tmp.path}/got`)), await sha256(mem));
 
   // b learns about a from the peers file (reread within 2 s), then pulls from it.
-  for (let i = 0; i < 100; i++) {
+  await waitFor("b to see a healthy peer", async () => {
     const status =
       await (await fetch(`${b.url}/v1/status`, { headers: { Authorization: "Bearer smoke" } }))
         .json();
-    if (status.peers.some((p: { healthy: boolean }) => p.healthy)) break;
-    await new Promise((r) => setTimeout(r, 100));
-  }
+    return status.peers.some((p: { healthy: boolean }) => p.healthy);
+  }, { intervalMs: 100 });
   const fromPeer = await runSnapmesh(["pull", "smoke-fn", "--json", "--node", b.url], {
     env,
     command: cmd,

@@ -3,14 +3,15 @@
  * playwright-core): it asks for the token, then shows the node, the cache
  * bar, the snapshots, the peers and a pull whose progress moves while we
  * watch. The page must raise no console error (a CSP violation would).
- * A screenshot is kept in test-artifacts/status.png.
+ * Screenshots go to a temp directory, never into the checkout: kept, with
+ * their path printed, when the test fails, or in $SNAPMESH_TEST_ARTIFACTS
+ * when that is set (to refresh docs/status.png by hand).
  */
 
 import { chromium } from "playwright-core";
 import { assert, assertEquals, assertMatch } from "../helpers/assert.ts";
 import { startCluster } from "../helpers/cluster.ts";
 import { CHUNK, memFile, publish, TOKEN } from "../helpers/fixtures.ts";
-import { REPO_ROOT } from "../helpers/agent_process.ts";
 import { tempDir } from "../helpers/temp.ts";
 
 // Callbacks below run in the page, where `document` exists.
@@ -59,9 +60,14 @@ Deno.test({
     });
     assertEquals(pin.status, 200);
 
+    const wanted = Deno.env.get("SNAPMESH_TEST_ARTIFACTS");
+    const artifacts = wanted ?? await Deno.makeTempDir({ prefix: "snapmesh-status-page-" });
+    await Deno.mkdir(artifacts, { recursive: true });
+    let failed = true;
     const browser = await chromium.launch({ executablePath: CHROMIUM, args: ["--no-sandbox"] });
+    let page: Awaited<ReturnType<typeof browser.newPage>> | null = null;
     try {
-      const page = await browser.newPage({ viewport: { width: 1280, height: 900 } });
+      page = await browser.newPage({ viewport: { width: 1280, height: 900 } });
       const problems: string[] = [];
       page.on("console", (m) => {
         // The first /v1 requests answer 401 before the token is given: expected.
@@ -128,8 +134,7 @@ Deno.test({
         { timeout: 10_000 },
       );
       // Screenshot mid-pull, for a human to look at.
-      await Deno.mkdir(`${REPO_ROOT}/test-artifacts`, { recursive: true });
-      await page.screenshot({ path: `${REPO_ROOT}/test-artifacts/status.png`, fullPage: true });
+      await page.screenshot({ path: `${artifacts}/status.png`, fullPage: true });
 
       const result = await pulling;
       assert(result.bytes?.peer > 0, JSON.stringify(result));
@@ -154,8 +159,19 @@ Deno.test({
       );
       assertMatch(width, /%$/);
       assertEquals(problems, [], "no console errors (a CSP violation would be one)");
+      failed = false;
     } finally {
+      if (failed) {
+        // What the page showed when it went wrong, next to the mid-pull screenshot.
+        await page?.screenshot({ path: `${artifacts}/failure.png`, fullPage: true })
+          .catch(() => {});
+      }
       await browser.close();
+      if (failed || wanted) {
+        console.error(`status page screenshots: ${artifacts}`);
+      } else {
+        await Deno.remove(artifacts, { recursive: true }).catch(() => {});
+      }
     }
   },
 });

@@ -55,3 +55,33 @@ export async function assertRejects(
   }
   throw new Error("Expected the promise to reject");
 }
+
+/**
+ * Byte-for-byte equality. Unlike `assertEquals`, a failure names the first
+ * differing offset instead of diffing every element (which, for a few
+ * hundred KiB, takes minutes).
+ */
+export function assertBytes(
+  actual: Uint8Array | null | undefined,
+  expected: Uint8Array,
+  message?: string,
+): void {
+  const where = message ? `${message}: ` : "";
+  if (!(actual instanceof Uint8Array)) {
+    throw new nodeAssert.AssertionError({
+      message: `${where}expected ${expected.length} bytes, got ${String(actual)}`,
+    });
+  }
+  if (actual.length !== expected.length) {
+    throw new nodeAssert.AssertionError({
+      message: `${where}expected ${expected.length} bytes, got ${actual.length}`,
+    });
+  }
+  for (let i = 0; i < actual.length; i++) {
+    if (actual[i] !== expected[i]) {
+      throw new nodeAssert.AssertionError({
+        message: `${where}bytes differ first at offset ${i} (${actual[i]} != ${expected[i]})`,
+      });
+    }
+  }
+}

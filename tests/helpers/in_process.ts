@@ -11,7 +11,9 @@ import { resolveServeConfig, type ServeConfig } from "../../src/config/mod.ts";
 import { DenoFileSystem, type FileSystem } from "../../src/fs/mod.ts";
 import { silentLogger } from "../../src/log/mod.ts";
 import { Metrics } from "../../src/metrics/mod.ts";
-import { openOrigin } from "../../src/origin/mod.ts";
+import { openOrigin, type Origin } from "../../src/origin/mod.ts";
+import type { Clock } from "../../src/util/clock.ts";
+import type { Random } from "../../src/util/random.ts";
 
 /** An in-process agent. */
 export interface TestNode extends AsyncDisposable {
@@ -25,29 +27,66 @@ export interface TestNode extends AsyncDisposable {
   reopen(): Promise<TestNode>;
 }
 
+/** What {@linkcode openTestAgent} opens an agent with, besides its flags. */
+export interface OpenTestAgentOptions {
+  /** The data directory (`--data-dir`). */
+  dir: string;
+  /** @default a new DenoFileSystem */
+  fs?: FileSystem;
+  env?: Record<string, string>;
+  /** The origin; undefined opens the one the flags name (`openOrigin`), null means none. */
+  origin?: Origin | null;
+  /** @default systemClock */
+  clock?: Clock;
+  /** @default systemRandom */
+  random?: Random;
+  /** @default 5 */
+  touchFlushMs?: number;
+  /** @default new Metrics() */
+  metrics?: Metrics;
+}
+
+/**
+ * Resolves `serve` flags (by flag name) for a test and opens an agent on
+ * them, silently; shared by the temp-directory node below and the in-memory
+ * one (`memory_node.ts`).
+ */
+export async function openTestAgent(
+  flags: Record<string, unknown>,
+  options: OpenTestAgentOptions,
+): Promise<{ agent: Agent; config: ServeConfig; metrics: Metrics }> {
+  const config = resolveServeConfig({
+    flags: { "data-dir": options.dir, ...flags },
+    env: options.env ?? {},
+    file: null,
+    cwd: "/",
+    hostname: "test-node",
+  });
+  const metrics = options.metrics ?? new Metrics();
+  const origin = options.origin === undefined
+    ? await openOrigin(config, { log: silentLogger, metrics })
+    : options.origin;
+  const agent = await Agent.open({
+    origin,
+    config,
+    fs: options.fs ?? new DenoFileSystem(),
+    log: silentLogger,
+    metrics,
+    version: "test",
+    touchFlushMs: options.touchFlushMs ?? 5,
+    ...(options.clock ? { clock: options.clock } : {}),
+    ...(options.random ? { random: options.random } : {}),
+  });
+  return { agent, config, metrics };
+}
+
 /** Starts an in-process agent with `serve` flags (by flag name). */
 export async function testNode(
   flags: Record<string, unknown> = {},
   options: { dir?: string; fs?: FileSystem; env?: Record<string, string> } = {},
 ): Promise<TestNode> {
   const dir = options.dir ?? await Deno.makeTempDir({ prefix: "snapmesh-app-" });
-  const config = resolveServeConfig({
-    flags: { "data-dir": dir, ...flags },
-    env: options.env ?? {},
-    file: null,
-    cwd: "/",
-    hostname: "test-node",
-  });
-  const metrics = new Metrics();
-  const agent = await Agent.open({
-    origin: await openOrigin(config, { log: silentLogger, metrics }),
-    config,
-    fs: options.fs ?? new DenoFileSystem(),
-    log: silentLogger,
-    metrics,
-    version: "test",
-    touchFlushMs: 5,
-  });
+  const { agent, config, metrics } = await openTestAgent(flags, { ...options, dir });
   const app = createApp({
     agent: Promise.resolve(agent),
     isReady: () => true,

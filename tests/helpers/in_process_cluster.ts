@@ -16,6 +16,7 @@ import { Metrics } from "../../src/metrics/mod.ts";
 import { MemoryOrigin } from "../../src/origin/mod.ts";
 import { VirtualClock } from "../../src/util/clock.ts";
 import { seededRandom } from "../../src/util/random.ts";
+import { drive } from "./wait.ts";
 
 /** Options for {@linkcode startInProcessCluster}. */
 export interface InProcessClusterOptions {
@@ -91,11 +92,7 @@ export async function startInProcessCluster(
     nodes[i] = { id, url, agent };
   });
   // Opening probes peers, whose answers need the clock to move.
-  const opened = Promise.all(opening);
-  let done = false;
-  opened.then(() => (done = true), () => (done = true));
-  await clock.runUntil(() => done, { maxMs: 60_000 });
-  await opened;
+  await drive(clock, Promise.all(opening), 60_000);
   // The first probes ran while later nodes were still opening: let a probe
   // round go by, as in a fleet whose nodes have been up for a while.
   await clock.advance(2000);
@@ -109,19 +106,16 @@ export async function startInProcessCluster(
     async kill(node) {
       transport.detach(node.url);
       killed.add(node);
-      const closing = node.agent.close({ pushGraceMs: 0 });
-      let closed = false;
-      closing.then(() => (closed = true), () => (closed = true));
-      await clock.runUntil(() => closed, { maxMs: 60_000 });
+      await drive(clock, node.agent.close({ pushGraceMs: 0 }), 60_000);
     },
     async [Symbol.asyncDispose]() {
-      const closing = Promise.all(
-        nodes.filter((n) => !killed.has(n)).map((n) => n.agent.close({ pushGraceMs: 0 })),
+      await drive(
+        clock,
+        Promise.all(
+          nodes.filter((n) => !killed.has(n)).map((n) => n.agent.close({ pushGraceMs: 0 })),
+        ),
+        60_000,
       );
-      let closed = false;
-      closing.then(() => (closed = true), () => (closed = true));
-      await clock.runUntil(() => closed, { maxMs: 60_000 });
-      await closing;
     },
   };
 }
