@@ -1,6 +1,10 @@
 /**
  * The node-to-node transport over HTTP: what one agent asks another
- * (`/v1/peer/*`). Redirects are never followed.
+ * (`/v1/peer/*`). Redirects are never followed, and nothing is sent to a URL
+ * that is not a configured peer. Each request carries this node's peer
+ * credentials: a signature with the cluster key, or (with mutual TLS) the
+ * client certificate of its HTTP client; the bearer token only in a cluster
+ * where peers have no credentials of their own.
  *
  * @module
  */
@@ -22,7 +26,14 @@ const MAX_AVAILABILITY_ANSWER = 8 * 1024 * 1024;
 
 /** Options for {@linkcode HttpPeerTransport}. */
 export interface HttpPeerTransportOptions {
+  /** Bearer token sent to peers (only when peers have no credentials of their own). */
   token: string | null;
+  /** Headers that sign a request (the cluster key), or null. */
+  sign?: ((method: string, url: string) => Record<string, string>) | null;
+  /** The HTTP client to use now (a CA and client certificate; it changes on rotation). */
+  client?: (() => Deno.HttpClient) | null;
+  /** True for URLs of configured peers; requests to others are refused. @default any */
+  isPeer?: (url: string) => boolean;
   /** A request or body idle this long is aborted. @default 10000 */
   stallMs?: number;
 }
@@ -30,11 +41,46 @@ export interface HttpPeerTransportOptions {
 /** Talks to peers over HTTP. */
 export class HttpPeerTransport implements PeerTransport {
   readonly #token: string | null;
+  readonly #sign: ((method: string, url: string) => Record<string, string>) | null;
+  readonly #client: (() => Deno.HttpClient) | null;
+  readonly #isPeer: (url: string) => boolean;
   readonly #stallMs: number;
 
   constructor(options: HttpPeerTransportOptions) {
     this.#token = options.token;
+    this.#sign = options.sign ?? null;
+    this.#client = options.client ?? null;
+    this.#isPeer = options.isPeer ?? (() => true);
     this.#stallMs = options.stallMs ?? 10_000;
+  }
+
+  /** `fetch` with this node's credentials, to a configured peer only, never redirected. */
+  #fetch(
+    url: string,
+    path: string,
+    init: { method?: string; headers?: Record<string, string>; signal: AbortSignal },
+  ): Promise<Response> {
+    if (!this.#isPeer(url)) {
+      // Reached only by a bug or a peer removed mid-transfer: never leak credentials.
+      return Promise.reject(
+        new PeerError(0, `refusing to send a request to ${url}: it is not a configured peer`),
+      );
+    }
+    const method = init.method ?? "GET";
+    const target = url + path;
+    const credentials = this.#sign
+      ? this.#sign(method, target)
+      : this.#token
+      ? { Authorization: `Bearer ${this.#token}` }
+      : {};
+    const client = this.#client?.();
+    return fetch(target, {
+      method,
+      headers: { ...credentials, ...init.headers },
+      signal: init.signal,
+      redirect: "manual",
+      ...(client ? { client } : {}),
+    });
   }
 
   async hello(url: string, options: { timeoutMs: number }): Promise<Hello> {
@@ -87,14 +133,10 @@ export class HttpPeerTransport implements PeerTransport {
   ): Promise<void> {
     const query = `digest=${report.digest}&file=${encodeURIComponent(report.file)}` +
       `&chunk=${report.index}`;
-    const response = await fetch(
-      `${url}/v1/peer/snapshots/${encodeURIComponent(name)}/suspect?${query}`,
-      {
-        method: "POST",
-        headers: this.#headers(),
-        signal: AbortSignal.timeout(2000),
-        redirect: "manual",
-      },
+    const response = await this.#fetch(
+      url,
+      `/v1/peer/snapshots/${encodeURIComponent(name)}/suspect?${query}`,
+      { method: "POST", signal: AbortSignal.timeout(2000) },
     );
     await response.body?.cancel();
   }
@@ -122,10 +164,9 @@ export class HttpPeerTransport implements PeerTransport {
     };
     let watchdog = setTimeout(check, limit);
     try {
-      const response = await fetch(url + path, {
-        headers: this.#headers({ Range: `bytes=${start}-${end}` }),
+      const response = await this.#fetch(url, path, {
+        headers: { Range: `bytes=${start}-${end}` },
         signal: controller.signal,
-        redirect: "manual",
       });
       if (response.status !== 206 && response.status !== 200) {
         const text = await response.text().catch(() => "");
@@ -156,19 +197,13 @@ export class HttpPeerTransport implements PeerTransport {
     }
   }
 
-  #headers(extra: Record<string, string> = {}): Record<string, string> {
-    return this.#token ? { Authorization: `Bearer ${this.#token}`, ...extra } : extra;
-  }
-
   async #get(
     url: string,
     path: string,
     options: { timeoutMs: number; ok?: number[] },
   ): Promise<Response> {
-    const response = await fetch(url + path, {
-      headers: this.#headers(),
+    const response = await this.#fetch(url, path, {
       signal: AbortSignal.timeout(options.timeoutMs),
-      redirect: "manual",
     });
     if (response.ok || options.ok?.includes(response.status)) return response;
     const text = await response.text().catch(() => "");

@@ -54,6 +54,9 @@ export class Metrics {
   readonly httpDuration: client.Histogram<"method" | "route">;
   readonly httpRejected: client.Counter<"reason">;
   readonly httpTimeouts: client.Counter<"kind">;
+  readonly peerAuthFailures: client.Counter<"reason">;
+  readonly untrustedSnapshots: client.Counter<"source">;
+  readonly tlsReloads: client.Counter;
 
   /** What `snapmesh_ready` reads; false until the agent binds its gauges. */
   #ready: () => boolean = () => false;
@@ -209,6 +212,25 @@ export class Metrics {
       name: "snapmesh_http_timeouts_total",
       help: "Connections closed by a timeout, by kind (idle, header, body, send)",
       labelNames: ["kind"],
+      registers,
+    });
+    this.peerAuthFailures = new client.Counter({
+      name: "snapmesh_peer_auth_failures_total",
+      help: "Requests to /v1/peer/* refused, by reason (missing, bad_signature, expired, " +
+        "replayed, body_mismatch, client_token, ...)",
+      labelNames: ["reason"],
+      registers,
+    });
+    this.untrustedSnapshots = new client.Counter({
+      name: "snapmesh_untrusted_snapshots_total",
+      help: "Manifests refused for want of a signature by a trusted key, by source " +
+        "(peer, origin, adopted, commit)",
+      labelNames: ["source"],
+      registers,
+    });
+    this.tlsReloads = new client.Counter({
+      name: "snapmesh_tls_reloads_total",
+      help: "Times the TLS certificate, key or CA files were reloaded after a change",
       registers,
     });
     this.httpDuration = new client.Histogram({

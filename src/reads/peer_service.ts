@@ -57,6 +57,14 @@ export interface PeerServiceOptions {
 
 const decoder = new TextDecoder();
 
+/** The answer with the publishers' signatures, when there are any (unsigned answers are unchanged). */
+function withSignatures(
+  answer: PeerManifest,
+  signatures: { keyId: string; signature: string }[],
+): PeerManifest {
+  return signatures.length > 0 ? { ...answer, signatures } : answer;
+}
+
 /** Answers peers. Names are validated by the caller. */
 export class PeerService {
   readonly #o: PeerServiceOptions;
@@ -86,12 +94,12 @@ export class PeerService {
     const entry = catalog.get(name);
     if (entry) {
       const manifest = await catalog.manifestOf(entry);
-      return {
+      return withSignatures({
         manifest: decoder.decode(encodeManifest(manifest)),
         digest: entry.digest,
         complete: true,
         have: {},
-      };
+      }, await catalog.signaturesOf(entry));
     }
     let ready = puller.readyNow(name);
     if (!ready || !ready.manifest) {
@@ -108,11 +116,11 @@ export class PeerService {
         throw err;
       }
     }
-    return {
+    return withSignatures({
       manifest: decoder.decode(encodeManifest(ready.manifest!)),
       digest: ready.manifest!.digest,
       ...ready.job.availability(),
-    };
+    }, catalog.snapshotTrust.signaturesOf(ready.manifest!.digest));
   }
 
   /** Which chunks of `name` at `digest` this node has verified, or null. */

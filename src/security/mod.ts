@@ -10,3 +10,5 @@
 export * from "./request_signing.ts";
 export * from "./snapshot_signing.ts";
 export * from "./snapshot_trust.ts";
+export * from "./setup.ts";
+export * from "./tls.ts";
