@@ -159,7 +159,8 @@ async function peerRole(
   if (mode.signed && verifier && signed) {
     const failure = verifier.verify({
       method: c.req.method,
-      host: c.req.header("host") ?? "",
+      // The Host field as received (the URL's authority for a request without one).
+      host: c.req.header("host") ?? new URL(c.req.url).host,
       target: requestTarget(c.req.url),
       header: (name) => c.req.header(name),
       bodySha256: await bodyDigest(c),

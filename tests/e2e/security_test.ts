@@ -1,0 +1,280 @@
+/**
+ * Trust between nodes, with real agents: TLS and mutual TLS on the
+ * listener, client roles, peers that authenticate as peers, certificates
+ * rotated without a restart, signed snapshots refused or accepted from
+ * peers and from the origin, and secrets that never leak.
+ */
+
+import { assert, assertEquals, assertMatch, assertRejects } from "../helpers/assert.ts";
+import { type AgentProcess, runSnapmesh, startAgent } from "../helpers/agent_process.ts";
+import { startCluster } from "../helpers/cluster.ts";
+import { memFile, originArgs, startOrigin } from "../helpers/fixtures.ts";
+import { tempDir } from "../helpers/temp.ts";
+import { issueCert, makeCa, type TestCert } from "../helpers/tls.ts";
+import { ClusterKeys, generateKeyPair, signRequest } from "../../src/security/mod.ts";
+
+const FULL = "full-secret-token-0123456789";
+const READ = "read-secret-token-9876543210";
+const CLUSTER_KEY = "cluster-secret-key-" + "x".repeat(40);
+const BASE = ["--chunk-size", "256KiB", "--origin-stall-timeout", "2s"];
+
+/** An HTTP client trusting `ca`, presenting `cert` when given. */
+function httpsClient(caPem: string, cert?: TestCert): Deno.HttpClient {
+  return Deno.createHttpClient({
+    caCerts: [caPem],
+    ...(cert ? { cert: cert.certPem, key: cert.keyPem } : {}),
+  });
+}
+
+/** A request to an agent; the body read as JSON (or text when it is not). */
+async function call(
+  url: string,
+  init: RequestInit & { client?: Deno.HttpClient; token?: string } = {},
+): Promise<{ status: number; body: Record<string, unknown> | string }> {
+  const headers = new Headers(init.headers);
+  if (init.token) headers.set("Authorization", `Bearer ${init.token}`);
+  const response = await fetch(url, { ...init, headers });
+  const text = await response.text();
+  let body: Record<string, unknown> | string = text;
+  try {
+    body = JSON.parse(text);
+  } catch {
+    // Not JSON.
+  }
+  return { status: response.status, body };
+}
+
+function code(body: unknown): string | undefined {
+  return (body as { error?: { code?: string } })?.error?.code;
+}
+
+/** Stages one file and commits it on `agent` with the full token. */
+async function publishOn(
+  agent: AgentProcess,
+  name: string,
+  bytes: Uint8Array<ArrayBuffer>,
+  options: { token?: string; client?: Deno.HttpClient } = {},
+): Promise<Record<string, unknown>> {
+  const token = options.token ?? FULL;
+  const client = options.client ? { client: options.client } : {};
+  const put = await call(`${agent.url}/v1/snapshots/${name}/files/mem`, {
+    method: "PUT",
+    body: bytes,
+    token,
+    ...client,
+  });
+  assertEquals(put.status, 201, JSON.stringify(put.body));
+  const commit = await call(`${agent.url}/v1/snapshots/${name}/commit`, {
+    method: "POST",
+    body: "{}",
+    token,
+    ...client,
+  });
+  assertEquals(commit.status, 201, JSON.stringify(commit.body));
+  return commit.body as Record<string, unknown>;
+}
+
+/** The serial number of the certificate a new TLS connection to `url` gets (openssl s_client). */
+async function servedSerial(url: string): Promise<string> {
+  const { hostname, port } = new URL(url);
+  const out = await new Deno.Command("sh", {
+    args: [
+      "-c",
+      `openssl s_client -connect ${hostname}:${port} </dev/null 2>/dev/null | ` +
+      "openssl x509 -noout -serial",
+    ],
+    stdout: "piped",
+    stderr: "null",
+  }).output();
+  return new TextDecoder().decode(out.stdout).trim().replace(/^serial=/, "").toUpperCase();
+}
+
+Deno.test("TLS and mutual TLS: https with the CA, no plain http, other CAs refused, roles, peers only by certificate", async () => {
+  await using tmp = await tempDir();
+  const fleet = await makeCa(tmp.path, "fleet");
+  const other = await makeCa(tmp.path, "other");
+  const nodeA = await issueCert(fleet, tmp.path, "node-a");
+  const nodeB = await issueCert(fleet, tmp.path, "node-b");
+  const rogue = await issueCert(other, tmp.path, "rogue");
+  const anonymous = httpsClient(fleet.pem);
+  const peer = httpsClient(fleet.pem, nodeB);
+  const outsider = httpsClient(fleet.pem, rogue);
+  try {
+    await using agent = await startAgent({
+      dataDir: `${tmp.path}/a`,
+      args: [
+        ...BASE,
+        ...["--tls-cert", nodeA.cert, "--tls-key", nodeA.key, "--tls-ca", fleet.cert],
+        ...["--peer-mtls", "--token", FULL, "--read-token", READ],
+      ],
+      client: anonymous,
+    });
+    assertMatch(agent.url, /^https:\/\/127\.0\.0\.1:\d+$/);
+
+    // https with the CA works; plain http to the TLS listener does not.
+    assertEquals((await call(`${agent.url}/healthz`, { client: anonymous })).status, 200);
+    const plain = agent.url.replace("https://", "http://");
+    await assertRejects(() => fetch(`${plain}/healthz`).then((r) => r.text()));
+    // Without the CA, the server's certificate is not trusted.
+    await assertRejects(() => fetch(`${agent.url}/healthz`).then((r) => r.text()));
+
+    // A client certificate from another CA is refused at the TLS layer.
+    await assertRejects(() =>
+      fetch(`${agent.url}/healthz`, { client: outsider }).then((r) => r.text())
+    );
+
+    assertMatch(agent.logs(), /refused a TLS client certificate that does not chain to --tls-ca/);
+
+    // Node-to-node routes: a certificate from the CA, not a client token.
+    const hello = await call(`${agent.url}/v1/peer/hello`, { client: peer });
+    assertEquals(hello.status, 200, JSON.stringify(hello.body));
+    for (const token of [FULL, READ]) {
+      const r = await call(`${agent.url}/v1/peer/hello`, { client: anonymous, token });
+      assertEquals([r.status, code(r.body)], [403, "forbidden"], token);
+    }
+    const none = await call(`${agent.url}/v1/peer/hello`, { client: anonymous });
+    assertEquals([none.status, code(none.body)], [401, "unauthorized"]);
+    // And a certificate opens node-to-node routes only.
+    assertEquals((await call(`${agent.url}/v1/status`, { client: peer })).status, 401);
+
+    // Roles: the read token reads and pulls; it cannot publish, pin or delete.
+    const bytes = memFile(4, 1);
+    await publishOn(agent, "fn-a", bytes, { client: anonymous });
+    const asReader = { client: anonymous, token: READ };
+    const refused: [string, string, string?][] = [
+      ["PUT", "/v1/snapshots/fn-b/files/mem", "x"],
+      ["POST", "/v1/snapshots/fn-a/commit", "{}"],
+      ["PUT", "/v1/snapshots/fn-a/pin"],
+      ["DELETE", "/v1/snapshots/fn-a/pin"],
+      ["DELETE", "/v1/snapshots/fn-a"],
+      ["DELETE", "/v1/snapshots/fn-a/draft"],
+      ["POST", "/v1/snapshots/fn-a/files/mem/import", '{"path":"/etc/passwd"}'],
+    ];
+    for (const [method, path, body] of refused) {
+      const r = await call(`${agent.url}${path}`, {
+        method,
+        ...asReader,
+        ...(body ? { body } : {}),
+      });
+      assertEquals([r.status, code(r.body)], [403, "forbidden"], `${method} ${path}`);
+    }
+    assertEquals((await call(`${agent.url}/v1/snapshots`, asReader)).status, 200);
+    assertEquals((await call(`${agent.url}/v1/snapshots/fn-a`, asReader)).status, 200);
+    assertEquals((await call(`${agent.url}/v1/status`, asReader)).status, 200);
+    const read = await fetch(`${agent.url}/v1/snapshots/fn-a/files/mem`, {
+      client: anonymous,
+      headers: { Authorization: `Bearer ${READ}` },
+    });
+    assertEquals(read.status, 200);
+    assertEquals(new Uint8Array(await read.arrayBuffer()).length, bytes.length);
+    const pulled = await call(`${agent.url}/v1/snapshots/fn-a/pull`, {
+      method: "POST",
+      ...asReader,
+    });
+    assertEquals(pulled.status, 200, JSON.stringify(pulled.body));
+    // Still there: nothing the read token sent changed it.
+    assertEquals(
+      (await call(`${agent.url}/v1/snapshots/fn-a`, { client: anonymous, token: FULL })).status,
+      200,
+    );
+  } finally {
+    anonymous.close();
+    peer.close();
+    outsider.close();
+  }
+});
+
+/** Writes a key pair into `dir`; returns the private key path and the public line. */
+async function keyPair(dir: string, name: string): Promise<{ key: string; line: string }> {
+  const pair = await generateKeyPair(name);
+  const key = `${dir}/${name}.key`;
+  await Deno.writeTextFile(key, pair.privatePem, { mode: 0o600 });
+  return { key, line: pair.publicLine };
+}
+
+/** A request to a peer route, signed with `key` as a peer would. */
+async function signedCall(
+  url: string,
+  key: string,
+  init: { method?: string; headers?: Record<string, string> } = {},
+): Promise<
+  { status: number; body: Record<string, unknown> | string; headers: Record<string, string> }
+> {
+  const method = init.method ?? "GET";
+  const headers = signRequest(new ClusterKeys([key]), { method, url }, { now: Date.now() });
+  const sent = { ...headers, ...init.headers };
+  const r = await call(url, { method, headers: sent });
+  return { ...r, headers: sent };
+}
+
+Deno.test("a rogue node with the cluster key but an untrusted signing key publishes 'forged': an honest node refuses to pull, cache or serve it", async () => {
+  await using tmp = await tempDir();
+  const publisher = await keyPair(tmp.path, "publisher");
+  const rogueKey = await keyPair(tmp.path, "rogue");
+  const trusted = `${tmp.path}/trusted-keys`;
+  await Deno.writeTextFile(trusted, `# the fleet's publisher\n${publisher.line}\n`);
+  const keyFile = `${tmp.path}/cluster.key`;
+  await Deno.writeTextFile(keyFile, CLUSTER_KEY + "\n", { mode: 0o600 });
+  await using c = await startCluster({
+    ids: ["pub", "honest", "rogue"],
+    dir: tmp.path,
+    token: () => FULL,
+    args: (id) => [
+      ...BASE,
+      "--cluster-key-file",
+      keyFile,
+      ...(id === "pub" ? ["--signing-key", publisher.key, "--trusted-keys", trusted] : []),
+      ...(id === "honest" ? ["--trusted-keys", trusted] : []),
+      ...(id === "rogue" ? ["--signing-key", rogueKey.key] : []),
+    ],
+  });
+  const honest = c.get("honest");
+  const forged = await publishOn(c.get("rogue"), "forged", memFile(4, 7));
+  const good = await publishOn(c.get("pub"), "good", memFile(4, 8));
+
+  // Refused: pull, read-through of a file, and the manifest.
+  const pull = await call(`${honest.url}/v1/snapshots/forged/pull`, {
+    method: "POST",
+    token: FULL,
+  });
+  assertEquals(
+    [pull.status, code(pull.body)],
+    [502, "untrusted_snapshot"],
+    JSON.stringify(pull.body),
+  );
+  assertMatch(JSON.stringify(pull.body), /not signed by a trusted key|No trusted copy/);
+  const file = await call(`${honest.url}/v1/snapshots/forged/files/mem`, { token: FULL });
+  assertEquals([file.status, code(file.body)], [502, "untrusted_snapshot"]);
+  const list = await call(`${honest.url}/v1/snapshots`, { token: FULL });
+  assert(!JSON.stringify(list.body).includes("forged"), JSON.stringify(list.body));
+  // Not cached, not offered to peers, nothing left on disk.
+  const asked = await signedCall(`${honest.url}/v1/peer/snapshots/forged/manifest`, CLUSTER_KEY);
+  assertEquals(asked.status, 404);
+  const leftovers = [...Deno.readDirSync(`${tmp.path}/honest/snapshots`)].map((e) => e.name);
+  assert(!leftovers.includes("forged"), leftovers.join());
+  const metrics = await (await fetch(`${honest.url}/metrics`)).text();
+  assertMatch(metrics, /snapmesh_untrusted_snapshots_total\{source="peer"\} [1-9]/);
+
+  // The publisher's snapshot arrives with its signature, which travels on.
+  const pulled = await call(`${honest.url}/v1/snapshots/good/pull`, {
+    method: "POST",
+    token: FULL,
+  });
+  assertEquals(pulled.status, 200, JSON.stringify(pulled.body));
+  assertEquals((pulled.body as { digest: string }).digest, good.digest);
+  const sidecar = JSON.parse(
+    await Deno.readTextFile(`${tmp.path}/honest/snapshots/good/manifest.sig`),
+  );
+  assertEquals(sidecar.digest, good.digest);
+  const offered = await signedCall(`${honest.url}/v1/peer/snapshots/good/manifest`, CLUSTER_KEY);
+  assertEquals(offered.status, 200);
+  assertEquals((offered.body as { signatures: unknown }).signatures, sidecar.signatures);
+
+  // A captured signed request cannot be replayed.
+  const replay = await call(`${honest.url}/v1/peer/snapshots/good/manifest`, {
+    headers: offered.headers,
+  });
+  assertEquals([replay.status, code(replay.body)], [401, "unauthorized"]);
+  // The rogue's own copy is unsigned as far as the fleet is concerned.
+  assert(typeof forged.digest === "string");
+});
