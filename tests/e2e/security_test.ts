@@ -278,3 +278,193 @@ Deno.test("a rogue node with the cluster key but an untrusted signing key publis
   // The rogue's own copy is unsigned as far as the fleet is concerned.
   assert(typeof forged.digest === "string");
 });
+
+Deno.test("the origin path: an unsigned manifest (or another snapshot's signature) is refused, adoption too; a signed one is pulled", async () => {
+  await using o = await startOrigin();
+  await using tmp = await tempDir();
+  const publisher = await keyPair(tmp.path, "publisher");
+  const trusted = `${tmp.path}/trusted-keys`;
+  await Deno.writeTextFile(trusted, publisher.line + "\n");
+  const start = (id: string, args: string[]) =>
+    startAgent({
+      dataDir: `${tmp.path}/${id}`,
+      args: [...BASE, ...originArgs(o), "--token", FULL, "--node-id", id, ...args],
+      env: o.s3.env,
+    });
+  const [pub, unsigned, honest] = await Promise.all([
+    start("pub", ["--push", "sync", "--signing-key", publisher.key]),
+    start("unsigned", ["--push", "sync"]),
+    start("honest", ["--push", "off", "--trusted-keys", trusted]),
+  ]);
+  await using _pub = pub;
+  await using _unsigned = unsigned;
+  await using _honest = honest;
+
+  const good = await publishOn(pub, "good", memFile(4, 11));
+  await publishOn(unsigned, "forged", memFile(4, 12));
+  const keys = await o.s3.keys();
+  assert(keys.includes("good/manifest.sig"), keys.join());
+  assert(!keys.includes("forged/manifest.sig"), keys.join());
+
+  const pullOn = (name: string) =>
+    call(`${honest.url}/v1/snapshots/${name}/pull`, { method: "POST", token: FULL });
+  const refused = await pullOn("forged");
+  assertEquals([refused.status, code(refused.body)], [502, "untrusted_snapshot"]);
+  assertMatch(JSON.stringify(refused.body), /the origin/);
+
+  // A signature of another snapshot does not vouch for this one.
+  await o.s3.put("forged/manifest.sig", (await o.s3.get("good/manifest.sig"))!);
+  await call(`${honest.url}/v1/snapshots/forged`, { method: "DELETE", token: FULL });
+  const swapped = await pullOn("forged");
+  assertEquals([swapped.status, code(swapped.body)], [502, "untrusted_snapshot"]);
+
+  // Files without a manifest (a vHive-style upload) carry no publisher signature.
+  await o.s3.put("vhive-1/mem_file", memFile(2, 13));
+  const adopted = await pullOn("vhive-1");
+  assertEquals([adopted.status, code(adopted.body)], [502, "untrusted_snapshot"]);
+  assertMatch(JSON.stringify(adopted.body), /without a manifest/);
+
+  const ok = await pullOn("good");
+  assertEquals(ok.status, 200, JSON.stringify(ok.body));
+  assertEquals((ok.body as { digest: string; source: string }).source, "origin");
+  assertEquals((ok.body as { digest: string }).digest, good.digest);
+
+  const names = JSON.stringify((await call(`${honest.url}/v1/snapshots`, { token: FULL })).body);
+  assert(names.includes('"good"') && !names.includes("forged") && !names.includes("vhive"), names);
+  const metrics = await (await fetch(`${honest.url}/metrics`)).text();
+  assertMatch(metrics, /snapmesh_untrusted_snapshots_total\{source="origin"\} [2-9]/);
+  assertMatch(metrics, /snapmesh_untrusted_snapshots_total\{source="adopted"\} [1-9]/);
+});
+
+/** Sends `GET path` on an open connection and reads one small response. */
+async function rawGet(conn: Deno.Conn, path: string): Promise<string> {
+  await conn.write(new TextEncoder().encode(`GET ${path} HTTP/1.1\r\nHost: node\r\n\r\n`));
+  const buffer = new Uint8Array(4096);
+  let text = "";
+  while (!/\r\n\r\n[\s\S]*\}/.test(text)) {
+    const n = await conn.read(buffer);
+    if (n === null) break;
+    text += new TextDecoder().decode(buffer.subarray(0, n));
+  }
+  return text;
+}
+
+Deno.test("certificates rotate without a restart: new connections get the new one, open ones keep theirs", async (t) => {
+  await using tmp = await tempDir();
+  const fleet = await makeCa(tmp.path, "fleet");
+  const first = await issueCert(fleet, tmp.path, "node-v1");
+  const second = await issueCert(fleet, tmp.path, "node-v2");
+  assert(first.serial !== second.serial);
+  for (const mtls of [false, true]) {
+    await t.step(mtls ? "mutual TLS listener (node:tls)" : "TLS listener (rustls)", async () => {
+      const dir = `${tmp.path}/${mtls ? "mtls" : "tls"}`;
+      await Deno.mkdir(dir);
+      const cert = `${dir}/live.pem`;
+      const key = `${dir}/live.key`;
+      await Deno.copyFile(first.cert, cert);
+      await Deno.copyFile(first.key, key);
+      const client = httpsClient(fleet.pem);
+      try {
+        await using agent = await startAgent({
+          dataDir: `${dir}/data`,
+          args: [
+            ...["--tls-cert", cert, "--tls-key", key, "--tls-ca", fleet.cert],
+            ...(mtls ? ["--peer-mtls"] : []),
+          ],
+          client,
+        });
+        assertEquals(await servedSerial(agent.url), first.serial);
+        const { hostname, port } = new URL(agent.url);
+        using open = await Deno.connectTls({
+          hostname,
+          port: Number(port),
+          caCerts: [fleet.pem],
+        });
+        assertMatch(await rawGet(open, "/healthz"), /^HTTP\/1\.1 200/);
+
+        // Rotate as cert-manager or certbot would: each file replaced by a rename.
+        for (const [from, to] of [[second.key, key], [second.cert, cert]]) {
+          await Deno.copyFile(from!, `${to}.new`);
+          await Deno.rename(`${to}.new`, to!);
+        }
+        const deadline = Date.now() + 20_000;
+        let serial = "";
+        while (
+          Date.now() < deadline && (serial = await servedSerial(agent.url)) !== second.serial
+        ) {
+          await new Promise((r) => setTimeout(r, 100));
+        }
+        assertEquals(serial, second.serial, agent.logs());
+        assertMatch(agent.logs(), /TLS files reloaded/);
+        // The connection opened before the rotation still serves requests.
+        assertMatch(await rawGet(open, "/healthz"), /^HTTP\/1\.1 200/);
+        // And new https requests verify against the same CA.
+        assertEquals((await call(`${agent.url}/healthz`, { client })).status, 200);
+        const metrics = await call(`${agent.url}/metrics`, { client });
+        assertMatch(String(metrics.body), /snapmesh_tls_reloads_total 1/);
+      } finally {
+        client.close();
+      }
+    });
+  }
+});
+
+Deno.test("credentials never appear in logs, --print-config, --config-template or error bodies", async () => {
+  await using tmp = await tempDir();
+  const tokenFile = `${tmp.path}/token`;
+  await Deno.writeTextFile(tokenFile, FULL + "\n", { mode: 0o600 });
+  const env = { SNAPMESH_CLUSTER_KEY: CLUSTER_KEY, SNAPMESH_READ_TOKEN: READ };
+  const secrets = [FULL, READ, CLUSTER_KEY];
+  const leaks = (text: string) => secrets.filter((s) => text.includes(s));
+
+  const printed = await runSnapmesh(["serve", "--print-config", "--token-file", tokenFile], {
+    env,
+  });
+  assertEquals(printed.code, 0, printed.stderr);
+  assertEquals(leaks(printed.stdout + printed.stderr), []);
+  const config = JSON.parse(printed.stdout);
+  assertEquals([config.token, config["read-token"], config["token-file"]], [
+    "[set]",
+    "[set]",
+    tokenFile,
+  ]);
+  const template = await runSnapmesh([
+    "serve",
+    "--config-template",
+    ...["--token", FULL, "--read-token", READ],
+  ]);
+  assertEquals(template.code, 0, template.stderr);
+  assertEquals(leaks(template.stdout), []);
+
+  await using agent = await startAgent({
+    dataDir: `${tmp.path}/data`,
+    args: ["--token-file", tokenFile, "--log-level", "debug"],
+    env,
+  });
+  const bodies: string[] = [];
+  const probe = async (path: string, init: RequestInit & { token?: string } = {}) => {
+    const r = await call(`${agent.url}${path}`, init);
+    bodies.push(JSON.stringify(r.body));
+    return r;
+  };
+  assertEquals((await probe("/v1/status", { token: FULL })).status, 200);
+  await probe("/v1/status", { token: FULL + "x" });
+  await probe("/v1/status", { headers: { Authorization: `Basic ${FULL}` } });
+  await probe("/v1/snapshots/a/pin", { method: "PUT", token: READ });
+  await probe("/v1/peer/hello", { token: FULL });
+  await probe("/v1/peer/hello", { token: READ });
+  await probe(`/v1/peer/hello?key=${CLUSTER_KEY.slice(0, 8)}`, {
+    headers: signRequest(new ClusterKeys(["not-" + CLUSTER_KEY]), {
+      method: "GET",
+      url: `${agent.url}/v1/peer/hello`,
+    }, { now: Date.now() }),
+  });
+  await probe("/v1/snapshots/nope/pull", { method: "POST", token: FULL });
+  const ok = await signedCall(`${agent.url}/v1/peer/hello`, CLUSTER_KEY);
+  assertEquals(ok.status, 200);
+  await agent.stop();
+  assertEquals(leaks(bodies.join("\n")), []);
+  assertEquals(leaks(agent.logs()), [], "agent logs");
+  // The log still says what happened.
+  assertMatch(agent.logs(), /"status":401/);
+});
