@@ -32,6 +32,7 @@ export function snapmeshEnv(): Record<string, string | undefined> {
     "SNAPMESH_NODE",
     "SNAPMESH_TOKEN",
     "SNAPMESH_CLUSTER_KEY",
+    "SNAPMESH_CA",
   ];
   const env: Record<string, string | undefined> = {};
   for (const name of names) {

@@ -6,7 +6,12 @@
  */
 
 import { assert, assertEquals, assertMatch, assertRejects } from "../helpers/assert.ts";
-import { type AgentProcess, runSnapmesh, startAgent } from "../helpers/agent_process.ts";
+import {
+  type AgentProcess,
+  runSnapmesh,
+  snapmeshCommand,
+  startAgent,
+} from "../helpers/agent_process.ts";
 import { startCluster } from "../helpers/cluster.ts";
 import { memFile, originArgs, startOrigin } from "../helpers/fixtures.ts";
 import { tempDir } from "../helpers/temp.ts";
@@ -467,4 +472,84 @@ Deno.test("credentials never appear in logs, --print-config, --config-template o
   assertEquals(leaks(agent.logs()), [], "agent logs");
   // The log still says what happened.
   assertMatch(agent.logs(), /"status":401/);
+});
+
+Deno.test("peers over mutual TLS: a snapshot moves node to node, each verifying the other's certificate", async () => {
+  await using tmp = await tempDir();
+  const fleet = await makeCa(tmp.path, "fleet");
+  const certs = {
+    a: await issueCert(fleet, tmp.path, "node-a"),
+    b: await issueCert(fleet, tmp.path, "node-b"),
+  };
+  const client = httpsClient(fleet.pem);
+  try {
+    await using c = await startCluster({
+      ids: ["a", "b"],
+      dir: tmp.path,
+      token: () => FULL,
+      client,
+      args: (id) => {
+        const cert = certs[id as "a" | "b"];
+        return [
+          ...BASE,
+          ...["--tls-cert", cert.cert, "--tls-key", cert.key, "--tls-ca", fleet.cert],
+          "--peer-mtls",
+        ];
+      },
+    });
+    const published = await publishOn(c.get("a"), "fn-tls", memFile(8, 21), { client });
+    const pulled = await call(`${c.get("b").url}/v1/snapshots/fn-tls/pull`, {
+      method: "POST",
+      token: FULL,
+      client,
+    });
+    assertEquals(pulled.status, 200, JSON.stringify(pulled.body));
+    const body = pulled.body as { digest: string; source: string };
+    assertEquals([body.digest, body.source], [published.digest, "peer"]);
+  } finally {
+    client.close();
+  }
+});
+
+Deno.test("under ulimit -n 128, a flood of connections that never handshake runs into EMFILE and both TLS listeners keep accepting", async (t) => {
+  await using tmp = await tempDir();
+  const fleet = await makeCa(tmp.path, "fleet");
+  const cert = await issueCert(fleet, tmp.path, "node");
+  const [exe, lead] = snapmeshCommand();
+  for (const mtls of [false, true]) {
+    await t.step(mtls ? "mutual TLS listener" : "TLS listener", async () => {
+      const client = httpsClient(fleet.pem);
+      try {
+        await using agent = await startAgent({
+          dataDir: `${tmp.path}/${mtls ? "mtls" : "tls"}`,
+          command: ["sh", ["-c", 'ulimit -n 128 && exec "$@"', "snapmesh", exe, ...lead]],
+          args: [
+            ...["--tls-cert", cert.cert, "--tls-key", cert.key, "--tls-ca", fleet.cert],
+            ...(mtls ? ["--peer-mtls"] : []),
+          ],
+          client,
+        });
+        const { hostname, port } = new URL(agent.url);
+        const flood: Deno.TcpConn[] = [];
+        try {
+          for (let i = 0; i < 600; i++) {
+            flood.push(await Deno.connect({ hostname, port: Number(port) }));
+          }
+        } finally {
+          for (const conn of flood) conn.close();
+        }
+        const deadline = Date.now() + 15_000;
+        let status = 0;
+        while (Date.now() < deadline && status !== 200) {
+          status = await fetch(`${agent.url}/healthz`, { client })
+            .then(async (r) => (await r.body?.cancel(), r.status), () => 0);
+          if (status !== 200) await new Promise((r) => setTimeout(r, 50));
+        }
+        assertEquals(status, 200, agent.logs().slice(-3000));
+        assertMatch(agent.logs(), /cannot accept connections; retrying.*Too many open files/);
+      } finally {
+        client.close();
+      }
+    });
+  }
 });
