@@ -9,6 +9,7 @@ const BENCHES: Record<string, string> = {
   local: "./bench/local.ts",
   origin: "./bench/origin.ts",
   fleet: "./bench/fleet.ts",
+  security: "./bench/security.ts",
 };
 
 const [name, ...rest] = Deno.args;
