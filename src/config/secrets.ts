@@ -1,7 +1,8 @@
 /**
  * Secrets kept in files (`--token-file`, `--cluster-key-file`): read once,
  * at start (changing one takes a restart), so they never appear in a
- * process listing. A file that others can read earns a warning.
+ * process listing. A file that any user can read earns a warning (group
+ * read is fine: a root-owned file for the service's group).
  *
  * @module
  */
@@ -41,11 +42,11 @@ export async function loadSecretFiles(
       throw new ConfigError(`Cannot read the ${what} file ${path}: ${(err as Error).message}`);
     }
     const mode = await reader.mode(path).catch(() => null);
-    if (mode !== null && (mode & 0o077) !== 0) {
+    if (mode !== null && (mode & 0o007) !== 0) {
       warnings.push(
-        `the ${what} file ${path} can be read by other users (mode ${
+        `the ${what} file ${path} can be read by any user (mode ${
           (mode & 0o777).toString(8)
-        }); chmod 600 it`,
+        }); chmod o-rwx it`,
       );
     }
     return text;

@@ -163,8 +163,8 @@ async function readKey<T>(
   }
   if (log) {
     const mode = (await Deno.stat(path).catch(() => null))?.mode ?? null;
-    if (mode !== null && (mode & 0o077) !== 0) {
-      log.warn(`the ${what} file can be read by other users; chmod 600 it`, {
+    if (mode !== null && (mode & 0o007) !== 0) {
+      log.warn(`the ${what} file can be read by any user; chmod o-rwx it`, {
         path,
         mode: (mode & 0o777).toString(8),
       });

@@ -371,13 +371,13 @@ Deno.test("security settings: files, env and the combinations that make sense", 
     const reader = {
       readTextFile: (path: string) =>
         path in files ? Promise.resolve(files[path]!) : Promise.reject(new Error("no such file")),
-      mode: (path: string) => Promise.resolve(path.endsWith("ck") ? 0o644 : 0o600),
+      mode: (path: string) => Promise.resolve(path.endsWith("ck") ? 0o644 : 0o640),
     };
     const { config, warnings } = await loadSecretFiles(c, reader);
     assertEquals(config.token, "tok-from-file");
     assertEquals(config.clusterKey, files["/etc/snapmesh/ck"]);
     assertEquals(warnings.length, 1);
-    assertMatch(warnings[0]!, /\/etc\/snapmesh\/ck can be read by other users \(mode 644\)/);
+    assertMatch(warnings[0]!, /\/etc\/snapmesh\/ck can be read by any user \(mode 644\)/);
     files["/etc/snapmesh/ck"] = "short\n";
     await assertRejects(
       () => loadSecretFiles(c, reader),
