@@ -359,6 +359,8 @@ class MutualTlsConn implements HttpConn {
   #error: Error | null = null;
   #wake: (() => void) | null = null;
   #certificate: ClientCertificate | null = null;
+  /** Writes (and an end) waiting for node:tls: failed if the socket closes first. */
+  readonly #waiting = new Set<(err: Error | null) => void>();
 
   constructor(conn: Deno.Conn, context: tls.SecureContext, log: Logger) {
     this.#conn = conn;
@@ -408,6 +410,8 @@ class MutualTlsConn implements HttpConn {
     socket.on("close", () => {
       this.#ended = true;
       this.#notify();
+      const closed = this.#error ?? new Deno.errors.BadResource("The connection is closed");
+      for (const settle of [...this.#waiting]) settle(closed);
     });
   }
 
@@ -433,14 +437,29 @@ class MutualTlsConn implements HttpConn {
 
   write(bytes: Uint8Array): Promise<number> {
     if (this.#error) return Promise.reject(this.#error);
-    return new Promise((resolve, reject) => {
-      // The callback runs once the bytes are taken: the caller may reuse them after.
-      this.#socket.write(bytes, (err) => (err ? reject(err) : resolve(bytes.length)));
-    });
+    // The callback runs once the bytes are taken: the caller may reuse them after.
+    return this.#settled((done) => this.#socket.write(bytes, (err) => done(err ?? null)))
+      .then(() => bytes.length);
   }
 
   closeWrite(): Promise<void> {
-    return new Promise((resolve) => this.#socket.end(() => resolve()));
+    return this.#settled((done) => this.#socket.end(() => done(null)));
+  }
+
+  /** Runs `start`, resolving when it calls back, or failing when the socket closes first. */
+  #settled(start: (done: (err: Error | null) => void) => void): Promise<void> {
+    if (this.#socket.destroyed) {
+      return Promise.reject(this.#error ?? new Deno.errors.BadResource("The connection is closed"));
+    }
+    return new Promise((resolve, reject) => {
+      const settle = (err: Error | null) => {
+        if (!this.#waiting.delete(settle)) return;
+        if (err) reject(err);
+        else resolve();
+      };
+      this.#waiting.add(settle);
+      start(settle);
+    });
   }
 
   close(): void {
