@@ -11,6 +11,7 @@ const BENCHES: Record<string, string> = {
   fleet: "./bench/fleet.ts",
   upload: "./bench/upload.ts",
   restore: "./bench/restore.ts",
+  security: "./bench/security.ts",
 };
 
 const [name, ...rest] = Deno.args;

@@ -593,15 +593,28 @@ LimitNOFILE=65536
 UMask=0027
 
 # Hardening. No MemoryDenyWriteExecute=: V8 compiles code at run time.
+# No capabilities at all: the agent binds its port as an unprivileged user
+# (use a port above 1023) and needs none. Sockets: TCP (peers, clients,
+# the origin), Unix (restore sockets) and netlink (name resolution).
+# Key and certificate files stay readable under ProtectSystem=strict.
 NoNewPrivileges=yes
+CapabilityBoundingSet=
+AmbientCapabilities=
 ProtectSystem=strict
 ReadWritePaths=$rw_paths
 ProtectHome=read-only
 PrivateTmp=yes
 ProtectKernelTunables=yes
 ProtectKernelModules=yes
+ProtectKernelLogs=yes
 ProtectControlGroups=yes
+ProtectClock=yes
+ProtectHostname=yes
+RestrictNamespaces=yes
+RestrictRealtime=yes
 RestrictSUIDSGID=yes
+RestrictAddressFamilies=AF_UNIX AF_INET AF_INET6 AF_NETLINK
+SystemCallArchitectures=native
 LockPersonality=yes
 
 [Install]
@@ -732,6 +745,13 @@ else
 # with the token your cluster already uses. Clients pass it with --token or
 # SNAPMESH_TOKEN. Without a token, /v1 is open to anyone who can reach the port.
 SNAPMESH_TOKEN=$token
+
+# Node-to-node credentials (README "Security"): the same cluster key on every
+# node makes peers sign their requests, and client tokens then no longer open
+# /v1/peer/*. Generate one with: openssl rand -base64 48
+# SNAPMESH_CLUSTER_KEY=
+# A read-only client token (reads and pulls only), for workers that only restore:
+# SNAPMESH_READ_TOKEN=
 
 # Credentials of the S3/MinIO origin (the standard AWS variables):
 # AWS_ACCESS_KEY_ID=

@@ -11,6 +11,7 @@ export type ErrorCode =
   | "invalid_range"
   | "invalid_body"
   | "unauthorized"
+  | "forbidden"
   | "path_not_allowed"
   | "not_found"
   | "method_not_allowed"
@@ -28,6 +29,7 @@ export type ErrorCode =
   | "upstream_failed"
   | "journal_failed"
   | "verification_failed"
+  | "untrusted_snapshot"
   | "shutting_down"
   | "busy"
   | "internal";

@@ -13,11 +13,25 @@ import { createApp } from "./api/mod.ts";
 import { formatListen, type ServeConfig } from "./config/mod.ts";
 import { errorMessage, SnapmeshError } from "./errors.ts";
 import { DenoFileSystem, type FileSystem } from "./fs/mod.ts";
-import { fitConnectionLimit, type HttpServer, raiseFdLimit, serveHttp } from "./http/mod.ts";
+import {
+  fitConnectionLimit,
+  type HttpListener,
+  type HttpServer,
+  raiseFdLimit,
+  serveHttp,
+} from "./http/mod.ts";
 import { createLogger, type Logger } from "./log/mod.ts";
 import { Metrics } from "./metrics/mod.ts";
 import { openOrigin } from "./origin/mod.ts";
+import {
+  loadSecurity,
+  MutualTlsListener,
+  type NodeSecurity,
+  type ReloadableListener,
+  RustlsListener,
+} from "./security/mod.ts";
 import { DataDirLockedError, lockDataDir } from "./store/mod.ts";
+import { systemClock } from "./util/clock.ts";
 import { VERSION } from "./version.ts";
 
 /** Options for {@linkcode runServe}. */
@@ -38,6 +52,8 @@ export interface RunServeOptions {
    * library caller's process is not ours to end. @default off
    */
   hardExitMs?: number;
+  /** Found while loading the config (a secret file others can read…): logged at start. */
+  warnings?: string[];
 }
 
 /** Runs the agent until a signal; returns the process exit code. */
@@ -49,6 +65,7 @@ export async function runServe(
     createLogger({ level: config.logLevel, base: { node: config.nodeId } });
   const fs = options.fs ?? new DenoFileSystem();
   const announce = options.announce ?? writeStdout;
+  for (const warning of options.warnings ?? []) log.warn(warning);
   const fdLimit = raiseFdLimit(log);
   const maxConnections = fitConnectionLimit(config.maxConnections, fdLimit?.soft ?? null);
   if (maxConnections < config.maxConnections) {
@@ -74,9 +91,28 @@ export async function runServe(
   }
 
   const metrics = new Metrics();
+  let security: NodeSecurity;
+  try {
+    security = await loadSecurity(config, { log, metrics, clock: systemClock });
+  } catch (err) {
+    const message = `Cannot start: ${errorMessage(err)}`;
+    log.error(message);
+    printError(message);
+    lock.release();
+    return 1;
+  }
   let agent: Agent | null = null;
   const opening = openOrigin(config, { log, metrics }).then((origin) =>
-    Agent.open({ config, fs, log, metrics, version: VERSION, origin })
+    Agent.open({
+      config,
+      fs,
+      log,
+      metrics,
+      version: VERSION,
+      origin,
+      trust: security.trust,
+      peerCredentials: security.peerCredentials,
+    })
   );
   // The app awaits this promise; keep a failed recovery from being "unhandled".
   opening.catch(() => {});
@@ -86,7 +122,13 @@ export async function runServe(
     shutdown: stop.signal,
     isReady: () => agent !== null,
     notReadyReason: () => agent?.unhealthyReason() ?? null,
-    token: config.token,
+    auth: {
+      token: config.token,
+      readToken: config.readToken,
+      peer: security.peerMode,
+      verifier: security.verifier,
+      onPeerRefused: (reason) => metrics.peerAuthFailures.inc({ reason }),
+    },
     metrics,
     log,
     nodeId: config.nodeId,
@@ -114,12 +156,26 @@ export async function runServe(
   options.signal?.addEventListener("abort", onSignal, { once: true });
 
   let server: HttpServer;
+  const scheme = security.tls ? "https" : "http";
   try {
-    const listener = Deno.listen({
-      hostname: config.listen.hostname,
-      port: config.listen.port,
-      transport: "tcp",
-    });
+    let listener: HttpListener;
+    if (security.tls) {
+      const tls = security.tls;
+      // With --peer-mtls, node:tls (it can verify client certificates);
+      // otherwise Deno's rustls listener, the cheaper one (README "Security").
+      const reloadable: ReloadableListener = config.peerMtls
+        ? new MutualTlsListener(config.listen, tls.current, log)
+        : new RustlsListener(config.listen, tls.current, log);
+      tls.onChange((files) => reloadable.reload(files));
+      tls.watch();
+      listener = reloadable;
+    } else {
+      listener = Deno.listen({
+        hostname: config.listen.hostname,
+        port: config.listen.port,
+        transport: "tcp",
+      });
+    }
     server = serveHttp(listener, (request, info) => app.fetch(request, info), {
       log,
       idleTimeoutMs: config.idleTimeoutMs,
@@ -151,13 +207,14 @@ export async function runServe(
     log.error(message);
     printError(message);
     await opening.then((a) => a.close()).catch(() => {});
+    security.close();
     lock.release();
     return 1;
   }
   {
     const addr = server.addr as Deno.NetAddr;
     const where = formatListen({ hostname: addr.hostname, port: addr.port });
-    announce(`snapmesh listening on http://${where}`);
+    announce(`snapmesh listening on ${scheme}://${where}`);
     log.info("listening", { address: where, version: VERSION, dataDir: config.dataDir });
     if (config.token === null && !isLoopback(addr.hostname)) {
       log.warn(
@@ -175,7 +232,7 @@ export async function runServe(
     const host = address.hostname === "0.0.0.0" || address.hostname === "::"
       ? safeHostname()
       : address.hostname;
-    opened.setAdvertise(`http://${formatListen({ hostname: host, port: address.port })}`);
+    opened.setAdvertise(`${scheme}://${formatListen({ hostname: host, port: address.port })}`);
     agent = opened;
   } catch (err) {
     const message = `Cannot start: ${errorMessage(err)}`;
@@ -205,6 +262,7 @@ export async function runServe(
     }
   }
   for (const s of signals) Deno.removeSignalListener(s, onSignal);
+  security.close();
   lock.release();
   log.info("stopped", { exitCode });
   return exitCode;

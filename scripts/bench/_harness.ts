@@ -38,7 +38,7 @@ export async function startAgent(args: string[], netns?: string): Promise<BenchA
   const child = agentCommand([...listen, ...args], netns).spawn();
   const reader = child.stdout.pipeThrough(new TextDecoderStream()).getReader();
   let text = "";
-  while (!/listening on (http:\/\/\S+)/.test(text)) {
+  while (!/listening on (https?:\/\/\S+)/.test(text)) {
     const { done, value } = await reader.read();
     if (done) throw new Error(`agent exited before listening: ${text}`);
     text += value;
@@ -46,7 +46,7 @@ export async function startAgent(args: string[], netns?: string): Promise<BenchA
   (async () => {
     while (!(await reader.read()).done) { /* drain */ }
   })().catch(() => {});
-  const url = /listening on (http:\/\/\S+)/.exec(text)![1]!;
+  const url = /listening on (https?:\/\/\S+)/.exec(text)![1]!;
   for (let i = 0; i < 200; i++) {
     const r = await fetch(`${url}/readyz`).catch(() => null);
     await r?.body?.cancel();

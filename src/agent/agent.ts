@@ -62,7 +62,8 @@ import { SnapshotStore } from "../store/mod.ts";
 import { type Clock, systemClock, type Timer } from "../util/clock.ts";
 import { type Random, systemRandom } from "../util/random.ts";
 import { type RemoveResult, removeSnapshot } from "./removal.ts";
-import { type Services, wire } from "./wiring.ts";
+import type { SnapshotTrust } from "../security/mod.ts";
+import { type PeerCredentials, type Services, wire } from "./wiring.ts";
 
 export type { CommitRequest, CommitResult, StageResult } from "../drafts/mod.ts";
 export type {
@@ -76,6 +77,7 @@ export type {
 } from "../reads/mod.ts";
 export type { FileVerification } from "../store/mod.ts";
 export type { RebuildReport } from "../cache/mod.ts";
+export type { PeerCredentials } from "./wiring.ts";
 
 /** Dependencies of {@linkcode Agent.open}. */
 export interface AgentOptions {
@@ -96,6 +98,10 @@ export interface AgentOptions {
   discovery?: readonly Discovery[];
   /** How peers are asked. @default HTTP with `--token` */
   transport?: PeerTransport;
+  /** Signature policy. @default none: snapshots need no signature */
+  trust?: SnapshotTrust;
+  /** What requests to peers carry. @default the bearer token */
+  peerCredentials?: PeerCredentials;
 }
 
 /** What the agent's start found and did. */

@@ -17,6 +17,7 @@ import {
   DnsDiscovery,
   FileDiscovery,
   HttpPeerTransport,
+  HttpsDiscovery,
   Membership,
   type PeerTransport,
   StaticDiscovery,
@@ -32,6 +33,7 @@ import type { Metrics } from "../metrics/mod.ts";
 import { type Origin, Pusher, RemoteManifests } from "../origin/mod.ts";
 import { PeerService, Reads } from "../reads/mod.ts";
 import { Restores, WorkingSets } from "../restore/mod.ts";
+import { SnapshotTrust } from "../security/mod.ts";
 import type { SnapshotStore } from "../store/mod.ts";
 import type { Clock } from "../util/clock.ts";
 import type { Random } from "../util/random.ts";
@@ -56,6 +58,20 @@ export interface WireOptions {
   discovery?: readonly Discovery[];
   /** How peers are asked. @default HTTP */
   transport?: PeerTransport;
+  /** Signature policy. @default none: snapshots need no signature */
+  trust?: SnapshotTrust;
+  /** What requests to peers carry. @default the bearer token, over plain fetch */
+  peerCredentials?: PeerCredentials;
+}
+
+/** What this node's requests to its peers carry (src/serve.ts builds it). */
+export interface PeerCredentials {
+  /** Bearer token (only when peers have no credentials of their own). */
+  token: string | null;
+  /** Signs a request with the cluster key, or null. */
+  sign: ((method: string, url: string, body?: Uint8Array | null) => Record<string, string>) | null;
+  /** The HTTP client now: the cluster CA and, with mutual TLS, this node's certificate. */
+  client: (() => Deno.HttpClient) | null;
 }
 
 /** The discovery sources a configuration names. */
@@ -67,7 +83,8 @@ export function discoveryOf(
   if (config.peers.length > 0) out.push(new StaticDiscovery(config.peers));
   if (config.peersFile !== null) out.push(new FileDiscovery(config.peersFile, options));
   if (config.peersDns !== null) out.push(new DnsDiscovery(config.peersDns, { log: options.log }));
-  return out;
+  // With the cluster CA, every peer is reached over https, however it was listed.
+  return config.tlsCa === null ? out : out.map((source) => new HttpsDiscovery(source));
 }
 
 /** The services of one agent, wired. */
@@ -92,6 +109,7 @@ export interface Services {
 /** Builds the services of an agent over an opened journal. */
 export function wire(options: WireOptions): Services {
   const { config, fs, log, metrics, origin, store, index, journal, clock, random } = options;
+  const trust = options.trust ?? SnapshotTrust.none(log, clock);
   const catalog = new Catalog({
     store,
     index,
@@ -99,17 +117,23 @@ export function wire(options: WireOptions): Services {
     log,
     metrics,
     clock,
+    trust,
     ...(options.touchFlushMs === undefined ? {} : { touchFlushMs: options.touchFlushMs }),
   });
   const budget = new CacheBudget({ catalog, capacity: config.cacheSize });
   const clusterLog = log.child({ component: "cluster" });
   const discovery = options.discovery ?? discoveryOf(config, { fs, log: clusterLog });
-  const membership = discovery.length > 0
+  const credentials = options.peerCredentials ?? { token: config.token, sign: null, client: null };
+  // Requests (and credentials) go to configured peers only.
+  let membership: Membership | null = null;
+  const isPeer = (url: string) => membership?.peers().some((p) => p.url === url) ?? false;
+  membership = discovery.length > 0
     ? new Membership({
       nodeId: config.nodeId,
       discovery,
       transport: options.transport ?? new HttpPeerTransport({
-        token: config.token,
+        ...credentials,
+        isPeer,
         nodeId: config.nodeId,
         // A peer that sends nothing for this long is given up on (a waiting
         // read, for an owner still fetching, gets six times more).
@@ -120,7 +144,7 @@ export function wire(options: WireOptions): Services {
       log: clusterLog,
     })
     : null;
-  const remote = origin ? new RemoteManifests(origin) : null;
+  const remote = origin ? new RemoteManifests(origin, trust) : null;
   const tracker = new Tracker({ random: random.fork("tracker") });
   const uploads = new UploadSlots({ clock });
   const workingSets = new WorkingSets({
@@ -148,6 +172,7 @@ export function wire(options: WireOptions): Services {
     uploads,
     originRate: new RateLimiter(config.maxOriginRate, { clock }),
     workingSets,
+    trust,
   });
   const drafts = new Drafts({ config, fs, store, catalog, budget, log, metrics, clock });
   const committer = new Committer({

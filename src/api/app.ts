@@ -10,12 +10,12 @@ import { streamSSE } from "hono/streaming";
 import type { Agent } from "../agent/mod.ts";
 import { encodeBytes } from "../cluster/mod.ts";
 import { type ErrorCode, hasCode, SnapmeshError } from "../errors.ts";
-import { BodyAbortedError } from "../http/mod.ts";
+import { BodyAbortedError, type HttpRequestInfo } from "../http/mod.ts";
 import { assertName } from "../manifest/mod.ts";
 import type { Logger } from "../log/mod.ts";
 import type { Metrics } from "../metrics/mod.ts";
 import { parseRange, streamSource } from "../store/mod.ts";
-import { bearerToken } from "./auth.ts";
+import { type AuthOptions, authorize, type Role } from "./auth.ts";
 import { HttpError } from "./errors.ts";
 import { STATUS_PAGE } from "./status_page.ts";
 
@@ -27,7 +27,10 @@ export interface AppDeps {
   isReady(): boolean;
   /** Why a ready agent cannot take changes now (`/readyz` answers 503), or null. */
   notReadyReason?(): string | null;
-  token: string | null;
+  /** The full-access token (used when `auth` is not given: one token opens everything). */
+  token?: string | null;
+  /** Roles: full and read tokens, and how peers authenticate. @default from `token` */
+  auth?: AuthOptions;
   metrics: Metrics;
   log: Logger;
   nodeId: string;
@@ -38,7 +41,10 @@ export interface AppDeps {
   readyTimeoutMs?: number;
 }
 
-type Env = { Variables: { agent: Agent; requestId: string; expected: boolean } };
+type Env = {
+  Bindings: Partial<HttpRequestInfo>;
+  Variables: { agent: Agent; requestId: string; expected: boolean; role: Role };
+};
 
 const MAX_JSON_BODY = 1024 * 1024;
 /** Deepest nesting of arrays and objects accepted in a JSON body. */
@@ -118,7 +124,14 @@ export function createApp(deps: AppDeps): Hono<Env> {
   );
 
   const v1 = new Hono<Env>();
-  v1.use(bearerToken({ token: deps.token }));
+  v1.use(authorize(
+    deps.auth ?? {
+      token: deps.token ?? null,
+      readToken: null,
+      peer: { kind: "legacy" },
+      verifier: null,
+    },
+  ));
   v1.use(async function waitForRecovery(c, next) {
     c.set("agent", await readyAgent(deps));
     await next();
@@ -278,7 +291,7 @@ export function createApp(deps: AppDeps): Hono<Env> {
     });
   });
 
-  // Node to node (same token). Documented in the README.
+  // Node to node: peers only (see auth.ts). Documented in the README.
   v1.get("/peer/hello", (c) => c.json(c.get("agent").peerHello()));
 
   v1.get("/peer/probe", async (c) => {

@@ -14,6 +14,7 @@ const STATUS: Record<ErrorCode, ContentfulStatusCode> = {
   invalid_range: 400,
   invalid_body: 400,
   unauthorized: 401,
+  forbidden: 403,
   path_not_allowed: 403,
   not_found: 404,
   method_not_allowed: 405,
@@ -32,6 +33,7 @@ const STATUS: Record<ErrorCode, ContentfulStatusCode> = {
   insufficient_storage: 507,
   upstream_failed: 502,
   verification_failed: 502,
+  untrusted_snapshot: 502,
   journal_failed: 500,
   internal: 500,
 };

@@ -6,8 +6,10 @@
  *
  * - {@linkcode Catalog.publish} is the one durable publish path (commit,
  *   pull and adoption): a directory already durable under `tmp/` or
- *   `partial/` is renamed into `snapshots/`, the rename fsynced, then the
- *   journal record fsynced; only then is it visible;
+ *   `partial/` gets its signatures (`manifest.sig`, fsynced) and is renamed
+ *   into `snapshots/`, the rename fsynced, then the journal record fsynced;
+ *   only then is it visible. A node that enforces signatures refuses here
+ *   whatever no trusted key signed, whichever path led to it;
  * - removal (delete, eviction) journals first, then moves the directory to
  *   the trash; quarantine moves it to `quarantine/`, never deleting it;
  * - one lock serialises these index changes; streaming and hashing happen
@@ -28,6 +30,7 @@ import {
   ZERO_CHUNK,
 } from "../manifest/mod.ts";
 import type { Metrics } from "../metrics/mod.ts";
+import { type SnapshotSignature, SnapshotTrust } from "../security/mod.ts";
 import { ChunkTrust, type PreparedPublish, type SnapshotStore } from "../store/mod.ts";
 import type { Clock, Timer } from "../util/clock.ts";
 import { Mutex } from "../util/mutex.ts";
@@ -71,6 +74,8 @@ export interface CatalogOptions {
   log: Logger;
   metrics: Metrics;
   clock: Clock;
+  /** Signature policy. @default none: unsigned snapshots are fine */
+  trust?: SnapshotTrust;
   /** Delay before access times are journaled. @default 100 */
   touchFlushMs?: number;
 }
@@ -89,6 +94,8 @@ export class Catalog {
   /** Serialises index changes (publish, remove, pin, eviction). */
   readonly lock = new Mutex();
   readonly counters = { evictions: 0 };
+  /** Signature policy: what may be published, and the signatures that go with it. */
+  readonly snapshotTrust: SnapshotTrust;
   readonly #log: Logger;
   readonly #metrics: Metrics;
   readonly #clock: Clock;
@@ -111,6 +118,7 @@ export class Catalog {
     this.#metrics = options.metrics;
     this.#clock = options.clock;
     this.#touchFlushMs = options.touchFlushMs ?? 100;
+    this.snapshotTrust = options.trust ?? SnapshotTrust.none(options.log, options.clock);
   }
 
   get(name: string): CacheEntry | undefined {
@@ -139,6 +147,15 @@ export class Catalog {
     }
     this.#manifests.set(entry.digest, manifest);
     return manifest;
+  }
+
+  /** The publishers' signatures of a local snapshot (empty when unsigned). */
+  async signaturesOf(entry: CacheEntry): Promise<SnapshotSignature[]> {
+    const known = this.snapshotTrust.signaturesOf(entry.digest);
+    if (known.length > 0) return known;
+    const stored = await this.store.readSignatures(entry.name, entry.digest);
+    this.snapshotTrust.remember(entry.digest, stored);
+    return stored;
   }
 
   /** A manifest already read, by snapshot digest. */
@@ -174,6 +191,19 @@ export class Catalog {
         return false;
       }
       try {
+        // Refused (and its bytes dropped) when this node enforces signatures
+        // and no trusted key signed it.
+        const signatures = await this.snapshotTrust.forPublish(
+          name,
+          request.digest,
+          request.source,
+        );
+        if (signatures.length > 0) {
+          const dir = from.kind === "prepared"
+            ? from.prepared.dir
+            : this.store.partialDir(from.key);
+          await this.store.writeSignatures(dir, request.digest, signatures);
+        }
         if (from.kind === "prepared") await this.store.install(from.prepared);
         else await this.store.installPartial(from.key, name);
       } catch (err) {

@@ -48,6 +48,8 @@ export interface NodeClientOptions {
   node: string;
   /** Bearer token, or undefined. */
   token?: string;
+  /** PEM CA certificate(s) to verify an https node against (a private CA). */
+  ca?: string;
 }
 
 /** An upload of one file: see {@linkcode NodeClient.upload}. */
@@ -57,10 +59,13 @@ export type UploadOptions = Omit<SizedUploadOptions, "url" | "method" | "headers
 export class NodeClient {
   readonly node: string;
   readonly #token: string | undefined;
+  readonly #ca: string | undefined;
+  #client: Deno.HttpClient | undefined;
 
   constructor(options: NodeClientOptions) {
     this.node = options.node.replace(/\/+$/, "");
     this.#token = options.token;
+    this.#ca = options.ca;
   }
 
   /** URL of an API path (segments are escaped by the caller with {@linkcode segment}). */
@@ -74,7 +79,13 @@ export class NodeClient {
     if (this.#token) headers.set("Authorization", `Bearer ${this.#token}`);
     let response: Response;
     try {
-      response = await fetch(this.url(path), { ...init, method, headers });
+      if (this.#ca !== undefined) this.#client ??= Deno.createHttpClient({ caCerts: [this.#ca] });
+      response = await fetch(this.url(path), {
+        ...init,
+        method,
+        headers,
+        ...(this.#client ? { client: this.#client } : {}),
+      });
     } catch (err) {
       throw this.#unreachable(err);
     }
@@ -102,7 +113,13 @@ export class NodeClient {
     if (this.#token) headers["Authorization"] = `Bearer ${this.#token}`;
     let answer;
     try {
-      answer = await sizedUpload({ ...options, url: this.url(path), method: "PUT", headers });
+      answer = await sizedUpload({
+        ...options,
+        url: this.url(path),
+        method: "PUT",
+        headers,
+        ...(this.#ca === undefined ? {} : { ca: this.#ca }),
+      });
     } catch (err) {
       if (!(err instanceof UploadError)) throw err;
       const code = (err.cause as { code?: string } | undefined)?.code;

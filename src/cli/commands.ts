@@ -38,12 +38,14 @@ export interface ClientCommand {
 const COMMON: Record<string, OptionSpec> = {
   node: { type: "string" },
   token: { type: "string" },
+  ca: { type: "string" },
   json: { type: "boolean" },
 };
 
 const COMMON_HELP = `Common options:
   --node URL     node to talk to (env SNAPMESH_NODE, default http://127.0.0.1:7070)
-  --token T      bearer token (env SNAPMESH_TOKEN)
+  --token T      bearer token (env SNAPMESH_TOKEN; a read token reads and pulls only)
+  --ca FILE      PEM CA to verify an https node against (env SNAPMESH_CA)
   --json         print machine-readable JSON
   -h, --help     show this help`;
 
@@ -794,6 +796,22 @@ export async function runClientCommand(
     throw new UsageError(`--node expects a URL, got ${JSON.stringify(node)}`);
   }
   const token = stringOption(args, "token") ?? io.env.SNAPMESH_TOKEN;
-  const client = new NodeClient(token === undefined ? { node } : { node, token });
+  const caFile = stringOption(args, "ca") ?? io.env.SNAPMESH_CA;
+  let ca: string | undefined;
+  if (caFile !== undefined && caFile !== "") {
+    try {
+      ca = await Deno.readTextFile(caFile);
+    } catch (err) {
+      throw new CommandError(
+        "bad_ca",
+        `Cannot read the CA file ${caFile}: ${(err as Error).message}`,
+      );
+    }
+  }
+  const client = new NodeClient({
+    node,
+    ...(token === undefined ? {} : { token }),
+    ...(ca === undefined ? {} : { ca }),
+  });
   return await command.run(args, client, io);
 }

@@ -10,6 +10,7 @@ import { VERSION } from "../version.ts";
 import { UsageError } from "./args.ts";
 import { CommandError, RequestError } from "./client.ts";
 import { CLIENT_COMMANDS, type CommandIo, runClientCommand } from "./commands.ts";
+import { keygenCommand } from "./keygen.ts";
 
 const encoder = new TextEncoder();
 
@@ -29,6 +30,8 @@ export function snapmeshEnv(): Record<string, string | undefined> {
     "SNAPMESH_CONFIG",
     "SNAPMESH_NODE",
     "SNAPMESH_TOKEN",
+    "SNAPMESH_CLUSTER_KEY",
+    "SNAPMESH_CA",
   ];
   const env: Record<string, string | undefined> = {};
   for (const name of names) {
@@ -63,6 +66,9 @@ export function mainHelp(): string {
     "Commands:",
     `  ${"serve".padEnd(8)} run the agent`,
     ...commands,
+    `  ${
+      "keygen".padEnd(8)
+    } create a key pair for signed snapshots (--signing-key, --trusted-keys)`,
     "",
     "  --version  print the version",
   ].join("\n");
@@ -107,12 +113,13 @@ export async function main(args: string[], io: CommandIo = processIo()): Promise
       const { serveCommand } = await import("./serve_command.ts");
       return await serveCommand(rest, io);
     }
+    if (command === "keygen") return await keygenCommand(rest, io);
     if (Object.hasOwn(CLIENT_COMMANDS, command)) return await runClientCommand(command, rest, io);
     throw new UsageError(`unknown command ${JSON.stringify(command)}`);
   } catch (err) {
     if (err instanceof UsageError || err instanceof ConfigError) {
       const hint = command && command !== "--help" &&
-          (command === "serve" || Object.hasOwn(CLIENT_COMMANDS, command))
+          (command === "serve" || command === "keygen" || Object.hasOwn(CLIENT_COMMANDS, command))
         ? `snapmesh ${command} --help`
         : "snapmesh --help";
       if (jsonErrors) {

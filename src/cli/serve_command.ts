@@ -9,6 +9,7 @@ import {
   configTemplate,
   describeConfig,
   envName,
+  loadSecretFiles,
   resolveServeConfig,
   type ServeConfig,
   SETTINGS,
@@ -37,9 +38,9 @@ export function serveHelp(): string {
     "",
     "Options:",
     `  ${"--config PATH".padEnd(30)} JSON config file (env SNAPMESH_CONFIG)`,
-    `  ${"--print-config".padEnd(30)} print the effective config (secrets redacted) and exit`,
+    `  ${"--print-config".padEnd(30)} print the effective config (secrets shown as [set]) and exit`,
     `  ${"--config-template".padEnd(30)} print a commented config file (settings given as flags`,
-    `  ${"".padEnd(30)} become keys; the token never does) and exit`,
+    `  ${"".padEnd(30)} become keys; tokens never do) and exit`,
     ...lines,
     "  -h, --help                     show this help",
   ].join("\n");
@@ -49,7 +50,9 @@ export function serveHelp(): string {
 export async function loadServeConfig(
   argv: string[],
   io: CommandIo,
-): Promise<{ config: ServeConfig; printConfig: boolean } | { template: string } | "help"> {
+): Promise<
+  { config: ServeConfig; printConfig: boolean; warnings: string[] } | { template: string } | "help"
+> {
   const options: Record<string, OptionSpec> = {
     config: { type: "string" },
     "print-config": { type: "boolean" },
@@ -81,14 +84,15 @@ export async function loadServeConfig(
     }
     file = parseConfigText(text, configPath);
   }
-  const config = resolveServeConfig({
+  const resolved = resolveServeConfig({
     flags,
     env: io.env,
     file,
     cwd: Deno.cwd(),
     hostname: safeHostname(),
   });
-  return { config, printConfig: args.values["print-config"] === true };
+  const { config, warnings } = await loadSecretFiles(resolved);
+  return { config, printConfig: args.values["print-config"] === true, warnings };
 }
 
 /** Runs `snapmesh serve`. */
@@ -103,11 +107,12 @@ export async function serveCommand(argv: string[], io: CommandIo): Promise<numbe
     return 0;
   }
   if (loaded.printConfig) {
+    for (const warning of loaded.warnings) io.err(`snapmesh: warning: ${warning}`);
     io.out(JSON.stringify(describeConfig(loaded.config), null, 2));
     return 0;
   }
   // Bounded: 10 s for open requests, 5 s for uploads, then the checkpoint.
-  return await runServe(loaded.config, { hardExitMs: 30_000 });
+  return await runServe(loaded.config, { hardExitMs: 30_000, warnings: loaded.warnings });
 }
 
 /**

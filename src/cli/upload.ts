@@ -33,6 +33,8 @@ export interface SizedUploadOptions {
   onAllSent?: () => void;
   /** Bytes read from the file at a time. @default 262144 */
   chunkBytes?: number;
+  /** PEM CA to verify an https node against. @default the system's */
+  ca?: string;
 }
 
 /** The node's answer. */
@@ -70,6 +72,7 @@ export function sizedUpload(options: SizedUploadOptions): Promise<SizedUploadAns
       headers: { ...options.headers, "Content-Length": String(options.size) },
       // One connection per upload: a pooled keep-alive socket would outlive it.
       agent: false,
+      ...(options.ca === undefined ? {} : { ca: options.ca }),
     });
     request.on("response", (response) => {
       answered = true;

@@ -81,6 +81,38 @@ export function parseDnsSpec(
   throw new TypeError(`"${spec}": use NAME:PORT (A/AAAA records) or srv:NAME (SRV records)`);
 }
 
+/**
+ * Another source's peers, reached over https on the same host and port
+ * (with `--tls-ca`, no request to a peer goes over plain http).
+ */
+export class HttpsDiscovery implements Discovery {
+  readonly #source: Discovery;
+
+  constructor(source: Discovery) {
+    this.#source = source;
+  }
+
+  get label(): string {
+    return this.#source.label;
+  }
+
+  get refreshMs(): number {
+    return this.#source.refreshMs;
+  }
+
+  async peers(): Promise<string[]> {
+    return (await this.#source.peers()).map(httpsUrl);
+  }
+}
+
+/** `http://host:port` → `https://host:port` (the port kept, 80 included). */
+export function httpsUrl(url: string): string {
+  const parsed = new URL(url);
+  if (parsed.protocol === "https:") return parsed.origin;
+  const port = parsed.port === "" ? "80" : parsed.port;
+  return normalizePeerUrl(`https://${parsed.hostname}:${port}`);
+}
+
 /** A fixed list (`--peers`). */
 export class StaticDiscovery implements Discovery {
   readonly label = "list";

@@ -1,6 +1,10 @@
 /**
  * The node-to-node transport over HTTP: what one agent asks another
- * (`/v1/peer/*`). Redirects are never followed.
+ * (`/v1/peer/*`). Redirects are never followed, and nothing is sent to a URL
+ * that is not a configured peer. Each request carries this node's peer
+ * credentials: a signature with the cluster key, or (with mutual TLS) the
+ * client certificate of its HTTP client; the bearer token only in a cluster
+ * where peers have no credentials of their own.
  *
  * @module
  */
@@ -34,9 +38,16 @@ const MAX_AVAILABILITY_ANSWER = 8 * 1024 * 1024;
 
 /** Options for {@linkcode HttpPeerTransport}. */
 export interface HttpPeerTransportOptions {
+  /** Bearer token sent to peers (only when peers have no credentials of their own). */
   token: string | null;
   /** This node's id, sent so peers can favour nodes that upload to them. */
   nodeId?: string;
+  /** Headers that sign a request (the cluster key), or null. */
+  sign?: ((method: string, url: string, body?: Uint8Array | null) => Record<string, string>) | null;
+  /** The HTTP client to use now (a CA and client certificate; it changes on rotation). */
+  client?: (() => Deno.HttpClient) | null;
+  /** True for URLs of configured peers; requests to others are refused. @default any */
+  isPeer?: (url: string) => boolean;
   /** A request or body idle this long is aborted. @default 10000 */
   stallMs?: number;
 }
@@ -44,13 +55,58 @@ export interface HttpPeerTransportOptions {
 /** Talks to peers over HTTP. */
 export class HttpPeerTransport implements PeerTransport {
   readonly #token: string | null;
+  readonly #sign:
+    | ((method: string, url: string, body?: Uint8Array | null) => Record<string, string>)
+    | null;
+  readonly #client: (() => Deno.HttpClient) | null;
+  readonly #isPeer: (url: string) => boolean;
   readonly #stallMs: number;
   readonly #nodeId: string | null;
 
   constructor(options: HttpPeerTransportOptions) {
     this.#token = options.token;
     this.#nodeId = options.nodeId ?? null;
+    this.#sign = options.sign ?? null;
+    this.#client = options.client ?? null;
+    this.#isPeer = options.isPeer ?? (() => true);
     this.#stallMs = options.stallMs ?? 10_000;
+  }
+
+  /** `fetch` with this node's credentials, to a configured peer only, never redirected. */
+  #fetch(
+    url: string,
+    path: string,
+    init: {
+      method?: string;
+      headers?: Record<string, string>;
+      body?: Uint8Array<ArrayBuffer>;
+      signal: AbortSignal;
+    },
+  ): Promise<Response> {
+    if (!this.#isPeer(url)) {
+      // Reached only by a bug or a peer removed mid-transfer: never leak credentials.
+      return Promise.reject(
+        new PeerError(0, `refusing to send a request to ${url}: it is not a configured peer`),
+      );
+    }
+    const method = init.method ?? "GET";
+    const target = url + path;
+    const credentials = this.#sign
+      ? this.#sign(method, target, init.body ?? null)
+      : this.#token
+      ? { Authorization: `Bearer ${this.#token}` }
+      : {};
+    // Who asks (upload slots favour peers that reciprocate; never trusted).
+    const from: Record<string, string> = this.#nodeId ? { "X-Snapmesh-Node": this.#nodeId } : {};
+    const client = this.#client?.();
+    return fetch(target, {
+      method,
+      headers: { ...from, ...credentials, ...init.headers },
+      ...(init.body ? { body: init.body } : {}),
+      signal: init.signal,
+      redirect: "manual",
+      ...(client ? { client } : {}),
+    });
   }
 
   async hello(url: string, options: { timeoutMs: number }): Promise<Hello> {
@@ -130,27 +186,23 @@ export class HttpPeerTransport implements PeerTransport {
   ): Promise<void> {
     const query = `digest=${report.digest}&file=${encodeURIComponent(report.file)}` +
       `&chunk=${report.index}`;
-    const response = await fetch(
-      `${url}/v1/peer/snapshots/${encodeURIComponent(name)}/suspect?${query}`,
-      {
-        method: "POST",
-        headers: this.#headers(),
-        signal: AbortSignal.timeout(2000),
-        redirect: "manual",
-      },
+    const response = await this.#fetch(
+      url,
+      `/v1/peer/snapshots/${encodeURIComponent(name)}/suspect?${query}`,
+      { method: "POST", signal: AbortSignal.timeout(2000) },
     );
     await response.body?.cancel();
   }
 
   async announce(url: string, name: string, request: AnnounceRequest): Promise<AnnounceAnswer> {
-    const response = await fetch(
-      `${url}/v1/peer/snapshots/${encodeURIComponent(name)}/announce?digest=${request.digest}`,
+    const response = await this.#fetch(
+      url,
+      `/v1/peer/snapshots/${encodeURIComponent(name)}/announce?digest=${request.digest}`,
       {
         method: "POST",
-        headers: this.#headers({ "Content-Type": "application/json" }),
-        body: JSON.stringify(request.peer),
+        headers: { "Content-Type": "application/json" },
+        body: new TextEncoder().encode(JSON.stringify(request.peer)),
         signal: AbortSignal.timeout(ANNOUNCE_TIMEOUT_MS),
-        redirect: "manual",
       },
     );
     if (!response.ok) {
@@ -191,9 +243,10 @@ export class HttpPeerTransport implements PeerTransport {
       }, STREAM_IDLE_MS / 3);
       Deno.unrefTimer(watchdog);
       try {
-        const response = await fetch(
-          `${url}/v1/peer/snapshots/${encodeURIComponent(name)}/events?digest=${digest}`,
-          { headers: this.#headers(), signal: controller.signal, redirect: "manual" },
+        const response = await this.#fetch(
+          url,
+          `/v1/peer/snapshots/${encodeURIComponent(name)}/events?digest=${digest}`,
+          { signal: controller.signal },
         );
         if (response.status === 404) {
           await response.body?.cancel();
@@ -271,10 +324,9 @@ export class HttpPeerTransport implements PeerTransport {
     };
     let watchdog = setTimeout(check, limit);
     try {
-      const response = await fetch(url + path, {
-        headers: this.#headers({ Range: `bytes=${start}-${end}` }),
+      const response = await this.#fetch(url, path, {
+        headers: { Range: `bytes=${start}-${end}` },
         signal: controller.signal,
-        redirect: "manual",
       });
       if (response.status !== 206 && response.status !== 200) {
         const text = await response.text().catch(() => "");
@@ -305,22 +357,13 @@ export class HttpPeerTransport implements PeerTransport {
     }
   }
 
-  #headers(extra: Record<string, string> = {}): Record<string, string> {
-    const headers: Record<string, string> = { ...extra };
-    if (this.#token) headers.Authorization = `Bearer ${this.#token}`;
-    if (this.#nodeId) headers["X-Snapmesh-Node"] = this.#nodeId;
-    return headers;
-  }
-
   async #get(
     url: string,
     path: string,
     options: { timeoutMs: number; ok?: number[] },
   ): Promise<Response> {
-    const response = await fetch(url + path, {
-      headers: this.#headers(),
+    const response = await this.#fetch(url, path, {
       signal: AbortSignal.timeout(options.timeoutMs),
-      redirect: "manual",
     });
     if (response.ok || options.ok?.includes(response.status)) return response;
     const text = await response.text().catch(() => "");

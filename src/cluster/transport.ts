@@ -33,6 +33,11 @@ export interface Availability {
 /** A peer's manifest answer: the canonical manifest text and what it holds. */
 export interface PeerManifest extends Availability {
   manifest: string;
+  /**
+   * Publishers' signatures over the manifest's digest, as the peer holds
+   * them (checked by the asker; absent from unsigned snapshots and older peers).
+   */
+  signatures?: { keyId: string; signature: string }[];
 }
 
 /** A chunk read from a peer: bytes `start..end` (inclusive) of `file`. */

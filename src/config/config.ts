@@ -19,7 +19,28 @@ export interface ServeConfig {
   listen: { hostname: string; port: number };
   dataDir: string;
   cacheSize: number;
+  /** Full client access (`--token`, `--token-file` or SNAPMESH_TOKEN). */
   token: string | null;
+  /** File the token was read from (read at start), or null. */
+  tokenFile: string | null;
+  /** Read-only client access: reads and pulls. */
+  readToken: string | null;
+  /** File of cluster keys (signed peer requests), read at start, or null. */
+  clusterKeyFile: string | null;
+  /** The cluster keys' text (from SNAPMESH_CLUSTER_KEY or the file), or null. */
+  clusterKey: string | null;
+  /** PEM certificate chain of the listener (reloaded on change), or null: plain HTTP. */
+  tlsCert: string | null;
+  /** PEM private key of the listener (reloaded on change). */
+  tlsKey: string | null;
+  /** PEM CA peers' certificates chain to: peers are reached over https and verified. */
+  tlsCa: string | null;
+  /** Node-to-node routes require a client certificate from `tlsCa`. */
+  peerMtls: boolean;
+  /** Ed25519 private key (PKCS#8 PEM) that signs this node's commits, or null. */
+  signingKey: string | null;
+  /** File of trusted public keys: only snapshots signed by one are accepted. */
+  trustedKeys: string | null;
   nodeId: string;
   /** URL peers use to reach this node; null: derived from the listen address. */
   advertise: string | null;
@@ -121,8 +142,71 @@ export const SETTINGS: readonly Setting[] = [
     key: "token",
     flag: "token",
     kind: "string",
-    help: "bearer token for /v1 (clients and peers)",
+    help: "bearer token for /v1: full client access (peers too, unless a cluster key or mTLS)",
     defaultText: "none",
+  },
+  {
+    key: "tokenFile",
+    flag: "token-file",
+    kind: "path",
+    help: "file holding the full-access token (read at start; keeps it out of ps)",
+    defaultText: "none",
+  },
+  {
+    key: "readToken",
+    flag: "read-token",
+    kind: "string",
+    help: "bearer token for reads and pulls only (no publish, delete, pin, drafts)",
+    defaultText: "none",
+  },
+  {
+    key: "clusterKeyFile",
+    flag: "cluster-key-file",
+    kind: "path",
+    help: "file of cluster keys, one a line (first signs): peers sign requests (HMAC)",
+    defaultText: "none (or SNAPMESH_CLUSTER_KEY)",
+  },
+  {
+    key: "tlsCert",
+    flag: "tls-cert",
+    kind: "path",
+    help: "PEM certificate chain: serve https (reloaded when the file changes)",
+    defaultText: "none (plain http)",
+  },
+  {
+    key: "tlsKey",
+    flag: "tls-key",
+    kind: "path",
+    help: "PEM private key of --tls-cert (reloaded when the file changes)",
+    defaultText: "none",
+  },
+  {
+    key: "tlsCa",
+    flag: "tls-ca",
+    kind: "path",
+    help: "PEM CA of the cluster: peers are reached over https and verified against it",
+    defaultText: "none",
+  },
+  {
+    key: "peerMtls",
+    flag: "peer-mtls",
+    kind: "bool",
+    help: "node-to-node routes require a client certificate from --tls-ca",
+    defaultText: "false",
+  },
+  {
+    key: "signingKey",
+    flag: "signing-key",
+    kind: "path",
+    help: "Ed25519 private key (PKCS#8 PEM) that signs this node's commits",
+    defaultText: "none",
+  },
+  {
+    key: "trustedKeys",
+    flag: "trusted-keys",
+    kind: "path",
+    help: "file of trusted public keys: accept only snapshots signed by one",
+    defaultText: "none (accept unsigned snapshots)",
   },
   {
     key: "nodeId",
@@ -400,6 +484,16 @@ export function resolveServeConfig(sources: ConfigSources): ServeConfig {
     dataDir: absolute(sources.cwd, "./snapmesh-data"),
     cacheSize: 10 * 1024 ** 3,
     token: null,
+    tokenFile: null,
+    readToken: null,
+    clusterKeyFile: null,
+    clusterKey: null,
+    tlsCert: null,
+    tlsKey: null,
+    tlsCa: null,
+    peerMtls: false,
+    signingKey: null,
+    trustedKeys: null,
     nodeId: sources.hostname || "snapmesh",
     advertise: null,
     peers: [],
@@ -486,7 +580,71 @@ export function resolveServeConfig(sources: ConfigSources): ServeConfig {
   if (config.maxUploads > 100_000) {
     throw new ConfigError(`max-uploads ${config.maxUploads} is out of range: use 1 to 100000`);
   }
+  checkSecurity(config, sources.env);
   return config;
+}
+
+/** Security settings that only make sense together. */
+function checkSecurity(config: ServeConfig, env: Record<string, string | undefined>): void {
+  const envKey = env.SNAPMESH_CLUSTER_KEY;
+  if (envKey !== undefined && envKey !== "") {
+    if (config.clusterKeyFile !== null) {
+      throw new ConfigError(
+        "SNAPMESH_CLUSTER_KEY and cluster-key-file are both set: give the cluster key once",
+      );
+    }
+    config.clusterKey = envKey;
+  }
+  if (config.token !== null && config.tokenFile !== null) {
+    throw new ConfigError("token and token-file are both set: give the token once");
+  }
+  if (config.readToken !== null && config.token === null && config.tokenFile === null) {
+    throw new ConfigError(
+      "read-token needs a full-access token too (token, token-file or SNAPMESH_TOKEN)",
+    );
+  }
+  if (config.readToken !== null && config.readToken === config.token) {
+    throw new ConfigError("read-token must differ from the full-access token");
+  }
+  if ((config.tlsCert === null) !== (config.tlsKey === null)) {
+    throw new ConfigError("tls-cert and tls-key must be given together");
+  }
+  if (config.tlsCa !== null && config.tlsCert === null) {
+    throw new ConfigError(
+      "tls-ca needs tls-cert and tls-key: a node that reaches its peers over https serves https",
+    );
+  }
+  if (config.peerMtls && config.tlsCa === null) {
+    throw new ConfigError(
+      "peer-mtls needs tls-ca (and tls-cert, tls-key): the CA peers' certificates chain to",
+    );
+  }
+  const peers = config.peers.length > 0 || config.peersFile !== null || config.peersDns !== null;
+  const peerAuth = config.clusterKey !== null || config.clusterKeyFile !== null || config.peerMtls;
+  if (config.readToken !== null && peers && !peerAuth) {
+    throw new ConfigError(
+      "read-token separates client roles, so client tokens no longer open node-to-node " +
+        "routes: give peers their own credentials with cluster-key-file (or " +
+        "SNAPMESH_CLUSTER_KEY) or peer-mtls",
+    );
+  }
+}
+
+/** How peers authenticate to a node, from its settings. */
+export type PeerAuthMode =
+  /** Signed requests (cluster key), client certificates (mTLS), or either. */
+  | { kind: "peer"; signed: boolean; mtls: boolean }
+  /** No peer credentials and no role separation: the full token (if any) opens peer routes. */
+  | { kind: "legacy" }
+  /** Roles separated but no peer credentials: node-to-node routes are closed. */
+  | { kind: "closed" };
+
+/** Which credentials open `/v1/peer/*` (README "Security"). */
+export function peerAuthMode(config: ServeConfig): PeerAuthMode {
+  if (config.clusterKey !== null || config.peerMtls) {
+    return { kind: "peer", signed: config.clusterKey !== null, mtls: config.peerMtls };
+  }
+  return config.readToken !== null ? { kind: "closed" } : { kind: "legacy" };
 }
 
 const HTTP_TIMEOUTS = [
@@ -602,13 +760,16 @@ export function normalizePath(path: string): string {
   return "/" + out.join("/");
 }
 
-/** The config as JSON-able settings, with secrets redacted (for --print-config). */
+/**
+ * The config as JSON-able settings, with secrets shown as `[set]` (for
+ * --print-config). Key files appear as their paths, never their contents.
+ */
 export function describeConfig(config: ServeConfig): Record<string, unknown> {
   const out: Record<string, unknown> = {};
   for (const s of SETTINGS) {
     let value: unknown = config[s.key];
     if (s.key === "listen") value = formatListen(config.listen);
-    if (s.key === "token" && value !== null) value = "[redacted]";
+    if ((s.key === "token" || s.key === "readToken") && value !== null) value = "[set]";
     if (typeof value === "string") value = redactUrlPasswords(value);
     if (Array.isArray(value)) value = value.map((v) => redactUrlPasswords(String(v)));
     out[s.flag] = value;

@@ -6,4 +6,5 @@
 
 export * from "./config.ts";
 export * from "./size.ts";
+export * from "./secrets.ts";
 export * from "./template.ts";

@@ -43,19 +43,35 @@ const EXAMPLES: Record<string, unknown> = {
   "body-timeout": "30s",
   "max-connections": 1024,
   "max-uploads": 64,
+  "token-file": "/etc/snapmesh/token",
+  "cluster-key-file": "/etc/snapmesh/cluster.key",
+  "tls-cert": "/etc/snapmesh/tls/node.pem",
+  "tls-key": "/etc/snapmesh/tls/node.key",
+  "tls-ca": "/etc/snapmesh/tls/ca.pem",
+  "peer-mtls": true,
+  "signing-key": "/etc/snapmesh/signing.key",
+  "trusted-keys": "/etc/snapmesh/trusted-keys",
   "log-level": "info",
   "rebuild-index": false,
 };
 
 const TOKEN_NOTE = [
   "  // token: never kept in this file. Put SNAPMESH_TOKEN=... in the environment",
-  "  // file (/etc/snapmesh/env when installed by scripts/install.sh, mode 0600).",
-  "  // Every node of a cluster and every client uses the same token.",
+  "  // file (/etc/snapmesh/env when installed by scripts/install.sh, mode 0600),",
+  "  // or the token alone in a file named by token-file. Full client access.",
 ];
+
+const READ_TOKEN_NOTE = [
+  "  // read-token: never kept in this file either. SNAPMESH_READ_TOKEN=... in the",
+  "  // environment file gives clients reads and pulls only.",
+];
+
+/** Secrets: explained, never written as keys. */
+const SECRET_NOTES: Record<string, string[]> = { token: TOKEN_NOTE, "read-token": READ_TOKEN_NOTE };
 
 /**
  * The template text. `given` holds settings to write as real keys (flag
- * name → value as given on the command line); the token is never written.
+ * name → value as given on the command line); tokens are never written.
  */
 export function configTemplate(given: RawSettings = {}): string {
   const lines = [
@@ -68,8 +84,9 @@ export function configTemplate(given: RawSettings = {}): string {
     "{",
   ];
   for (const s of SETTINGS) {
-    if (s.flag === "token") {
-      lines.push(...TOKEN_NOTE, "");
+    const note = SECRET_NOTES[s.flag];
+    if (note) {
+      lines.push(...note, "");
       continue;
     }
     lines.push(

@@ -166,6 +166,9 @@ export class Committer {
       files,
     };
     const digest = manifestDigest(manifest);
+    // Signed (--signing-key) before anything is written; a node that only
+    // accepts signed snapshots and cannot sign refuses here.
+    await catalog.snapshotTrust.signCommit(name, digest);
     const prepared = await store.preparePublish(manifest, sources);
     const manifestBytes = prepared.manifestBytes.length;
     const bytes = manifest.files.reduce((n, f) => n + storedBytes(f, chunkSize), 0) +

@@ -45,6 +45,7 @@ import {
 } from "../manifest/mod.ts";
 import type { Metrics } from "../metrics/mod.ts";
 import type { Origin, PushQueue, RemoteManifests } from "../origin/mod.ts";
+import { SIGNATURE_FILE, type SnapshotTrust } from "../security/mod.ts";
 import type { SnapshotStore } from "../store/mod.ts";
 import type { Clock } from "../util/clock.ts";
 import type { Random } from "../util/random.ts";
@@ -83,6 +84,8 @@ export interface PullerDeps {
   workingSets?: {
     hotOrder(name: string, manifest: ManifestWithDigest): Promise<Record<string, number[]> | null>;
   } | null;
+  /** Checks manifests from peers against the trusted keys. @default none */
+  trust?: SnapshotTrust;
 }
 
 /** A pull whose plan is known and whose job exists. */
@@ -360,6 +363,10 @@ export class Puller {
       // Never trust what a peer says the digest is: it is the hash of these bytes.
       const manifest = decodeManifest(new TextEncoder().encode(answer.manifest));
       if (manifest.name !== name) throw new Error(`it describes "${manifest.name}"`);
+      await this.#deps.trust?.accept(manifest, answer.signatures, {
+        source: "peer",
+        who: `peer ${peer.id}`,
+      });
       // Availability is keyed by the digest computed here, not the one it reported.
       return { manifest, raw: { ...answer, digest: manifest.digest } };
     } catch (err) {
@@ -400,6 +407,7 @@ export class Puller {
       reservedBytes = manifest.files.reduce((n, f) => n + storedBytes(f, chunkSize), 0) +
         encodeManifest(manifest).length;
     } else {
+      this.#deps.trust?.assertNotRefused(name);
       if (!origin) throw notFound(name);
       const prefix = origin.snapshotPrefix(name);
       let objects;
@@ -410,7 +418,9 @@ export class Puller {
           `Cannot list ${prefix} at the origin ${origin.endpoint}: ${errorMessage(err)}`,
         );
       }
-      const direct = objects.filter((o) => !o.key.slice(prefix.length).includes("/"));
+      const direct = objects.filter((o) =>
+        !o.key.slice(prefix.length).includes("/") && o.key.slice(prefix.length) !== SIGNATURE_FILE
+      );
       if (direct.length === 0) {
         if (objects.length > 0) {
           log.warn("origin holds files but no manifest: an unfinished push; not adopting", {
@@ -424,6 +434,7 @@ export class Puller {
           `Cannot adopt ${prefix}: it holds ${direct.length} files, more than ${MAX_FILES}`,
         );
       }
+      this.#deps.trust?.assertAdoptable(name);
       key = `adopt-${name}`;
       chunkSize = config.chunkSize;
       files = direct.map((o) => {

@@ -13,9 +13,16 @@ import { MAX_HEADER_BYTES, MAX_REQUEST_LINE } from "./_head.ts";
 import { type ResponseSink, type WriteOutcome, writeResponse } from "./_response.ts";
 import { BodyAbortedError, type BodyInput, lineTooLong, RequestBody } from "./body.ts";
 
+/** A client certificate that the TLS layer verified against the cluster's CA. */
+export interface ClientCertificate {
+  subject: string;
+  serialNumber: string;
+  fingerprint256: string;
+}
+
 /**
- * The byte stream a connection runs on. `Deno.Conn` is one; TLS streams
- * will be others.
+ * The byte stream a connection runs on. `Deno.Conn` and `Deno.TlsConn` are
+ * ones; src/security's mutual-TLS connection is another.
  */
 export interface HttpConn {
   /** Reads into `buffer`; the count, or null at the end of the stream. */
@@ -26,11 +33,15 @@ export interface HttpConn {
   closeWrite(): Promise<void>;
   close(): void;
   readonly remoteAddr: Deno.Addr;
+  /** The client certificate verified during the TLS handshake, if the stream knows one. */
+  readonly clientCertificate?: ClientCertificate | null;
 }
 
 /** What the handler learns about the connection besides the request. */
 export interface HttpRequestInfo {
   remoteAddr: Deno.Addr;
+  /** The verified client certificate (mutual TLS), or null. */
+  clientCertificate: ClientCertificate | null;
 }
 
 /** Turns a request into a response. */
@@ -336,7 +347,10 @@ export class Connection implements BodyInput, ResponseSink {
 
   async #handle(request: Request): Promise<Response> {
     try {
-      const response = await this.#host.handler(request, { remoteAddr: this.#conn.remoteAddr });
+      const response = await this.#host.handler(request, {
+        remoteAddr: this.#conn.remoteAddr,
+        clientCertificate: this.#conn.clientCertificate ?? null,
+      });
       if (response instanceof Response) return response;
       throw new TypeError("The handler did not return a Response");
     } catch (err) {

@@ -26,6 +26,12 @@ export {
   type RejectReason,
   serveHttp,
 } from "./server.ts";
-export type { HttpConn, HttpHandler, HttpRequestInfo, TimeoutKind } from "./_connection.ts";
+export type {
+  ClientCertificate,
+  HttpConn,
+  HttpHandler,
+  HttpRequestInfo,
+  TimeoutKind,
+} from "./_connection.ts";
 export { BodyAbortedError } from "./body.ts";
 export { type FdLimit, raiseFdLimit } from "./fd_limit.ts";

@@ -59,6 +59,9 @@ export class Metrics {
   readonly restorePrefetchedPages: client.Counter;
   readonly restoreFaultsOutsideWorkingSet: client.Counter;
   readonly restoreSessions: client.Counter<"outcome">;
+  readonly peerAuthFailures: client.Counter<"reason">;
+  readonly untrustedSnapshots: client.Counter<"source">;
+  readonly tlsReloads: client.Counter;
 
   /** Live restore sessions, read at scrape time. */
   #restores: () => number = () => 0;
@@ -256,6 +259,25 @@ export class Metrics {
       collect() {
         this.set(restores());
       },
+    });
+    this.peerAuthFailures = new client.Counter({
+      name: "snapmesh_peer_auth_failures_total",
+      help: "Requests to /v1/peer/* refused, by reason (missing, bad_signature, expired, " +
+        "replayed, body_mismatch, client_token, ...)",
+      labelNames: ["reason"],
+      registers,
+    });
+    this.untrustedSnapshots = new client.Counter({
+      name: "snapmesh_untrusted_snapshots_total",
+      help: "Manifests refused for want of a signature by a trusted key, by source " +
+        "(peer, origin, adopted, commit)",
+      labelNames: ["source"],
+      registers,
+    });
+    this.tlsReloads = new client.Counter({
+      name: "snapmesh_tls_reloads_total",
+      help: "Times the TLS certificate, key or CA files were reloaded after a change",
+      registers,
     });
     this.httpDuration = new client.Histogram({
       name: "snapmesh_http_request_duration_seconds",

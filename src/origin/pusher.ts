@@ -1,7 +1,7 @@
 /**
  * Uploads committed snapshots to the origin: whole files to
- * `<prefix>/<name>/files/<file>`, then the manifest, which is the commit
- * marker. The queue lives in the journal (`push_queued` rides on the add
+ * `<prefix>/<name>/files/<file>`, then the signatures (`manifest.sig`, when
+ * signed), then the manifest, which is the commit marker. The queue lives in the journal (`push_queued` rides on the add
  * record), so an acknowledged commit reaches the origin even when the agent
  * dies right after answering.
  *
@@ -14,6 +14,7 @@ import { errorMessage } from "../errors.ts";
 import type { Logger } from "../log/mod.ts";
 import { decodeManifest, encodeManifest, sameContent, sha256Hex } from "../manifest/mod.ts";
 import type { Metrics } from "../metrics/mod.ts";
+import { encodeSignatureFile, SIGNATURE_FILE } from "../security/mod.ts";
 import { lazyFileStream } from "../store/mod.ts";
 import type { Clock, Timer } from "../util/clock.ts";
 import type { Random } from "../util/random.ts";
@@ -230,6 +231,16 @@ export class Pusher implements PushQueue {
         });
         bytes += file.size;
         metrics.pushedBytes.inc(file.size);
+      }
+      // The signatures before the manifest: whoever sees the manifest can check it.
+      const signatures = await store.readSignatures(name, digest);
+      if (signatures.length > 0) {
+        signal.throwIfAborted();
+        await origin.putBytes(
+          origin.snapshotPrefix(name) + SIGNATURE_FILE,
+          encodeSignatureFile(digest, signatures),
+          { signal, contentType: "application/json" },
+        );
       }
       // Last: the manifest makes the snapshot visible to every reader.
       signal.throwIfAborted();

@@ -1,7 +1,8 @@
 /**
  * Manifests as the origin holds them: `<prefix>/<name>/manifest.json`, read
- * and checked, kept for a minute (a manifest is immutable once written, but
- * a name can be deleted from the origin and published again).
+ * and checked (with its signatures, `<prefix>/<name>/manifest.sig`, against
+ * the node's trusted keys), kept for a minute (a manifest is immutable once
+ * written, but a name can be deleted from the origin and published again).
  *
  * @module
  */
@@ -9,21 +10,26 @@
 import { LRUCache } from "lru-cache";
 import { errorMessage, SnapmeshError } from "../errors.ts";
 import { decodeManifest, type ManifestWithDigest } from "../manifest/mod.ts";
+import { decodeSignatureFile, SIGNATURE_FILE, type SnapshotTrust } from "../security/mod.ts";
 import type { Origin } from "./origin.ts";
 
 /** Reads snapshot manifests from the origin. */
 export class RemoteManifests {
   readonly #origin: Origin;
+  readonly #trust: SnapshotTrust | null;
   readonly #cache = new LRUCache<string, ManifestWithDigest>({ max: 512, ttl: 60_000 });
 
-  constructor(origin: Origin) {
+  /** @param trust checks signatures (null: none are read) */
+  constructor(origin: Origin, trust: SnapshotTrust | null = null) {
     this.#origin = origin;
+    this.#trust = trust;
   }
 
   /**
    * The origin's manifest of `name`, or null when it has none.
    *
-   * @throws {SnapmeshError} `upstream_failed` when the origin cannot be read or holds garbage
+   * @throws {SnapmeshError} `upstream_failed` when the origin cannot be read or holds garbage,
+   *   `untrusted_snapshot` when this node enforces signatures and no trusted key signed it
    */
   async get(name: string): Promise<ManifestWithDigest | null> {
     const cached = this.#cache.get(name);
@@ -45,6 +51,22 @@ export class RemoteManifests {
     }
     if (manifest.name !== name) {
       throw upstream(`The origin's ${key} describes "${manifest.name}", not "${name}"`);
+    }
+    if (this.#trust) {
+      const sigKey = origin.snapshotPrefix(name) + SIGNATURE_FILE;
+      let sidecar: Uint8Array | null;
+      try {
+        sidecar = await origin.getObject(sigKey);
+      } catch (err) {
+        throw upstream(
+          `Cannot read ${sigKey} from the origin ${origin.endpoint}: ${errorMessage(err)}`,
+        );
+      }
+      const signatures = sidecar === null ? [] : decodeSignatureFile(sidecar, manifest.digest);
+      await this.#trust.accept(manifest, signatures, {
+        source: "origin",
+        who: `the origin ${origin.endpoint}`,
+      });
     }
     this.#cache.set(name, manifest);
     return manifest;

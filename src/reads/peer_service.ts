@@ -72,6 +72,14 @@ export interface PeerServiceOptions {
 
 const decoder = new TextDecoder();
 
+/** The answer with the publishers' signatures, when there are any (unsigned answers are unchanged). */
+function withSignatures(
+  answer: PeerManifest,
+  signatures: { keyId: string; signature: string }[],
+): PeerManifest {
+  return signatures.length > 0 ? { ...answer, signatures } : answer;
+}
+
 /** Answers peers (but working sets, which the restore room answers). Names are validated by the caller. */
 export class PeerService implements Omit<PeerEndpoint, "workingSet" | "probe"> {
   readonly #o: PeerServiceOptions;
@@ -101,12 +109,12 @@ export class PeerService implements Omit<PeerEndpoint, "workingSet" | "probe"> {
     const entry = catalog.get(name);
     if (entry) {
       const manifest = await catalog.manifestOf(entry);
-      return {
+      return withSignatures({
         manifest: decoder.decode(encodeManifest(manifest)),
         digest: entry.digest,
         complete: true,
         have: {},
-      };
+      }, await catalog.signaturesOf(entry));
     }
     let ready = puller.readyNow(name);
     if (!ready || !ready.manifest) {
@@ -123,11 +131,11 @@ export class PeerService implements Omit<PeerEndpoint, "workingSet" | "probe"> {
         throw err;
       }
     }
-    return {
+    return withSignatures({
       manifest: decoder.decode(encodeManifest(ready.manifest!)),
       digest: ready.manifest!.digest,
       ...ready.job.availability(),
-    };
+    }, catalog.snapshotTrust.signaturesOf(ready.manifest!.digest));
   }
 
   /**

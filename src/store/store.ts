@@ -5,6 +5,7 @@
  * <data>/LOCK                            one agent per data directory
  * <data>/journal/{wal,checkpoint}        the write-ahead journal
  * <data>/snapshots/<name>/manifest.json  committed, immutable, mode 0444
+ * <data>/snapshots/<name>/manifest.sig   publishers' signatures of its digest (when signed)
  * <data>/snapshots/<name>/files/<file>   sparse: zero chunks are holes
  * <data>/drafts/<name>/meta/<file>.json  staged file descriptions (the commit point of a PUT)
  * <data>/drafts/<name>/blobs/<id>        staged file bytes
@@ -27,6 +28,12 @@ import {
   type Manifest,
   type ManifestWithDigest,
 } from "../manifest/mod.ts";
+import {
+  decodeSignatureFile,
+  encodeSignatureFile,
+  SIGNATURE_FILE,
+  type SnapshotSignature,
+} from "../security/snapshot_signing.ts";
 import type { ChunkedFile } from "./chunk_writer.ts";
 
 /** A staged file of a draft, as recorded in its meta file. */
@@ -124,6 +131,40 @@ export class SnapshotStore {
   async readManifest(name: string, digest?: string): Promise<ManifestWithDigest> {
     const bytes = await this.#fs.readFile(`${this.snapshotDir(name)}/manifest.json`);
     return decodeManifest(bytes, digest);
+  }
+
+  /** The signatures kept beside a committed manifest (empty when unsigned or not for `digest`). */
+  async readSignatures(name: string, digest: string): Promise<SnapshotSignature[]> {
+    try {
+      const bytes = await this.#fs.readFile(`${this.snapshotDir(name)}/${SIGNATURE_FILE}`);
+      return decodeSignatureFile(bytes, digest);
+    } catch (err) {
+      if (err instanceof Deno.errors.NotFound) return [];
+      throw err;
+    }
+  }
+
+  /**
+   * Writes the signatures of `digest` into a directory about to be
+   * published (a prepared or finished partial one), fsynced with the
+   * directory: the rename that publishes it publishes them too.
+   */
+  async writeSignatures(
+    dir: string,
+    digest: string,
+    signatures: readonly SnapshotSignature[],
+  ): Promise<void> {
+    const path = `${dir}/${SIGNATURE_FILE}`;
+    // A crash between this write and the rename leaves one behind; replace it.
+    await this.#fs.remove(path);
+    const handle = await this.#fs.open(path, { write: true, createNew: true, mode: 0o444 });
+    try {
+      await handle.writeAt(encodeSignatureFile(digest, signatures), 0);
+      await handle.sync();
+    } finally {
+      handle.close();
+    }
+    await this.#fs.syncDir(dir);
   }
 
   /** Opens a committed file for reading. */

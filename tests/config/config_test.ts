@@ -1,4 +1,10 @@
-import { assert, assertEquals, assertMatch, assertThrows } from "../helpers/assert.ts";
+import {
+  assert,
+  assertEquals,
+  assertMatch,
+  assertRejects,
+  assertThrows,
+} from "../helpers/assert.ts";
 import { main } from "../../src/cli/mod.ts";
 import { parseConfigText } from "../../src/cli/serve_command.ts";
 import {
@@ -6,8 +12,10 @@ import {
   type ConfigSources,
   configTemplate,
   describeConfig,
+  loadSecretFiles,
   parseListen,
   parseSize,
+  peerAuthMode,
   resolveServeConfig,
   SETTINGS,
 } from "../../src/config/mod.ts";
@@ -219,11 +227,11 @@ Deno.test("origin-create-bucket: off by default; flag, env and file turn it on",
   assert(configTemplate().includes('// "origin-create-bucket": true,'), "in the template");
 });
 
-Deno.test("describeConfig() redacts the token", () => {
+Deno.test("describeConfig() shows the token as [set]", () => {
   const c = resolveServeConfig({ ...base, flags: { token: "s3cret" } });
   const text = JSON.stringify(describeConfig(c));
   assert(!text.includes("s3cret"));
-  assert(text.includes("[redacted]"));
+  assert(text.includes("[set]"));
 });
 
 Deno.test("parseConfigText() takes comments and trailing commas, and points at errors", () => {
@@ -250,7 +258,7 @@ Deno.test("configTemplate(): every example is valid, given flags become keys, ne
   // Every commented example, uncommented, is a valid setting.
   const uncommented = template.replace(/^( *)\/\/ ("[a-z-]+": )/gm, "$1$2");
   const file = parseConfigText(uncommented, "t") as Record<string, unknown>;
-  const documented = SETTINGS.map((s) => s.flag).filter((f) => f !== "token");
+  const documented = SETTINGS.map((s) => s.flag).filter((f) => f !== "token" && f !== "read-token");
   assertEquals(Object.keys(file).sort(), documented.sort());
   const all = resolveServeConfig({ ...base, file });
   assertEquals(all.peers, ["http://10.0.0.18:7070", "http://10.0.0.19:7070"]);
@@ -280,4 +288,107 @@ Deno.test("parseConfigText() wants an object of settings", () => {
       (e) => e instanceof ConfigError && /c\.json/.test(e.message),
     );
   }
+});
+
+Deno.test("security settings: files, env and the combinations that make sense", async (t) => {
+  await t.step("paths become absolute; the cluster key comes from the env or a file", () => {
+    const c = resolveServeConfig({
+      ...base,
+      flags: {
+        "tls-cert": "tls/node.pem",
+        "tls-key": "tls/node.key",
+        "tls-ca": "tls/ca.pem",
+        "peer-mtls": true,
+        "signing-key": "keys/s.key",
+        "trusted-keys": "keys/trusted",
+        "token-file": "token",
+      },
+    });
+    assertEquals(c.tlsCert, "/work/tls/node.pem");
+    assertEquals(c.tlsCa, "/work/tls/ca.pem");
+    assertEquals(c.peerMtls, true);
+    assertEquals(c.tokenFile, "/work/token");
+    assertEquals(c.clusterKey, null);
+    assertEquals(peerAuthMode(c), { kind: "peer", signed: false, mtls: true });
+    const fromEnv = resolveServeConfig({ ...base, env: { SNAPMESH_CLUSTER_KEY: "k".repeat(40) } });
+    assertEquals(fromEnv.clusterKey, "k".repeat(40));
+    assertEquals(peerAuthMode(fromEnv), { kind: "peer", signed: true, mtls: false });
+    assertEquals(peerAuthMode(resolveServeConfig(base)), { kind: "legacy" });
+    const closed = resolveServeConfig({ ...base, flags: { token: "a", "read-token": "b" } });
+    assertEquals(peerAuthMode(closed), { kind: "closed" });
+  });
+  await t.step("refused combinations name what is missing", () => {
+    const cases: [Record<string, unknown>, Record<string, string>, RegExp][] = [
+      [{ token: "a", "token-file": "/t" }, {}, /token and token-file/],
+      [{ "read-token": "r" }, {}, /read-token needs a full-access token/],
+      [{ token: "same", "read-token": "same" }, {}, /must differ/],
+      [{ "tls-cert": "/c" }, {}, /tls-cert and tls-key/],
+      [{ "tls-ca": "/ca" }, {}, /tls-ca needs tls-cert/],
+      [{ "tls-cert": "/c", "tls-key": "/k", "peer-mtls": true }, {}, /peer-mtls needs tls-ca/],
+      [
+        { token: "a", "read-token": "r", peers: "http://p:1" },
+        {},
+        /cluster-key-file .* or peer-mtls/,
+      ],
+      [
+        { "cluster-key-file": "/k" },
+        { SNAPMESH_CLUSTER_KEY: "k".repeat(40) },
+        /cluster key once/,
+      ],
+    ];
+    for (const [flags, env, message] of cases) {
+      assertThrows(
+        () => resolveServeConfig({ ...base, flags, env }),
+        (e) => e instanceof ConfigError && message.test(e.message),
+      );
+    }
+    // Roles with peers are fine once peers have credentials.
+    resolveServeConfig({
+      ...base,
+      flags: { token: "a", "read-token": "r", peers: "http://p:1" },
+      env: { SNAPMESH_CLUSTER_KEY: "k".repeat(40) },
+    });
+  });
+  await t.step("secrets are [set] in --print-config; key files are paths", () => {
+    const c = resolveServeConfig({
+      ...base,
+      flags: { token: "full-s3cret", "read-token": "read-s3cret", "cluster-key-file": "/k" },
+    });
+    const text = JSON.stringify(describeConfig(c));
+    assert(!text.includes("s3cret"), text);
+    assertEquals(describeConfig(c)["read-token"], "[set]");
+    assertEquals(describeConfig(c)["cluster-key-file"], "/k");
+  });
+  await t.step("secret files are read at start, checked, and lax modes warned about", async () => {
+    const c = resolveServeConfig({
+      ...base,
+      flags: { "token-file": "/etc/snapmesh/token", "cluster-key-file": "/etc/snapmesh/ck" },
+    });
+    const files: Record<string, string> = {
+      "/etc/snapmesh/token": "tok-from-file\n",
+      "/etc/snapmesh/ck": `# cluster key\n${"c".repeat(48)}\n`,
+    };
+    const reader = {
+      readTextFile: (path: string) =>
+        path in files ? Promise.resolve(files[path]!) : Promise.reject(new Error("no such file")),
+      mode: (path: string) => Promise.resolve(path.endsWith("ck") ? 0o644 : 0o640),
+    };
+    const { config, warnings } = await loadSecretFiles(c, reader);
+    assertEquals(config.token, "tok-from-file");
+    assertEquals(config.clusterKey, files["/etc/snapmesh/ck"]);
+    assertEquals(warnings.length, 1);
+    assertMatch(warnings[0]!, /\/etc\/snapmesh\/ck can be read by any user \(mode 644\)/);
+    files["/etc/snapmesh/ck"] = "short\n";
+    await assertRejects(
+      () => loadSecretFiles(c, reader),
+      (e) => e instanceof ConfigError && /at least 32/.test(e.message),
+    );
+    files["/etc/snapmesh/token"] = "two words\n";
+    await assertRejects(() => loadSecretFiles(c, reader), (e) => e instanceof ConfigError);
+    delete files["/etc/snapmesh/token"];
+    await assertRejects(
+      () => loadSecretFiles(c, reader),
+      (e) => e instanceof ConfigError && /Cannot read the token file/.test(e.message),
+    );
+  });
 });

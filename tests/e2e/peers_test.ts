@@ -122,12 +122,17 @@ Deno.test("(c) a serving peer killed mid-pull costs only its chunks in flight", 
   assertEquals(first.status, 200);
   const started = pull(c.get("b"), "fn-kill");
   // Mid-pull, about where 700 ms at full speed used to leave it: 40% from its peers.
+  let seen = "";
   await waitFor("b's pull to be under way", async () => {
     const pulls = await (await fetch(`${c.get("b").url}/v1/pulls`, { headers: auth })).json();
+    seen = JSON.stringify(pulls);
     return pulls.some((p: PullReport) =>
       p.name === "fn-kill" && p.state === "running" && p.bySource.peer >= 0.4 * p.bytesTotal
     );
-  }, { intervalMs: 20 });
+  }, {
+    intervalMs: 20,
+    context: () => `last /v1/pulls: ${seen}\n${c.get("b").logs().slice(-4000)}`,
+  });
   await c.get("a").kill();
   const result = await started;
   assertEquals(result.status, 200, JSON.stringify(result.body));

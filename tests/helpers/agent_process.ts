@@ -35,6 +35,8 @@ export interface StartAgentOptions {
   waitReady?: boolean;
   /** Token for readiness probing of /v1. */
   token?: string;
+  /** HTTP client for an https agent (its CA) while waiting for readiness. */
+  client?: Deno.HttpClient;
 }
 
 /** A running agent process. */
@@ -160,7 +162,7 @@ export async function startAgent(options: StartAgentOptions): Promise<AgentProce
   };
   if (options.waitReady ?? true) {
     try {
-      await waitReady(url);
+      await waitReady(url, 30_000, options.client);
     } catch (err) {
       await agent.kill();
       throw new Error(`${(err as Error).message}\n--- agent stderr ---\n${stderr}`);
@@ -194,7 +196,7 @@ async function readListenLine(
     pending = null;
     if (next.done) break;
     buffer += next.value;
-    const match = /snapmesh listening on (http:\/\/\S+)/.exec(buffer);
+    const match = /snapmesh listening on (https?:\/\/\S+)/.exec(buffer);
     if (match) {
       // Keep draining stdout so the agent never blocks on a full pipe.
       (async () => {
@@ -213,11 +215,15 @@ async function readListenLine(
 }
 
 /** Polls /readyz until it answers 200. */
-export async function waitReady(url: string, timeoutMs = 30_000): Promise<void> {
+export async function waitReady(
+  url: string,
+  timeoutMs = 30_000,
+  client?: Deno.HttpClient,
+): Promise<void> {
   const deadline = Date.now() + timeoutMs;
   while (Date.now() < deadline) {
     try {
-      const response = await fetch(`${url}/readyz`);
+      const response = await fetch(`${url}/readyz`, client ? { client } : {});
       await response.body?.cancel();
       if (response.ok) return;
     } catch {

@@ -26,6 +26,8 @@ export interface ClusterOptions {
    * every agent gets a peers file of its own.
    */
   sees?: (id: string) => string[];
+  /** HTTP client for https agents (the cluster CA). */
+  client?: Deno.HttpClient;
 }
 
 /** A running cluster. */
@@ -53,6 +55,7 @@ export async function startCluster(options: ClusterOptions): Promise<Cluster> {
       dataDir: `${options.dir}/${id}`,
       args: ["--node-id", id, "--peers-file", fileOf(id), "--token", token(id), ...argsFor(id)],
       env: options.env ?? {},
+      ...(options.client ? { client: options.client } : {}),
     });
   const agents = new Map<string, AgentProcess>();
   try {
@@ -94,6 +97,7 @@ export async function startCluster(options: ClusterOptions): Promise<Cluster> {
       while (Date.now() < deadline) {
         const response = await fetch(`${agent.url}/v1/status`, {
           headers: { Authorization: `Bearer ${token(id)}` },
+          ...(options.client ? { client: options.client } : {}),
         }).catch(() => null);
         if (response?.ok) {
           const status = await response.json();

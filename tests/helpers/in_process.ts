@@ -7,12 +7,13 @@
 
 import { Agent } from "../../src/agent/mod.ts";
 import { createApp } from "../../src/api/mod.ts";
-import { resolveServeConfig, type ServeConfig } from "../../src/config/mod.ts";
+import { peerAuthMode, resolveServeConfig, type ServeConfig } from "../../src/config/mod.ts";
 import { DenoFileSystem, type FileSystem } from "../../src/fs/mod.ts";
 import { silentLogger } from "../../src/log/mod.ts";
 import { Metrics } from "../../src/metrics/mod.ts";
 import { openOrigin, type Origin } from "../../src/origin/mod.ts";
-import type { Clock } from "../../src/util/clock.ts";
+import { ClusterKeys, RequestVerifier } from "../../src/security/mod.ts";
+import { type Clock, systemClock } from "../../src/util/clock.ts";
 import type { Random } from "../../src/util/random.ts";
 
 /** An in-process agent. */
@@ -83,7 +84,13 @@ export async function openTestAgent(
 /** Starts an in-process agent with `serve` flags (by flag name). */
 export async function testNode(
   flags: Record<string, unknown> = {},
-  options: { dir?: string; fs?: FileSystem; env?: Record<string, string> } = {},
+  options: {
+    dir?: string;
+    fs?: FileSystem;
+    env?: Record<string, string>;
+    /** The clock signed peer requests are checked against. @default systemClock */
+    clock?: Clock;
+  } = {},
 ): Promise<TestNode> {
   const dir = options.dir ?? await Deno.makeTempDir({ prefix: "snapmesh-app-" });
   const { agent, config, metrics } = await openTestAgent(flags, { ...options, dir });
@@ -91,7 +98,18 @@ export async function testNode(
     agent: Promise.resolve(agent),
     isReady: () => true,
     notReadyReason: () => agent.unhealthyReason(),
-    token: config.token,
+    // As src/serve.ts builds it.
+    auth: {
+      token: config.token,
+      readToken: config.readToken,
+      peer: peerAuthMode(config),
+      verifier: config.clusterKey === null
+        ? null
+        : new RequestVerifier(ClusterKeys.parse(config.clusterKey), {
+          clock: options.clock ?? systemClock,
+        }),
+      onPeerRefused: (reason) => metrics.peerAuthFailures.inc({ reason }),
+    },
     metrics,
     log: silentLogger,
     nodeId: config.nodeId,
