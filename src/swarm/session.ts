@@ -11,7 +11,9 @@
  * - The owner reads the origin, and nobody else while an owner answers: the
  *   origin sends each chunk about once, and the swarm relays it. When the
  *   owner dies, the ranking moves to the next member, which takes over as
- *   tracker and origin reader (fetching only what no participant holds).
+ *   tracker and origin reader (fetching only what no participant holds);
+ *   a node whose stream from the owner breaks announces at once, so the
+ *   takeover takes a round trip, not an announce period.
  *   Only when every owner candidate is unreachable does a node read the
  *   origin itself, with a small concurrency.
  * - A neighbor whose stream fails is dropped (its requests requeued) and
@@ -310,7 +312,9 @@ export class SwarmSession {
     offered.sort((a, b) => (a.id === owner?.id ? -1 : b.id === owner?.id ? 1 : 0));
     const now = this.#o.clock.monotonic();
     for (const peer of offered) {
-      if (this.#neighbors.size >= max) break;
+      // The owner is followed whatever the count: chunks enter the swarm there.
+      const isOwner = owner !== null && !owner.self && peer.url === owner.url;
+      if (this.#neighbors.size >= max && !isOwner) continue;
       if (this.#neighbors.has(peer.id)) continue;
       if ((this.#banned.get(peer.id) ?? 0) > now) continue;
       this.#follow(peer, owner);
@@ -374,6 +378,13 @@ export class SwarmSession {
         if (added) job.removeSource(id);
         links.removePeer(peer.id);
         if (reason instanceof Error) this.#o.unreachable(peer, reason);
+        // The owner's stream broke: find the next owner now, not at the
+        // next round (a takeover in a round trip, not in seconds).
+        if (peer.id === this.#owner && !this.#complete) {
+          this.announce().catch((err) =>
+            this.#o.log.debug("swarm: announce failed", { error: err })
+          );
+        }
       },
     };
     neighbor.subscription = links.transport.subscribe(peer.url, name, { digest, handler });
