@@ -29,6 +29,11 @@ export function one(args: ParsedArgs, what: string, usage: string): string {
   return args.positionals[0]!;
 }
 
+/** A usage error unless the command was given no positional arguments. */
+export function none(args: ParsedArgs, usage: string): void {
+  if (args.positionals.length > 0) throw new UsageError(`unexpected arguments\nusage: ${usage}`);
+}
+
 /** Prints `value` as indented JSON. */
 export function json(io: CommandIo, value: unknown): void {
   io.out(JSON.stringify(value, null, 2));

@@ -6,8 +6,8 @@
  */
 
 import { formatSize } from "../config/mod.ts";
-import { type ClientCommand, json, table } from "./_command.ts";
-import { flagOption, UsageError } from "./args.ts";
+import { type ClientCommand, json, none, table } from "./_command.ts";
+import { flagOption } from "./args.ts";
 
 /** The fields of `/v1/status` the client commands read. */
 export interface Status {
@@ -55,9 +55,7 @@ export const status: ClientCommand = {
   summary: "show the node's identity, cache, peers, origin, active pulls and live restores",
   options: {},
   async run(args, client, io) {
-    if (args.positionals.length > 0) {
-      throw new UsageError(`unexpected arguments\nusage: ${this.usage}`);
-    }
+    none(args, this.usage);
     const s = await client.json<Status>("GET", "/v1/status");
     if (flagOption(args, "json")) {
       json(io, s);
@@ -95,9 +93,7 @@ export const peers: ClientCommand = {
   summary: "list the node's peers with their health and last contact",
   options: {},
   async run(args, client, io) {
-    if (args.positionals.length > 0) {
-      throw new UsageError(`unexpected arguments\nusage: ${this.usage}`);
-    }
+    none(args, this.usage);
     const s = await client.json<Status>("GET", "/v1/status");
     if (flagOption(args, "json")) {
       json(io, s.peers);

@@ -5,8 +5,8 @@
  */
 
 import { formatSize } from "../config/mod.ts";
-import { type ClientCommand, json, one, table } from "./_command.ts";
-import { flagOption, UsageError } from "./args.ts";
+import { type ClientCommand, json, none, one, table } from "./_command.ts";
+import { flagOption } from "./args.ts";
 import { CommandError, RequestError, segment } from "./client.ts";
 import type { Status } from "./node_commands.ts";
 
@@ -25,9 +25,7 @@ export const ls: ClientCommand = {
   summary: "list the snapshots cached on the node",
   options: {},
   async run(args, client, io) {
-    if (args.positionals.length > 0) {
-      throw new UsageError(`unexpected arguments\nusage: ${this.usage}`);
-    }
+    none(args, this.usage);
     const list = await client.json<Summary[]>("GET", "/v1/snapshots");
     if (flagOption(args, "json")) {
       json(io, list);
