@@ -43,7 +43,7 @@ export const pull: ClientCommand = {
     const stop = new AbortController();
     const ending = { complete: false };
     if (progressEnabled(flagOption(args, "json")) && !flagOption(args, "no-wait")) {
-      watch = watchPull(client, name, stop.signal, ending).catch(() => {});
+      watch = watchPull(client, { name, signal: stop.signal, ending }).catch(() => {});
     }
     let result: PullAnswer;
     try {
@@ -87,9 +87,12 @@ export const pull: ClientCommand = {
  */
 async function watchPull(
   client: NodeClient,
-  name: string,
-  signal: AbortSignal,
-  ending: { complete: boolean },
+  { name, signal, ending }: {
+    name: string;
+    signal: AbortSignal;
+    /** Set once the pull answered: whether the bar ends complete. */
+    ending: { complete: boolean };
+  },
 ): Promise<void> {
   const response = await client.request("GET", "/v1/pulls/events", { signal });
   let bar: Progress | null = null;

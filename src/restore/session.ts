@@ -332,7 +332,7 @@ export class RestoreSession {
       this.#installer.installPage(at, true);
       return this.#served(zero ? "zero" : "local", started, outside);
     }
-    this.#waitAndInstall(at, chunks, started, outside);
+    this.#waitAndInstall(at, { chunks, started, outside });
   }
 
   #served(source: FaultSource, started: number, outside: boolean): void {
@@ -348,7 +348,10 @@ export class RestoreSession {
   }
 
   /** A fault on a page whose chunks are not local: fetch them, then install it. */
-  #waitAndInstall(at: PageAt, chunks: number[], started: number, outside: boolean): void {
+  #waitAndInstall(
+    at: PageAt,
+    { chunks, started, outside }: { chunks: number[]; started: number; outside: boolean },
+  ): void {
     const timeoutMs = this.#o.faultTimeoutMs ?? 30_000;
     this.#pages.pending.add(at.page);
     const timer = this.#o.clock.setTimeout(() => {
