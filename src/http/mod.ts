@@ -32,6 +32,6 @@ export type {
   HttpHandler,
   HttpRequestInfo,
   TimeoutKind,
-} from "./_connection.ts";
+} from "./_conn_types.ts";
 export { BodyAbortedError } from "./body.ts";
 export { type FdLimit, raiseFdLimit } from "./fd_limit.ts";
