@@ -88,7 +88,8 @@ Deno.test("50 agents in one process pull one snapshot at once: all verify, the o
     `origin sent ${outcome.originBytes} bytes for ${nonZeroBytes(mem, CHUNK)} non-zero`,
   );
   assert(outcome.bySource.peer >= needed - 2 * nonZeroBytes(mem, CHUNK), JSON.stringify(outcome));
-  assert(first.realMs < 30_000, `took ${Math.round(first.realMs)} ms of real time`);
+  // About 10 s on this machine when idle; the bound leaves room for a loaded one.
+  assert(first.realMs < 60_000, `took ${Math.round(first.realMs)} ms of real time`);
   // The same seed gives the same schedule.
   const second = await run();
   assertEquals(second.outcome.virtualMs, outcome.virtualMs);

@@ -41,8 +41,9 @@ Deno.test({
       args: (id) => [
         "--chunk-size",
         "256KiB",
+        // Long enough for the six touches below on a loaded machine.
         "--restore-record-window",
-        "300ms",
+        "3s",
         "--restore-fault-timeout",
         "20s",
         // A serves slowly, so B's background pull is still running when its VM faults.
