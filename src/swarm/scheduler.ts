@@ -115,6 +115,14 @@ export interface ChunkSchedulerOptions {
   crossZoneWaitMs?: number;
   /** Failed requests before a source is dropped. @default 3 */
   strikes?: number;
+  /**
+   * A chunk only the owner holds is asked of it after a random wait up to
+   * this long, in ms (drawn once per chunk): nodes take different chunks
+   * from the owner, and a chunk another node took first is relayed by it,
+   * so the owner's uplink carries each chunk about once.
+   * @default 300
+   */
+  ownerWaitMs?: number;
 }
 /** Chunks looked at per decision, at most, in the rarest-first bucket scan. */
 const SCAN_LIMIT = 256;
@@ -219,6 +227,7 @@ export class ChunkScheduler {
   readonly #urgent: number[] = [];
   /** When a chunk only other zones hold may be fetched across zones. */
   readonly #crossAt = new Map<number, number>();
+  readonly #ownerAt = new Map<number, number>();
   readonly #hot: number[];
   #hotAt = 0;
   #nextId = 1;
@@ -487,6 +496,7 @@ export class ChunkScheduler {
 
   #settle(chunk: number): void {
     this.#crossAt.delete(chunk);
+    this.#ownerAt.delete(chunk);
     this.#state[chunk] = DONE;
     this.#setMissing(chunk, false);
     this.#queue.remove(chunk);
@@ -543,6 +553,7 @@ export class ChunkScheduler {
       if (inZoneHolder && !near) continue;
       if (s.inFlight >= s.maxInFlight || s.chokedUntil > now) continue;
       if (s.declined.size > 0 && declinedNow(s, chunk, now)) continue;
+      if (!urgent && !this.#ownerTurn(s, chunk, now)) continue;
       // Unmeasured peers are tried as if fast, so every holder gets measured.
       const rate = s.rate ?? Number.MAX_SAFE_INTEGER;
       const score = rate / (1 + s.inFlight) + this.#o.random.next() * 1e-9;
@@ -567,6 +578,19 @@ export class ChunkScheduler {
     if (at === undefined) {
       at = now + this.#o.random.next() * wait;
       this.#crossAt.set(chunk, at);
+    }
+    return now >= at;
+  }
+
+  /** True when `source` may be asked for `chunk` now: not the owner alone holding it before its turn. */
+  #ownerTurn(source: SourceState, chunk: number, now: number): boolean {
+    if (!source.waits || this.#avail[chunk]! > 1) return true;
+    const wait = this.#o.ownerWaitMs ?? 300;
+    if (wait <= 0) return true;
+    let at = this.#ownerAt.get(chunk);
+    if (at === undefined) {
+      at = now + this.#o.random.next() * wait;
+      this.#ownerAt.set(chunk, at);
     }
     return now >= at;
   }
@@ -616,6 +640,7 @@ export class ChunkScheduler {
     for (const s of free) {
       if (s.inFlight >= s.maxInFlight || !holds(s, chunk)) continue;
       if (s.declined.size > 0 && declinedNow(s, chunk, now)) continue;
+      if (!this.#ownerTurn(s, chunk, now)) continue;
       // Unmeasured peers are tried as if fast, so every holder gets measured.
       const score = (s.rate ?? Number.MAX_SAFE_INTEGER) / (1 + s.inFlight);
       if (zone === null || s.zone === null || s.zone === zone) {
@@ -662,6 +687,7 @@ export class ChunkScheduler {
           // A chunk with a local copy is copied, never fetched.
           if (local && holds(local, chunk)) continue;
           if (s.declined.size > 0 && declinedNow(s, chunk, now)) continue;
+          if (!this.#ownerTurn(s, chunk, now)) continue;
           best = chunk;
           bestAvail = avail;
         }

@@ -122,3 +122,22 @@ Deno.test("scheduler: an endgame duplicate does not go to a holder that declined
   // Chunk 0 in flight at b: c holds it and is free, but declined it.
   assertEquals(s.next(2), null);
 });
+
+Deno.test("scheduler: a chunk only the owner holds waits its turn (random per chunk), one another neighbor holds does not", () => {
+  const s = new ChunkScheduler({
+    counts: [2],
+    chunkBytes: () => CHUNK,
+    random: seededRandom("owner-turn"),
+    crossZoneWaitMs: 0,
+    ownerWaitMs: 1000,
+    endgameChunks: 0,
+  });
+  s.addSource({ ...peer("peer:owner"), waits: true }, "all");
+  s.addSource(peer("peer:x"), bits(2, [1]));
+  // Chunk 1 is held by x too: asked at once (of x or the owner). Chunk 0 only the owner holds.
+  const first = s.next(0)!;
+  assertEquals(first.chunk, 1);
+  assertEquals(s.next(0), null, "chunk 0 waits for its turn at the owner");
+  const later = s.next(1000)!;
+  assertEquals([later.source, later.chunk], ["peer:owner", 0]);
+});
