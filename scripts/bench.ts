@@ -7,6 +7,7 @@
 
 const BENCHES: Record<string, string> = {
   local: "./bench/local.ts",
+  ranges: "./bench/ranges.ts",
   origin: "./bench/origin.ts",
   fleet: "./bench/fleet.ts",
   upload: "./bench/upload.ts",

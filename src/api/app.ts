@@ -191,9 +191,9 @@ export function createApp(deps: AppDeps): Hono<Env> {
           opened.close();
           return new Response(null, { status, headers });
         }
-        // Wait for the first byte, so a pull that fails now gets an error status.
-        await opened.ready(range.start, range.end);
-        return new Response(opened.stream(range.start, range.end), { status, headers });
+        // Waits for the first byte, so a pull that fails now gets an error status.
+        const body = await opened.body(range.start, range.end);
+        return new Response(body, { status, headers });
       } catch (err) {
         opened.close();
         if (attempt === 0 && opened.source === "local" && hasCode(err, "verification_failed")) {

@@ -31,7 +31,7 @@ import {
 } from "../manifest/mod.ts";
 import type { Metrics } from "../metrics/mod.ts";
 import { type SnapshotSignature, SnapshotTrust } from "../security/mod.ts";
-import { ChunkTrust, type PreparedPublish, type SnapshotStore } from "../store/mod.ts";
+import { ChunkTrust, HandleCache, type PreparedPublish, type SnapshotStore } from "../store/mod.ts";
 import type { Clock, Timer } from "../util/clock.ts";
 import { Mutex } from "../util/mutex.ts";
 import type { CacheEntry, SnapshotIndex } from "./index.ts";
@@ -78,6 +78,8 @@ export interface CatalogOptions {
   trust?: SnapshotTrust;
   /** Delay before access times are journaled. @default 100 */
   touchFlushMs?: number;
+  /** Read handles of local files kept open for reuse. @default 256 */
+  openHandles?: number;
 }
 
 const MANIFEST_CACHE_ENTRIES = 256;
@@ -91,6 +93,11 @@ export class Catalog {
   readonly journal: Journal;
   /** Local chunks verified in this process's lifetime (never re-hashed on serve). */
   readonly trust = new ChunkTrust();
+  /**
+   * Open read handles of local files, by snapshot digest and file: closed
+   * when their snapshot leaves the cache (once their readers finish).
+   */
+  readonly handles: HandleCache;
   /** Serialises index changes (publish, remove, pin, eviction). */
   readonly lock = new Mutex();
   readonly counters = { evictions: 0 };
@@ -118,6 +125,7 @@ export class Catalog {
     this.#metrics = options.metrics;
     this.#clock = options.clock;
     this.#touchFlushMs = options.touchFlushMs ?? 100;
+    this.handles = new HandleCache({ max: options.openHandles ?? 256 });
     this.snapshotTrust = options.trust ?? SnapshotTrust.none(options.log, options.clock);
   }
 
@@ -359,6 +367,7 @@ export class Catalog {
     this.#touchTimer?.cancel();
     this.#repairTimer?.cancel();
     this.#flushTouches();
+    this.handles.close();
     await this.lock.run(() => this.journal.close({ checkpoint: true }));
   }
 
@@ -400,6 +409,7 @@ export class Catalog {
   #forget(name: string, digest: string): void {
     this.#manifests.delete(digest);
     this.trust.forget(digest);
+    this.handles.forget(digest);
     for (const [chunk, list] of this.#chunks) {
       const kept = list.filter((l) => l.name !== name);
       if (kept.length === 0) this.#chunks.delete(chunk);

@@ -8,11 +8,19 @@
 
 /**
  * An open file. Offsets are explicit; run one operation at a time per handle
- * (the real implementation positions the file before each read or write).
+ * (the real implementation positions the file before each read or write),
+ * except {@linkcode FileHandle.readAtSync}, which is safe on a shared handle.
  */
 export interface FileHandle {
   /** Reads up to `buffer.length` bytes at `offset`; returns 0 at end of file. */
   readAt(buffer: Uint8Array, offset: number): Promise<number>;
+  /**
+   * Reads like {@linkcode FileHandle.readAt}, on the calling thread. Nothing
+   * else runs between positioning and reading, so handles shared by
+   * concurrent readers use only this. It blocks the event loop for as long
+   * as the read takes: meant for small reads of files in the page cache.
+   */
+  readAtSync(buffer: Uint8Array, offset: number): number;
   /** Writes all of `data` at `offset`. */
   writeAt(data: Uint8Array, offset: number): Promise<void>;
   /** Sets the file length (extending makes a hole). */
@@ -96,6 +104,17 @@ class DenoFileHandle implements FileHandle {
     let done = 0;
     while (done < buffer.length) {
       const n = await this.#file.read(buffer.subarray(done));
+      if (n === null) break;
+      done += n;
+    }
+    return done;
+  }
+
+  readAtSync(buffer: Uint8Array, offset: number): number {
+    this.#file.seekSync(offset, Deno.SeekMode.Start);
+    let done = 0;
+    while (done < buffer.length) {
+      const n = this.#file.readSync(buffer.subarray(done));
       if (n === null) break;
       done += n;
     }

@@ -19,7 +19,8 @@ import type { Metrics } from "../metrics/mod.ts";
 import {
   CorruptChunkError,
   type FileVerification,
-  readVerifiedChunk,
+  type HandleLease,
+  readVerifiedRangeSync,
   verifiedRangeStream,
   verifyStoredFile,
 } from "../store/mod.ts";
@@ -55,6 +56,13 @@ export interface OpenedFile {
   ready(start: number, end: number): Promise<void>;
   /** Streams bytes `start..end` (inclusive) and closes the file afterwards. */
   stream(start: number, end: number): ReadableStream<Uint8Array>;
+  /**
+   * Waits like {@linkcode OpenedFile.ready}, then answers bytes
+   * `start..end` (inclusive): a small range of a local file as one buffer
+   * read at once, anything else as {@linkcode OpenedFile.stream}. Closes
+   * the file afterwards; on failure too.
+   */
+  body(start: number, end: number): Promise<Uint8Array<ArrayBuffer> | ReadableStream<Uint8Array>>;
   /** Closes the file without streaming. */
   close(): void;
 }
@@ -101,6 +109,14 @@ export interface VerifyResult {
   ok: boolean;
   files: FileVerification[];
 }
+
+/**
+ * Ranges up to this size are read at once, on the main thread, from the
+ * shared open handle of their file; larger ones stream through their own
+ * handle with reads on Deno's I/O threads. A 64 KiB read from the page cache
+ * takes a few microseconds: far less than a trip through the thread pool.
+ */
+export const SMALL_RANGE_BYTES = 64 * 1024;
 
 /** Options for {@linkcode Reads}. */
 export interface ReadsOptions {
@@ -197,23 +213,64 @@ export class Reads {
     const { catalog, metrics } = this.#o;
     const entry = catalog.get(name);
     if (!entry) throw notLocal(name);
-    const manifest = await catalog.manifestOf(entry);
+    const { digest } = entry;
+    const manifest = catalog.cachedManifest(digest) ?? await catalog.manifestOf(entry);
     const info = findFile(manifest, file);
     if (!info) throw noFile(name, file);
-    let handle: FileHandle;
+    let lease: HandleLease | null;
     try {
-      handle = await catalog.store.openFile(name, file);
+      lease = await catalog.handles.acquire(
+        `${digest}/${file}`,
+        digest,
+        () => catalog.store.openFile(name, file),
+      );
     } catch (err) {
       if (err instanceof Deno.errors.NotFound) throw notLocal(name); // evicted meanwhile
       throw err;
     }
+    if (catalog.get(name)?.digest !== digest) {
+      // Removed (and maybe published again) while the file was opening: the
+      // handle may be of another snapshot's file. Drop it.
+      lease.release();
+      catalog.handles.forget(digest);
+      throw notLocal(name);
+    }
     this.#hit();
     catalog.touch(name);
-    const trust = catalog.trust.file(entry.digest, file, info.chunks.length);
-    const corrupt = (index: number): Promise<void> =>
-      this.quarantine(name, entry.digest, `chunk ${index} of "${file}" failed verification`);
-    let used = false;
-    return {
+    const { chunkSize } = manifest;
+    const trust = catalog.trust.file(digest, file, info.chunks.length);
+    const shared = lease.handle;
+    const release = () => {
+      lease?.release();
+      lease = null;
+    };
+    const damaged = async (err: unknown): Promise<never> => {
+      if (err instanceof CorruptChunkError) {
+        await this.quarantine(
+          name,
+          digest,
+          `chunk ${err.index} of "${file}" failed verification`,
+        );
+        throw new SnapmeshError(
+          "verification_failed",
+          `Snapshot "${name}" is damaged on this node (${err.message}); it was quarantined`,
+        );
+      }
+      throw err;
+    };
+    // A stream reads with its own handle (its reads go to Deno's I/O
+    // threads, so they must not share a file position); the shared handle
+    // stays leased until then, so a file removed meanwhile is still read
+    // whole, through the shared handle.
+    let own: Promise<FileHandle> | null = null;
+    const openOwn = (): Promise<FileHandle> => {
+      own ??= catalog.store.openFile(name, file).catch((err) => {
+        if (!(err instanceof Deno.errors.NotFound)) throw err;
+        return syncReads(shared);
+      });
+      return own;
+    };
+    const opened: OpenedFile = {
       name,
       file,
       size: info.size,
@@ -223,31 +280,64 @@ export class Reads {
       // damaged one fails here, where the request can still be served from
       // another source.
       async ready(start, end) {
-        const index = Math.floor(start / manifest.chunkSize);
-        if (end < start || trust.has(index)) return;
+        if (end < start || trust.has(Math.floor(start / chunkSize))) return;
         try {
-          await readVerifiedChunk(handle, info, manifest.chunkSize, index, trust);
+          // Reading its first byte reads and verifies the whole chunk.
+          readVerifiedRangeSync(shared, info, chunkSize, { start, end: start }, trust);
         } catch (err) {
-          if (!(err instanceof CorruptChunkError)) throw err;
-          await corrupt(index);
-          throw new SnapmeshError(
-            "verification_failed",
-            `Snapshot "${name}" is damaged on this node (${err.message}); it was quarantined`,
-          );
+          await damaged(err);
         }
       },
       stream(start, end) {
-        used = true;
-        return verifiedRangeStream(handle, info, manifest.chunkSize, { start, end }, {
-          trust,
-          onCorrupt: corrupt,
-          onClose: (sent) => metrics.servedBytes.inc(sent),
-        });
+        let handle: FileHandle | null = null;
+        return verifiedRangeStream(
+          {
+            // Opens on the first read; closing gives the shared lease back.
+            async readAt(buffer, offset) {
+              handle ??= await openOwn();
+              return await handle.readAt(buffer, offset);
+            },
+            close() {
+              if (handle) handle.close();
+              else own?.then((h) => h.close(), () => {});
+              release();
+            },
+          },
+          info,
+          chunkSize,
+          { start, end },
+          {
+            trust,
+            onCorrupt: (index) => damaged(new CorruptChunkError(file, index)).catch(() => {}),
+            onClose: (sent) => metrics.servedBytes.inc(sent),
+          },
+        );
+      },
+      async body(start, end) {
+        if (end - start + 1 > SMALL_RANGE_BYTES) {
+          try {
+            await opened.ready(start, end);
+          } catch (err) {
+            release();
+            throw err;
+          }
+          return opened.stream(start, end);
+        }
+        try {
+          const bytes = readVerifiedRangeSync(shared, info, chunkSize, { start, end }, trust);
+          metrics.servedBytes.inc(bytes.length);
+          return bytes;
+        } catch (err) {
+          return await damaged(err);
+        } finally {
+          release();
+        }
       },
       close() {
-        if (!used) handle.close();
+        release();
       },
     };
+    return opened;
   }
 
   async #openPulling(name: string, file: string): Promise<OpenedFile> {
@@ -272,7 +362,7 @@ export class Reads {
     }
     const info = manifest.files[index]!;
     let used = false;
-    return {
+    const opened: OpenedFile = {
       name,
       file,
       size: info.size,
@@ -287,10 +377,21 @@ export class Reads {
           onClose: (sent) => metrics.servedBytes.inc(sent),
         });
       },
+      async body(start, end) {
+        try {
+          await opened.ready(start, end);
+        } catch (err) {
+          opened.close();
+          throw err;
+        }
+        return opened.stream(start, end);
+      },
       close() {
         if (!used) handle.close();
+        used = true;
       },
     };
+    return opened;
   }
 
   /**
@@ -425,6 +526,20 @@ export class Reads {
     this.counters.misses++;
     this.#o.metrics.cacheMisses.inc();
   }
+}
+
+/** A shared handle read synchronously, behind the async interface streams use. */
+function syncReads(shared: FileHandle): FileHandle {
+  return {
+    readAt: (buffer, offset) => Promise.resolve(shared.readAtSync(buffer, offset)),
+    readAtSync: (buffer, offset) => shared.readAtSync(buffer, offset),
+    writeAt: () => Promise.reject(new TypeError("A shared read handle cannot write")),
+    truncate: () => Promise.reject(new TypeError("A shared read handle cannot truncate")),
+    sync: () => Promise.resolve(),
+    size: () => shared.size(),
+    stat: () => shared.stat(),
+    close: () => {},
+  };
 }
 
 function noFile(name: string, file: string): SnapmeshError {
