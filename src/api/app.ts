@@ -10,7 +10,7 @@ import { streamSSE } from "hono/streaming";
 import type { Agent } from "../agent/mod.ts";
 import { encodeBytes } from "../cluster/mod.ts";
 import { type ErrorCode, hasCode, SnapmeshError } from "../errors.ts";
-import { BodyAbortedError, type HttpRequestInfo } from "../http/mod.ts";
+import { BodyAbortedError, bytesResponse, type HttpRequestInfo } from "../http/mod.ts";
 import { assertName } from "../manifest/mod.ts";
 import type { Logger } from "../log/mod.ts";
 import type { Metrics } from "../metrics/mod.ts";
@@ -193,7 +193,9 @@ export function createApp(deps: AppDeps): Hono<Env> {
         }
         // Waits for the first byte, so a pull that fails now gets an error status.
         const body = await opened.body(range.start, range.end);
-        return new Response(body, { status, headers });
+        return body instanceof Uint8Array
+          ? bytesResponse(body, { status, headers })
+          : new Response(body, { status, headers });
       } catch (err) {
         opened.close();
         if (attempt === 0 && opened.source === "local" && hasCode(err, "verification_failed")) {
