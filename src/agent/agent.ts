@@ -16,10 +16,11 @@
  */
 
 import {
+  checkSnapshots,
   moveJournalAside,
+  moveOrphans,
   rebuildIndex,
   type RebuildReport,
-  reconcileSnapshots,
   type SalvagedState,
   salvageJournalState,
   SnapshotIndex,
@@ -123,6 +124,13 @@ export class Agent {
   readonly #clock: Clock;
   #sweepTimer: Timer | null = null;
   #closed = false;
+  readonly #checkAbort = new AbortController();
+  /**
+   * Resolves once the background check of the snapshots found at start is
+   * over (damaged ones dropped and moved aside, counted in
+   * `recovery.quarantinedDirs`); it never rejects.
+   */
+  checked: Promise<void> = Promise.resolve();
 
   private constructor(options: AgentOptions, services: Services, recovery: AgentRecovery) {
     this.config = options.config;
@@ -172,7 +180,9 @@ export class Agent {
       if (reason !== null) {
         agent.recovery.rebuild = await rebuildIndex(catalog, { reason, salvaged, log, clock });
       }
-      agent.recovery.quarantinedDirs = await reconcileSnapshots(catalog, log);
+      // Only the directory listing is waited for: each snapshot is checked
+      // after the agent is ready (see checkSnapshots).
+      agent.recovery.quarantinedDirs = await moveOrphans(catalog, log);
       await drafts.recover();
       await puller.recover();
       await services.restores.init();
@@ -184,7 +194,16 @@ export class Agent {
     await agent.sweepDrafts();
     pusher?.start();
     await membership?.start();
-    services.scrubber?.start();
+    agent.checked = checkSnapshots(catalog, { log, signal: agent.#checkAbort.signal }).then(
+      (moved) => {
+        agent.recovery.quarantinedDirs += moved;
+      },
+      (err) => log.error("recovery: the check of the snapshots failed", { error: err }),
+    ).finally(() => {
+      // The scrub reads every manifest at the start of a pass: after the
+      // check, not at the same time.
+      if (!agent.#closed) services.scrubber?.start();
+    });
     origin?.probe().then((ok) => {
       if (!ok) log.warn("origin does not answer yet", { endpoint: origin.endpoint });
     });
@@ -248,6 +267,8 @@ export class Agent {
     await this.#s.restores.shutdown();
     this.stopTransfers();
     this.#s.membership?.stop();
+    this.#checkAbort.abort();
+    await this.checked;
     await this.#s.scrubber?.stop();
     await this.#s.pusher?.stop(options.pushGraceMs);
     await this.#s.catalog.close();
