@@ -105,6 +105,9 @@ export interface AgentOptions {
   peerCredentials?: PeerCredentials;
 }
 
+/** How long after start the background check of the snapshots begins. */
+const CHECK_DELAY_MS = 500;
+
 /** What the agent's start found and did. */
 export interface AgentRecovery extends RecoveryReport {
   removedTemp: number;
@@ -194,7 +197,13 @@ export class Agent {
     await agent.sweepDrafts();
     pusher?.start();
     await membership?.start();
-    agent.checked = checkSnapshots(catalog, { log, signal: agent.#checkAbort.signal }).then(
+    agent.checked = checkSnapshots(catalog, {
+      log,
+      clock,
+      // The first requests after a restart go before the check's burst of reads.
+      delayMs: CHECK_DELAY_MS,
+      signal: agent.#checkAbort.signal,
+    }).then(
       (moved) => {
         agent.recovery.quarantinedDirs += moved;
       },

@@ -22,7 +22,7 @@ import { decodeCheckpoint, salvageJournal } from "../journal/mod.ts";
 import type { Logger } from "../log/mod.ts";
 import { type ManifestWithDigest, storedBytes } from "../manifest/mod.ts";
 import { type SnapshotStore, verifyStoredFile } from "../store/mod.ts";
-import type { Clock } from "../util/clock.ts";
+import { type Clock, systemClock } from "../util/clock.ts";
 import { mapLimit } from "../util/concurrency.ts";
 import type { Catalog } from "./catalog.ts";
 import { type CacheEntry, SnapshotIndex } from "./index.ts";
@@ -50,7 +50,7 @@ export interface SalvagedState {
 }
 
 /** Snapshots checked at once after start. */
-const PARALLEL_CHECKS = 16;
+const PARALLEL_CHECKS = 8;
 
 /**
  * Reads what can still be read of the journal before a rebuild: the
@@ -141,8 +141,12 @@ export interface CheckSnapshotsOptions {
   log: Logger;
   /** Ends the check early (at shutdown). */
   signal?: AbortSignal;
-  /** Snapshots checked at once. @default 16 */
+  /** Snapshots checked at once. @default 8 */
   concurrency?: number;
+  /** Waits this long before the first check (with `clock`). @default 0 */
+  delayMs?: number;
+  /** @default systemClock */
+  clock?: Clock;
 }
 
 /**
@@ -163,6 +167,9 @@ export async function checkSnapshots(
 ): Promise<number> {
   const { log, signal } = options;
   const store = catalog.store;
+  if (options.delayMs) {
+    await (options.clock ?? systemClock).sleep(options.delayMs, { signal, ref: false });
+  }
   const current = (entry: CacheEntry) => catalog.get(entry.name)?.digest === entry.digest;
   // Independent files, checked concurrently: the check waits on the disk,
   // not on one file operation after another.
