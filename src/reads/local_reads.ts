@@ -13,11 +13,18 @@ import { notLocal } from "../cache/mod.ts";
 import { SnapmeshError } from "../errors.ts";
 import type { FileHandle } from "../fs/mod.ts";
 import { type Puller, pullingFileStream } from "../fetch/mod.ts";
-import { findFile, type Manifest, type ManifestWithDigest, storedBytes } from "../manifest/mod.ts";
+import {
+  findFile,
+  type Manifest,
+  type ManifestFile,
+  type ManifestWithDigest,
+  storedBytes,
+} from "../manifest/mod.ts";
 import type { Logger } from "../log/mod.ts";
 import type { Metrics } from "../metrics/mod.ts";
 import {
   CorruptChunkError,
+  type FileTrust,
   type FileVerification,
   type HandleLease,
   readVerifiedRangeSync,
@@ -138,6 +145,14 @@ export class Reads {
     this.#o = options;
   }
 
+  get catalog(): Catalog {
+    return this.#o.catalog;
+  }
+
+  get metrics(): Metrics {
+    return this.#o.metrics;
+  }
+
   /** Local snapshots with their file lists (reads manifests not yet cached). */
   async list(): Promise<SnapshotSummary[]> {
     const { catalog } = this.#o;
@@ -210,14 +225,14 @@ export class Reads {
   }
 
   async #openLocal(name: string, file: string): Promise<OpenedFile> {
-    const { catalog, metrics } = this.#o;
+    const { catalog } = this.#o;
     const entry = catalog.get(name);
     if (!entry) throw notLocal(name);
     const { digest } = entry;
     const manifest = catalog.cachedManifest(digest) ?? await catalog.manifestOf(entry);
     const info = findFile(manifest, file);
     if (!info) throw noFile(name, file);
-    let lease: HandleLease | null;
+    let lease: HandleLease;
     try {
       lease = await catalog.handles.acquire(
         `${digest}/${file}`,
@@ -237,107 +252,7 @@ export class Reads {
     }
     this.#hit();
     catalog.touch(name);
-    const { chunkSize } = manifest;
-    const trust = catalog.trust.file(digest, file, info.chunks.length);
-    const shared = lease.handle;
-    const release = () => {
-      lease?.release();
-      lease = null;
-    };
-    const damaged = async (err: unknown): Promise<never> => {
-      if (err instanceof CorruptChunkError) {
-        await this.quarantine(
-          name,
-          digest,
-          `chunk ${err.index} of "${file}" failed verification`,
-        );
-        throw new SnapmeshError(
-          "verification_failed",
-          `Snapshot "${name}" is damaged on this node (${err.message}); it was quarantined`,
-        );
-      }
-      throw err;
-    };
-    // A stream reads with its own handle (its reads go to Deno's I/O
-    // threads, so they must not share a file position); the shared handle
-    // stays leased until then, so a file removed meanwhile is still read
-    // whole, through the shared handle.
-    let own: Promise<FileHandle> | null = null;
-    const openOwn = (): Promise<FileHandle> => {
-      own ??= catalog.store.openFile(name, file).catch((err) => {
-        if (!(err instanceof Deno.errors.NotFound)) throw err;
-        return syncReads(shared);
-      });
-      return own;
-    };
-    const opened: OpenedFile = {
-      name,
-      file,
-      size: info.size,
-      sha256: info.sha256,
-      source: "local",
-      // The first chunk is checked before the status line goes out: a
-      // damaged one fails here, where the request can still be served from
-      // another source.
-      async ready(start, end) {
-        if (end < start || trust.has(Math.floor(start / chunkSize))) return;
-        try {
-          // Reading its first byte reads and verifies the whole chunk.
-          readVerifiedRangeSync(shared, info, chunkSize, { start, end: start }, trust);
-        } catch (err) {
-          await damaged(err);
-        }
-      },
-      stream(start, end) {
-        let handle: FileHandle | null = null;
-        return verifiedRangeStream(
-          {
-            // Opens on the first read; closing gives the shared lease back.
-            async readAt(buffer, offset) {
-              handle ??= await openOwn();
-              return await handle.readAt(buffer, offset);
-            },
-            close() {
-              if (handle) handle.close();
-              else own?.then((h) => h.close(), () => {});
-              release();
-            },
-          },
-          info,
-          chunkSize,
-          { start, end },
-          {
-            trust,
-            onCorrupt: (index) => damaged(new CorruptChunkError(file, index)).catch(() => {}),
-            onClose: (sent) => metrics.servedBytes.inc(sent),
-          },
-        );
-      },
-      async body(start, end) {
-        if (end - start + 1 > SMALL_RANGE_BYTES) {
-          try {
-            await opened.ready(start, end);
-          } catch (err) {
-            release();
-            throw err;
-          }
-          return opened.stream(start, end);
-        }
-        try {
-          const bytes = readVerifiedRangeSync(shared, info, chunkSize, { start, end }, trust);
-          metrics.servedBytes.inc(bytes.length);
-          return bytes;
-        } catch (err) {
-          return await damaged(err);
-        } finally {
-          release();
-        }
-      },
-      close() {
-        release();
-      },
-    };
-    return opened;
+    return new LocalFile(this, { name, digest, info, chunkSize: manifest.chunkSize, lease });
   }
 
   async #openPulling(name: string, file: string): Promise<OpenedFile> {
@@ -525,6 +440,165 @@ export class Reads {
   #miss(): void {
     this.counters.misses++;
     this.#o.metrics.cacheMisses.inc();
+  }
+}
+
+/**
+ * An open file of a local snapshot: small ranges are read at once from the
+ * shared handle of the file (leased from the catalog's handle cache), larger
+ * ones stream through a handle of their own.
+ */
+class LocalFile implements OpenedFile {
+  readonly source = "local" as const;
+  readonly name: string;
+  readonly file: string;
+  readonly size: number;
+  readonly sha256: string;
+  readonly #reads: Reads;
+  readonly #catalog: Catalog;
+  readonly #metrics: Metrics;
+  readonly #digest: string;
+  readonly #info: ManifestFile;
+  readonly #chunkSize: number;
+  readonly #trust: FileTrust;
+  readonly #shared: FileHandle;
+  #lease: HandleLease | null;
+  #own: Promise<FileHandle> | null = null;
+
+  constructor(
+    reads: Reads,
+    opened: {
+      name: string;
+      digest: string;
+      info: ManifestFile;
+      chunkSize: number;
+      lease: HandleLease;
+    },
+  ) {
+    const { name, digest, info, chunkSize, lease } = opened;
+    this.name = name;
+    this.file = info.name;
+    this.size = info.size;
+    this.sha256 = info.sha256;
+    this.#reads = reads;
+    this.#catalog = reads.catalog;
+    this.#metrics = reads.metrics;
+    this.#digest = digest;
+    this.#info = info;
+    this.#chunkSize = chunkSize;
+    this.#trust = this.#catalog.trust.file(digest, info.name, info.chunks.length);
+    this.#lease = lease;
+    this.#shared = lease.handle;
+  }
+
+  // The first chunk is checked before the status line goes out: a damaged
+  // one fails here, where the request can still be served from another
+  // source.
+  async ready(start: number, end: number): Promise<void> {
+    if (end < start || this.#trust.has(Math.floor(start / this.#chunkSize))) return;
+    try {
+      // Reading its first byte reads and verifies the whole chunk.
+      readVerifiedRangeSync(
+        this.#shared,
+        this.#info,
+        this.#chunkSize,
+        { start, end: start },
+        this.#trust,
+      );
+    } catch (err) {
+      await this.#damaged(err);
+    }
+  }
+
+  stream(start: number, end: number): ReadableStream<Uint8Array> {
+    // Reads on Deno's I/O threads must not share a file position: the
+    // stream opens a handle of its own on its first read. The shared one
+    // stays leased until the stream ends, so a file removed meanwhile is
+    // still read whole, through it.
+    let handle: FileHandle | null = null;
+    const openOwn = () => this.#openOwn();
+    const done = () => {
+      if (handle) handle.close();
+      else this.#own?.then((h) => h.close(), () => {});
+      this.close();
+    };
+    return verifiedRangeStream(
+      {
+        async readAt(buffer, offset) {
+          handle ??= await openOwn();
+          return await handle.readAt(buffer, offset);
+        },
+        close: done,
+      },
+      this.#info,
+      this.#chunkSize,
+      { start, end },
+      {
+        trust: this.#trust,
+        onCorrupt: (index) =>
+          this.#damaged(new CorruptChunkError(this.file, index)).catch(() => {}),
+        onClose: (sent) => this.#metrics.servedBytes.inc(sent),
+      },
+    );
+  }
+
+  async body(
+    start: number,
+    end: number,
+  ): Promise<Uint8Array<ArrayBuffer> | ReadableStream<Uint8Array>> {
+    if (end - start + 1 > SMALL_RANGE_BYTES) {
+      try {
+        await this.ready(start, end);
+      } catch (err) {
+        this.close();
+        throw err;
+      }
+      return this.stream(start, end);
+    }
+    try {
+      const range = { start, end };
+      const bytes = readVerifiedRangeSync(
+        this.#shared,
+        this.#info,
+        this.#chunkSize,
+        range,
+        this.#trust,
+      );
+      this.#metrics.servedBytes.inc(bytes.length);
+      return bytes;
+    } catch (err) {
+      return await this.#damaged(err);
+    } finally {
+      this.close();
+    }
+  }
+
+  close(): void {
+    this.#lease?.release();
+    this.#lease = null;
+  }
+
+  #openOwn(): Promise<FileHandle> {
+    this.#own ??= this.#catalog.store.openFile(this.name, this.file).catch((err) => {
+      if (!(err instanceof Deno.errors.NotFound)) throw err;
+      return syncReads(this.#shared);
+    });
+    return this.#own;
+  }
+
+  async #damaged(err: unknown): Promise<never> {
+    if (err instanceof CorruptChunkError) {
+      await this.#reads.quarantine(
+        this.name,
+        this.#digest,
+        `chunk ${err.index} of "${this.file}" failed verification`,
+      );
+      throw new SnapmeshError(
+        "verification_failed",
+        `Snapshot "${this.name}" is damaged on this node (${err.message}); it was quarantined`,
+      );
+    }
+    throw err;
   }
 }
 
