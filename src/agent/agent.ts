@@ -208,11 +208,8 @@ export class Agent {
         agent.recovery.quarantinedDirs += moved;
       },
       (err) => log.error("recovery: the check of the snapshots failed", { error: err }),
-    ).finally(() => {
-      // The scrub reads every manifest at the start of a pass: after the
-      // check, not at the same time.
-      if (!agent.#closed) services.scrubber?.start();
-    });
+    );
+    services.scrubber?.start();
     origin?.probe().then((ok) => {
       if (!ok) log.warn("origin does not answer yet", { endpoint: origin.endpoint });
     });

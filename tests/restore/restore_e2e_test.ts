@@ -171,6 +171,10 @@ Deno.test({
       "the session to end",
       async () => (await api(agent.url, "GET", "/v1/restores")).body.length === 0,
     );
+    // The working set it recorded is stored after the session ends (file,
+    // fsync, rename, directory fsync): its descriptors close once that is done.
+    const settled = () => JSON.stringify(fdCount(agent.pid)) === JSON.stringify(fdsBefore);
+    await waitFor("the working set's write to finish", settled, 5_000).catch(() => {});
     assertEquals(fdCount(agent.pid), fdsBefore);
     assertEquals(await Deno.stat(created.body.socket).catch(() => null), null);
   },
