@@ -232,10 +232,11 @@ export class Reads {
     const manifest = catalog.cachedManifest(digest) ?? await catalog.manifestOf(entry);
     const info = findFile(manifest, file);
     if (!info) throw noFile(name, file);
-    let lease: HandleLease;
+    const key = `${digest}/${file}`;
+    let lease = catalog.handles.lease(key);
     try {
-      lease = await catalog.handles.acquire(
-        `${digest}/${file}`,
+      lease ??= await catalog.handles.acquire(
+        key,
         digest,
         () => catalog.store.openFile(name, file),
       );

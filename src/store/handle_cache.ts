@@ -83,6 +83,16 @@ export class HandleCache {
     return this.#opened;
   }
 
+  /** Leases the handle of `key` if it is open in the cache, without waiting; else null. */
+  lease(key: string): HandleLease | null {
+    const slot = this.#slots.get(key);
+    if (slot === undefined || slot.handle === null) return null;
+    this.#slots.delete(key);
+    this.#slots.set(key, slot);
+    slot.refs++;
+    return new Lease(slot, slot.handle);
+  }
+
   /**
    * Leases the handle of `key`, opening it with `open` when it is not
    * cached. `group` names what a later {@linkcode HandleCache.forget}

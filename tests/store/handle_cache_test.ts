@@ -38,6 +38,11 @@ Deno.test("HandleCache.acquire() opens a file once and lends the same handle aga
   assert(one.handle === three.handle && two.handle === three.handle);
   three.release();
   three.release(); // a second release does nothing
+  // Without waiting: the open handle, or null when none is open.
+  assertEquals(cache.lease("missing"), null);
+  const now = cache.lease("a")!;
+  assert(now.handle === one.handle);
+  now.release();
   assertEquals([fs.counters.opens - opens, fs.openHandles, cache.opened, cache.size], [1, 1, 1, 1]);
 });
 
