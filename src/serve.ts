@@ -164,8 +164,8 @@ export async function runServe(
       // With --peer-mtls, node:tls (it can verify client certificates);
       // otherwise Deno's rustls listener, the cheaper one (README "Security").
       const reloadable: ReloadableListener = config.peerMtls
-        ? new MutualTlsListener(config.listen, tls.current, log)
-        : new RustlsListener(config.listen, tls.current, log);
+        ? new MutualTlsListener(config.listen, { files: tls.current, log })
+        : new RustlsListener(config.listen, { files: tls.current, log });
       tls.onChange((files) => reloadable.reload(files));
       tls.watch();
       listener = reloadable;

@@ -15,38 +15,24 @@
  * @module
  */
 
-import {
-  checkSnapshots,
-  moveJournalAside,
-  moveOrphans,
-  rebuildIndex,
-  type RebuildReport,
-  type SalvagedState,
-  salvageJournalState,
-  SnapshotIndex,
-} from "../cache/mod.ts";
 import type {
   AnnounceAnswer,
   AnnounceRequest,
   Availability,
-  Discovery,
   HaveHandler,
   Membership,
   PeerEndpoint,
   PeerManifest,
-  PeerTransport,
   Subscription,
 } from "../cluster/mod.ts";
 import type { ServeConfig } from "../config/mod.ts";
 import type { CommitRequest, CommitResult, StageResult } from "../drafts/mod.ts";
+import { checkSnapshots } from "../cache/mod.ts";
 import { SnapmeshError } from "../errors.ts";
 import type { PullReport } from "../fetch/mod.ts";
-import type { FileSystem } from "../fs/mod.ts";
-import { Journal, type RecoveryReport } from "../journal/mod.ts";
 import type { Logger } from "../log/mod.ts";
 import { assertName, type ManifestWithDigest } from "../manifest/mod.ts";
-import type { Metrics } from "../metrics/mod.ts";
-import type { Origin, PushStatus } from "../origin/mod.ts";
+import type { PushStatus } from "../origin/mod.ts";
 import type {
   FileInfo,
   Hello,
@@ -59,62 +45,26 @@ import type {
   VerifyResult,
 } from "../reads/mod.ts";
 import type { RestoreCreated, RestoreInfo, WorkingSet } from "../restore/mod.ts";
-import { SnapshotStore } from "../store/mod.ts";
-import { type Clock, systemClock, type Timer } from "../util/clock.ts";
-import { type Random, systemRandom } from "../util/random.ts";
+import { systemClock, type Timer } from "../util/clock.ts";
+import { systemRandom } from "../util/random.ts";
 import { type RemoveResult, removeSnapshot } from "./removal.ts";
-import type { SnapshotTrust } from "../security/mod.ts";
-import { type PeerCredentials, type Services, wire } from "./wiring.ts";
+import { peerEndpointOf } from "./peer_endpoint.ts";
+import {
+  type AgentOptions,
+  type AgentRecovery,
+  bindAgentGauges,
+  logRecovered,
+  type Recovered,
+  recoverServices,
+  startBackground,
+} from "./startup.ts";
+import { cacheStatus, journalStatus, originStatus } from "./status.ts";
+import type { Services } from "./wiring.ts";
 
-export type { CommitRequest, CommitResult, StageResult } from "../drafts/mod.ts";
-export type {
-  FileInfo,
-  OpenedFile,
-  PullAccepted,
-  PullOptions,
-  PullResult,
-  SnapshotSummary,
-  VerifyResult,
-} from "../reads/mod.ts";
-export type { FileVerification } from "../store/mod.ts";
-export type { RebuildReport } from "../cache/mod.ts";
-export type { PeerCredentials } from "./wiring.ts";
-
-/** Dependencies of {@linkcode Agent.open}. */
-export interface AgentOptions {
-  config: ServeConfig;
-  fs: FileSystem;
-  log: Logger;
-  metrics: Metrics;
-  version: string;
-  /** The origin (`openOrigin(config)`), or null for none. */
-  origin: Origin | null;
-  /** @default systemClock */
-  clock?: Clock;
-  /** @default systemRandom */
-  random?: Random;
-  /** Delay before access times are journaled. @default 100 */
-  touchFlushMs?: number;
-  /** Where peers come from. @default from `--peers`, `--peers-file`, `--peers-dns` */
-  discovery?: readonly Discovery[];
-  /** How peers are asked. @default HTTP with `--token` */
-  transport?: PeerTransport;
-  /** Signature policy. @default none: snapshots need no signature */
-  trust?: SnapshotTrust;
-  /** What requests to peers carry. @default the bearer token */
-  peerCredentials?: PeerCredentials;
-}
+export type { AgentOptions } from "./startup.ts";
 
 /** How long after start the background check of the snapshots begins. */
 const CHECK_DELAY_MS = 500;
-
-/** What the agent's start found and did. */
-export interface AgentRecovery extends RecoveryReport {
-  removedTemp: number;
-  /** Snapshot directories moved to `quarantine/` (never deleted). */
-  quarantinedDirs: number;
-  rebuild: RebuildReport | null;
-}
 
 /** The snapmesh agent of one data directory. */
 export class Agent {
@@ -124,7 +74,6 @@ export class Agent {
   readonly recovery: AgentRecovery;
   readonly #s: Services;
   readonly #log: Logger;
-  readonly #clock: Clock;
   #sweepTimer: Timer | null = null;
   #closed = false;
   readonly #checkAbort = new AbortController();
@@ -135,12 +84,14 @@ export class Agent {
    */
   checked: Promise<void> = Promise.resolve();
 
-  private constructor(options: AgentOptions, services: Services, recovery: AgentRecovery) {
+  private constructor(
+    options: AgentOptions,
+    { services, recovery, wiredAt }: Recovered,
+  ) {
     this.config = options.config;
     this.version = options.version;
     this.#log = options.log;
-    this.#clock = options.clock ?? systemClock;
-    this.startedAt = this.#clock.now();
+    this.startedAt = wiredAt;
     this.#s = services;
     this.recovery = recovery;
   }
@@ -151,53 +102,15 @@ export class Agent {
    * The caller holds the data-directory lock.
    */
   static async open(options: AgentOptions): Promise<Agent> {
-    const { config, fs, log, metrics } = options;
+    const { config, log, metrics } = options;
     const clock = options.clock ?? systemClock;
     const random = options.random ?? systemRandom;
     const started = clock.monotonic();
-    const store = new SnapshotStore(fs, config.dataDir);
-    const { removedTemp } = await store.init();
-    let salvaged: SalvagedState | null = null;
-    if (config.rebuildIndex) {
-      salvaged = await salvageJournalState(store, log);
-      await moveJournalAside(store, { log, clock });
-    }
-    const index = new SnapshotIndex(log);
-    const { journal, recovery } = await Journal.open(index, { fs, dir: store.journalDir, log });
-    const services = wire({ ...options, store, index, journal, clock, random });
-    const agent = new Agent(options, services, {
-      ...recovery,
-      removedTemp,
-      quarantinedDirs: 0,
-      rebuild: null,
-    });
-    const { catalog, budget, drafts, puller, pusher, membership, origin } = services;
-    try {
-      // The index never loses track of snapshots silently: with no journal
-      // state at all but snapshot directories on disk (a deleted or emptied
-      // journal), it is rebuilt from a verified scan, loudly.
-      let reason: RebuildReport["reason"] | null = config.rebuildIndex ? "requested" : null;
-      if (reason === null && recovery.empty && (await store.listSnapshotDirs()).length > 0) {
-        reason = "journal_empty";
-      }
-      if (reason !== null) {
-        agent.recovery.rebuild = await rebuildIndex(catalog, { reason, salvaged, log, clock });
-      }
-      // Only the directory listing is waited for: each snapshot is checked
-      // after the agent is ready (see checkSnapshots).
-      agent.recovery.quarantinedDirs = await moveOrphans(catalog, log);
-      await drafts.recover();
-      await puller.recover();
-      await services.restores.init();
-    } catch (err) {
-      await journal.close();
-      throw err;
-    }
-    index.goLive();
+    const agent = new Agent(options, await recoverServices({ ...options, clock, random }));
+    const { recovery } = agent;
     await agent.sweepDrafts();
-    pusher?.start();
-    await membership?.start();
-    agent.checked = checkSnapshots(catalog, {
+    await startBackground(agent.#s, log);
+    agent.checked = checkSnapshots(agent.#s.catalog, {
       log,
       clock,
       // The first requests after a restart go before the check's burst of reads.
@@ -205,46 +118,20 @@ export class Agent {
       signal: agent.#checkAbort.signal,
     }).then(
       (moved) => {
-        agent.recovery.quarantinedDirs += moved;
+        recovery.quarantinedDirs += moved;
       },
       (err) => log.error("recovery: the check of the snapshots failed", { error: err }),
     );
-    services.scrubber?.start();
-    origin?.probe().then((ok) => {
-      if (!ok) log.warn("origin does not answer yet", { endpoint: origin.endpoint });
-    });
     agent.#sweepTimer = clock.setInterval(
       () => agent.sweepDrafts().catch((err) => log.warn("draft sweep failed", { error: err })),
       Math.min(config.draftTtlMs / 4, 3_600_000),
       { ref: false },
     );
-    agent.recovery.ms = Math.round(clock.monotonic() - started);
-    metrics.recoverySeconds.set(agent.recovery.ms / 1000);
-    metrics.bindGauges({
-      cacheBytes: () => index.totalBytes,
-      cacheCapacityBytes: () => config.cacheSize,
-      cacheEntries: () => index.count,
-      cacheReservedBytes: () => budget.reserved,
-      pinnedEntries: () => index.entries().filter((e) => e.pinned).length,
-      draftBytes: () => drafts.totalBytes,
-      journalBytes: () => journal.size,
-      ready: () => !agent.#closed && journal.broken === null,
-      pushQueued: () => index.pushQueue().length,
-      pullsActive: () => puller.activeCount,
-      peersUp: () => membership?.healthy().length ?? 0,
-      peersKnown: () => membership?.peers().length ?? 0,
-    });
-    log.info("recovered", {
-      snapshots: index.count,
-      replayed: recovery.replayed,
-      checkpointSeq: recovery.checkpointSeq,
-      truncatedBytes: recovery.truncatedBytes,
-      removedTemp,
-      quarantinedDirs: agent.recovery.quarantinedDirs,
-      rebuilt: agent.recovery.rebuild?.reason ?? null,
-      ms: agent.recovery.ms,
-    });
-    await budget.enforce().catch((err) => {
+    recovery.ms = Math.round(clock.monotonic() - started);
+    metrics.recoverySeconds.set(recovery.ms / 1000);
+    bindAgentGauges(metrics, agent.#s, { config, ready: () => !agent.#closed });
+    logRecovered(log, agent.#s, recovery);
+    await agent.#s.budget.enforce().catch((err) => {
       log.warn("cache is over budget and nothing more can be evicted", { error: err });
     });
     return agent;
@@ -387,18 +274,7 @@ export class Agent {
 
   /** What this node answers peers, for an in-memory transport. */
   get peerEndpoint(): PeerEndpoint {
-    const { peers, workingSets } = this.#s;
-    return {
-      hello: () => peers.hello(),
-      probe: (target) => this.peerProbe(target),
-      manifest: (name, fetch) => peers.manifest(name, fetch),
-      availability: (name, digest) => peers.availability(name, digest),
-      read: (name, request) => peers.read(name, request),
-      suspect: (name, report) => peers.suspect(name, report),
-      announce: (name, request) => peers.announce(name, request),
-      subscribe: (name, digest, handler) => peers.subscribe(name, digest, handler),
-      workingSet: (_name, digest) => workingSets.local(digest),
-    };
+    return peerEndpointOf(this.#s);
   }
 
   peerHello(): Hello {
@@ -506,49 +382,17 @@ export class Agent {
 
   /** Cache figures for `/v1/status`. */
   cacheStatus(): Record<string, number> {
-    const { catalog, budget, reads, scrubber } = this.#s;
-    const entries = catalog.entries();
-    return {
-      bytes: catalog.index.totalBytes,
-      capacityBytes: budget.capacity,
-      reservedBytes: budget.reserved,
-      entries: entries.length,
-      pinned: entries.filter((e) => e.pinned).length,
-      hits: reads.counters.hits,
-      misses: reads.counters.misses,
-      evictions: catalog.counters.evictions,
-      trustedChunks: catalog.trust.trustedChunks,
-      scrubPasses: scrubber?.stats.passes ?? 0,
-      scrubbedBytes: scrubber?.stats.bytes ?? 0,
-      scrubCorrupt: scrubber?.stats.corrupt ?? 0,
-    };
+    return cacheStatus(this.#s);
   }
 
   /** Journal figures for `/v1/status`. */
   journalStatus(): Record<string, unknown> {
-    const journal = this.#s.catalog.journal;
-    return {
-      seq: journal.lastSeq,
-      bytes: journal.size,
-      checkpoints: journal.stats.checkpoints,
-      healthy: journal.broken === null,
-      error: journal.broken?.message ?? null,
-      recoveryMs: this.recovery.ms,
-      /** Records replayed after the last checkpoint at start (0 after a clean shutdown). */
-      replayedRecords: this.recovery.replayed,
-      truncatedBytes: this.recovery.truncatedBytes,
-      /** Snapshot directories moved to quarantine/ at start (never deleted). */
-      quarantinedDirs: this.recovery.quarantinedDirs,
-      /** Set when the index was rebuilt from a verified scan at start. */
-      rebuild: this.recovery.rebuild,
-    };
+    return journalStatus(this.#s, this.recovery);
   }
 
   /** Origin health and push queue for `/v1/status` (null without an origin). */
   originStatus(): (Record<string, unknown> & { push: PushStatus & { mode: string } }) | null {
-    const { origin, pusher } = this.#s;
-    if (!origin || !pusher) return null;
-    return { ...origin.health(), push: { mode: this.config.push, ...pusher.status() } };
+    return originStatus(this.#s, this.config.push);
   }
 
   /** Peers and their health, for `/v1/status`. */

@@ -19,7 +19,6 @@ import {
   HttpPeerTransport,
   HttpsDiscovery,
   Membership,
-  type PeerTransport,
   StaticDiscovery,
 } from "../cluster/mod.ts";
 import type { ServeConfig } from "../config/mod.ts";
@@ -29,7 +28,6 @@ import type { FileSystem } from "../fs/mod.ts";
 import type { Journal } from "../journal/mod.ts";
 import type { Logger } from "../log/mod.ts";
 import type { ManifestWithDigest } from "../manifest/mod.ts";
-import type { Metrics } from "../metrics/mod.ts";
 import { type Origin, Pusher, RemoteManifests } from "../origin/mod.ts";
 import { PeerService, Reads } from "../reads/mod.ts";
 import { Restores, WorkingSets } from "../restore/mod.ts";
@@ -39,29 +37,15 @@ import type { Clock } from "../util/clock.ts";
 import type { Random } from "../util/random.ts";
 import { RateLimiter } from "../util/rate.ts";
 import { Tracker, UploadSlots } from "../swarm/mod.ts";
+import type { AgentOptions } from "./startup.ts";
 
-/** What {@linkcode wire} builds on. */
-export interface WireOptions {
-  config: ServeConfig;
-  fs: FileSystem;
-  log: Logger;
-  metrics: Metrics;
-  version: string;
-  origin: Origin | null;
+/** What {@linkcode wire} builds on: the agent's options over an opened store and journal. */
+export interface WireOptions extends Omit<AgentOptions, "clock" | "random"> {
   store: SnapshotStore;
   index: SnapshotIndex;
   journal: Journal;
   clock: Clock;
   random: Random;
-  touchFlushMs?: number;
-  /** Where peers come from. @default from `--peers`, `--peers-file`, `--peers-dns` */
-  discovery?: readonly Discovery[];
-  /** How peers are asked. @default HTTP */
-  transport?: PeerTransport;
-  /** Signature policy. @default none: snapshots need no signature */
-  trust?: SnapshotTrust;
-  /** What requests to peers carry. @default the bearer token, over plain fetch */
-  peerCredentials?: PeerCredentials;
 }
 
 /** What this node's requests to its peers carry (src/serve.ts builds it). */

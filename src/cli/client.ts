@@ -90,7 +90,10 @@ export class NodeClient {
       throw this.#unreachable(err);
     }
     if (response.ok || response.status === 304) return response;
-    throw answerError(method, path, response.status, await response.text().catch(() => ""));
+    throw answerError({ method, path }, {
+      status: response.status,
+      text: await response.text().catch(() => ""),
+    });
   }
 
   /** Sends a request and parses the JSON answer. */
@@ -131,7 +134,7 @@ export class NodeClient {
       );
     }
     if (answer.status < 200 || answer.status > 299) {
-      throw answerError("PUT", path, answer.status, answer.text);
+      throw answerError({ method: "PUT", path }, answer);
     }
     return JSON.parse(answer.text) as T;
   }
@@ -146,7 +149,10 @@ export class NodeClient {
 }
 
 /** The error for a non-2xx answer: the node's own when its body is our JSON error. */
-function answerError(method: string, path: string, status: number, text: string): RequestError {
+function answerError(
+  { method, path }: { method: string; path: string },
+  { status, text }: { status: number; text: string },
+): RequestError {
   try {
     const error = JSON.parse(text)?.error;
     if (typeof error?.message === "string") {

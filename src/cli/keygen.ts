@@ -10,7 +10,7 @@
 import { generateKeyPair } from "../security/mod.ts";
 import { flagOption, parseCommandArgs, stringOption, UsageError } from "./args.ts";
 import { CommandError } from "./client.ts";
-import type { CommandIo } from "./commands.ts";
+import type { CommandIo } from "./_command.ts";
 
 /** Usage of `snapmesh keygen`. */
 export const KEYGEN_USAGE = `snapmesh keygen [--out DIR] [--name NAME] [--comment TEXT] [--json]

@@ -8,7 +8,7 @@
 import { isValidName } from "../manifest/mod.ts";
 import { flagOption, stringOption, UsageError } from "./args.ts";
 import { segment } from "./client.ts";
-import type { ClientCommand } from "./commands.ts";
+import type { ClientCommand } from "./_command.ts";
 
 interface Created {
   id: string;

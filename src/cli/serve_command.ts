@@ -17,7 +17,7 @@ import {
 import { parse as parseJsonc, type ParseError, printParseErrorCode } from "jsonc-parser";
 import { runServe } from "../serve.ts";
 import { type OptionSpec, parseCommandArgs, stringOption, UsageError } from "./args.ts";
-import type { CommandIo } from "./commands.ts";
+import type { CommandIo } from "./_command.ts";
 
 /** What `--help` shows after a flag, by kind of value. */
 const PLACEHOLDER: Record<string, string> = { size: "BYTES", ms: "DURATION", count: "N" };

@@ -14,6 +14,7 @@
 
 import http from "node:http";
 import https from "node:https";
+import { concatBytes } from "../util/bytes.ts";
 
 /** Options for {@linkcode sizedUpload}. */
 export interface SizedUploadOptions {
@@ -89,7 +90,7 @@ export function sizedUpload(options: SizedUploadOptions): Promise<SizedUploadAns
         resolve({
           status: response.statusCode ?? 0,
           headers,
-          text: new TextDecoder().decode(concat(parts)),
+          text: new TextDecoder().decode(concatBytes(parts)),
         });
       });
     });
@@ -165,14 +166,4 @@ function drained(request: http.ClientRequest): Promise<void> {
     request.on("response", done);
     request.on("close", done);
   });
-}
-
-function concat(parts: Uint8Array[]): Uint8Array {
-  const out = new Uint8Array(parts.reduce((n, p) => n + p.length, 0));
-  let at = 0;
-  for (const p of parts) {
-    out.set(p, at);
-    at += p.length;
-  }
-  return out;
 }

@@ -2,7 +2,9 @@
  * The in-memory peer transport: agents of one process ask each other
  * directly (tests, the in-process cluster, the simulation). A request costs
  * no real I/O, so under a virtual clock a whole cluster runs
- * deterministically. Faults per node: down (connection refused), slow, or
+ * deterministically. Optionally each node's uplink has a bandwidth: the
+ * chunks it sends queue behind each other, so a popular holder is slow,
+ * as on a network. Faults per node: down (connection refused), slow, or
  * sending corrupted chunks.
  *
  * @module
@@ -41,6 +43,8 @@ export interface MemoryTransportOptions {
   clock: Clock;
   /** Latency of every request, in ms. @default 0 */
   latencyMs?: number;
+  /** Bytes per second each node sends chunks at, one after another. @default unlimited */
+  uplinkBytesPerSecond?: number;
 }
 
 /** Connects the agents of one process. */
@@ -52,6 +56,8 @@ export class MemoryTransport implements PeerTransport {
   readonly servedBytes = new Map<string, number>();
   /** Requests each node answered, by URL. */
   readonly requests = new Map<string, number>();
+  /** When each node's uplink is free again (transport clock, ms). */
+  readonly #uplinkFreeAt = new Map<string, number>();
 
   constructor(options: MemoryTransportOptions) {
     this.#options = options;
@@ -187,6 +193,11 @@ export class MemoryTransport implements PeerTransport {
     const out = new Uint8Array(request.end - request.start + 1);
     let at = 0;
     const reader = answer.stream.getReader();
+    // The bytes cross the sender's uplink while its upload slot is held.
+    await this.#send(url, out.length, request.signal).catch((err) => {
+      reader.cancel(err).catch(() => {});
+      throw err;
+    });
     const abort = () => reader.cancel(request.signal.reason).catch(() => {});
     request.signal.addEventListener("abort", abort, { once: true });
     try {
@@ -219,6 +230,17 @@ export class MemoryTransport implements PeerTransport {
   async suspect(url: string, name: string, report: SuspectReport): Promise<void> {
     const endpoint = await this.#reach(url);
     endpoint.suspect(name, report);
+  }
+
+  /** Waits while `bytes` go through the uplink of `url`, behind what it sends already. */
+  async #send(url: string, bytes: number, signal: AbortSignal): Promise<void> {
+    const rate = this.#options.uplinkBytesPerSecond;
+    if (!rate) return;
+    const { clock } = this.#options;
+    const now = clock.monotonic();
+    const done = Math.max(now, this.#uplinkFreeAt.get(url) ?? 0) + (bytes / rate) * 1000;
+    this.#uplinkFreeAt.set(url, done);
+    await clock.sleep(done - now, { signal });
   }
 
   /** The endpoint at `url` after the request's latency, or a refused connection. */

@@ -62,7 +62,7 @@ export interface FetchResult {
   /** Bytes received. */
   bytes: number;
   /** Why the fetch failed, when it did. */
-  failure?: "busy" | "gone" | "error";
+  failure?: "busy" | "declined" | "gone" | "error";
   error?: unknown;
 }
 

@@ -535,7 +535,11 @@ export class Puller {
         complete: answer.complete,
       }));
       for (const peer of known.filter((p) => p.complete)) {
-        this.#deps.tracker.announce(manifest.digest, peer, this.#deps.clock.monotonic());
+        this.#deps.tracker.announce({
+          digest: manifest.digest,
+          peer,
+          now: this.#deps.clock.monotonic(),
+        });
       }
       await session.start(known);
     } else if (originSource) {
@@ -590,7 +594,11 @@ export class Puller {
         removePeer: (id) => io.remove(`peer:${id}`),
         origin: origin ? { add: () => io.add(origin), remove: () => io.remove(origin.id) } : null,
         track: (request) => ({
-          peers: this.#deps.tracker.announce(request.digest, request.peer, clock.monotonic()),
+          peers: this.#deps.tracker.announce({
+            digest: request.digest,
+            peer: request.peer,
+            now: clock.monotonic(),
+          }),
         }),
       },
       owners: () =>

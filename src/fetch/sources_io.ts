@@ -66,7 +66,7 @@ export class SourcesIO implements ChunkIO {
         throw new Error(`sent ${bytes.length} bytes instead of ${end - start + 1}`);
       }
     } catch (err) {
-      return { good: [], bad: [], bytes: 0, failure: classify(err), error: err };
+      return { good: [], bad: [], bytes: 0, failure: classifyFailure(err), error: err };
     }
     const result: FetchResult = { good: [], bad: [], bytes: bytes.length };
     for (let i = 0; i < request.count; i++) {
@@ -114,9 +114,15 @@ export class SourcesIO implements ChunkIO {
   }
 }
 
-/** How a failed read counts for the scheduler. */
-function classify(err: unknown): "busy" | "gone" | "error" {
+/**
+ * How a failed read counts for the scheduler: a refused connection is
+ * `gone`, a peer's 503 (every upload slot taken) `busy`, its 409 (these
+ * chunks not there yet, or sent often enough lately) `declined`, anything
+ * else an `error`.
+ */
+export function classifyFailure(err: unknown): "busy" | "declined" | "gone" | "error" {
   if (isConnectionError(err)) return "gone";
-  if (err instanceof PeerError && (err.status === 503 || err.status === 409)) return "busy";
+  if (err instanceof PeerError && err.status === 503) return "busy";
+  if (err instanceof PeerError && err.status === 409) return "declined";
   return "error";
 }

@@ -7,76 +7,12 @@
  * @module
  */
 
-import type { Logger } from "../log/mod.ts";
+import type { ConnectionHost, HttpConn, TimeoutKind } from "./_conn_types.ts";
 import { findHeadEnd, HttpParseError, parseHead, type RequestHead } from "./_head.ts";
-import { MAX_HEADER_BYTES, MAX_REQUEST_LINE } from "./_head.ts";
-import { type ResponseSink, type WriteOutcome, writeResponse } from "./_response.ts";
-import { BodyAbortedError, type BodyInput, lineTooLong, RequestBody } from "./body.ts";
+import { ReadBuffer } from "./_read_buffer.ts";
+import { jsonError, type ResponseSink, type WriteOutcome, writeResponse } from "./_response.ts";
+import { BodyAbortedError, type BodyInput, RequestBody } from "./body.ts";
 
-/** A client certificate that the TLS layer verified against the cluster's CA. */
-export interface ClientCertificate {
-  subject: string;
-  serialNumber: string;
-  fingerprint256: string;
-}
-
-/**
- * The byte stream a connection runs on. `Deno.Conn` and `Deno.TlsConn` are
- * ones; src/security's mutual-TLS connection is another.
- */
-export interface HttpConn {
-  /** Reads into `buffer`; the count, or null at the end of the stream. */
-  read(buffer: Uint8Array): Promise<number | null>;
-  /** Writes some of `bytes`; the count written. */
-  write(bytes: Uint8Array): Promise<number>;
-  /** Sends the end of the stream, keeping the read side open. */
-  closeWrite(): Promise<void>;
-  close(): void;
-  readonly remoteAddr: Deno.Addr;
-  /** The client certificate verified during the TLS handshake, if the stream knows one. */
-  readonly clientCertificate?: ClientCertificate | null;
-}
-
-/** What the handler learns about the connection besides the request. */
-export interface HttpRequestInfo {
-  remoteAddr: Deno.Addr;
-  /** The verified client certificate (mutual TLS), or null. */
-  clientCertificate: ClientCertificate | null;
-}
-
-/** Turns a request into a response. */
-export type HttpHandler = (
-  request: Request,
-  info: HttpRequestInfo,
-) => Response | Promise<Response>;
-
-/** Why a connection was closed by a deadline. */
-export type TimeoutKind = "idle" | "header" | "body" | "send";
-
-/** What a connection needs from its server. */
-export interface ConnectionHost {
-  readonly handler: HttpHandler;
-  readonly onError: (err: unknown) => Response | Promise<Response>;
-  readonly log: Logger;
-  readonly idleTimeoutMs: number;
-  readonly headerTimeoutMs: number;
-  readonly bodyTimeoutMs: number;
-  /** `host:port` for requests without a Host field (HTTP/1.0). */
-  readonly defaultHost: string;
-  /** The server is shutting down: finish the request in flight, then close. */
-  readonly closing: boolean;
-  /** Takes an upload slot; false when all are taken. */
-  acquireUpload(): boolean;
-  releaseUpload(): void;
-  rejected(reason: "max_uploads" | "bad_request"): void;
-  timedOut(kind: TimeoutKind): void;
-  /** Called once, when the connection is closed. */
-  closed(connection: Connection): void;
-}
-
-/** Read-ahead buffer size; it grows for large heads and shrinks back after. */
-const BUFFER_BYTES = 8 * 1024;
-const MAX_BUFFER_BYTES = MAX_REQUEST_LINE + MAX_HEADER_BYTES + 4096;
 /** Responses up to this size (head and body) are assembled in a reused buffer. */
 const WRITE_BUFFER_BYTES = 8 * 1024;
 /** Unread body bytes drained after a response to keep a connection; more closes it. */
@@ -90,7 +26,6 @@ const LINGER_MS = 2000;
 const LINGER_BYTES = 1024 * 1024;
 
 const encoder = new TextEncoder();
-const decoder = new TextDecoder();
 /** Methods `Request` refuses (Fetch §2.2.1); answered 501. */
 const FORBIDDEN_METHODS = new Set(["CONNECT", "TRACE", "TRACK"]);
 const CONTINUE = encoder.encode("HTTP/1.1 100 Continue\r\n\r\n");
@@ -113,9 +48,7 @@ class ServerRequest extends Request {
 export class Connection implements BodyInput, ResponseSink {
   readonly #conn: HttpConn;
   readonly #host: ConnectionHost;
-  #buf = new Uint8Array(BUFFER_BYTES);
-  #start = 0;
-  #end = 0;
+  readonly #rb = new ReadBuffer();
   #closed = false;
   /** Set when the connection was closed on purpose; read errors then say why. */
   #closeReason: string | null = null;
@@ -218,8 +151,9 @@ export class Connection implements BodyInput, ResponseSink {
     let headerDeadline = Infinity;
     const idleDeadline = Date.now() + this.#host.idleTimeoutMs;
     while (true) {
-      while (!begun && this.#start < this.#end) {
-        const b = this.#buf[this.#start]!;
+      const rb = this.#rb;
+      while (!begun && rb.start < rb.end) {
+        const b = rb.bytes[rb.start]!;
         if (b !== 13 && b !== 10) {
           begun = true;
           break;
@@ -227,44 +161,28 @@ export class Connection implements BodyInput, ResponseSink {
         if (++skipped > MAX_LEADING_BLANK) {
           throw new HttpParseError(400, "Too many blank lines before the request line");
         }
-        this.#start++;
+        rb.start++;
       }
-      if (this.#start < this.#end) {
+      if (rb.start < rb.end) {
         if (headerDeadline === Infinity) headerDeadline = Date.now() + this.#host.headerTimeoutMs;
-        const headEnd = findHeadEnd(this.#buf, this.#start, this.#end, scan);
+        const headEnd = findHeadEnd(rb.bytes, rb.start, rb.end, scan);
         if (headEnd !== -1) {
-          const head = parseHead(this.#buf, this.#start, headEnd);
-          this.#start = headEnd;
+          const head = parseHead(rb.bytes, rb.start, headEnd);
+          rb.start = headEnd;
           return head;
         }
       }
-      this.#makeRoom(scan);
+      rb.makeRoom(scan);
       // Blank lines alone do not start a request: still idle.
       const idle = !begun;
       const n = await this.#read(
-        this.#buf.subarray(this.#end),
+        rb.bytes.subarray(rb.end),
         idle ? "idle" : "header",
         idle ? idleDeadline : headerDeadline,
       );
       if (n === 0) return null; // the client closed (mid-head: nothing to answer)
-      this.#end += n;
+      rb.end += n;
     }
-  }
-
-  /** Frees space at the end of the buffer: compacts, or grows within the head limit. */
-  #makeRoom(scan: { scanned: number; lineEnd: number }): void {
-    if (this.#end < this.#buf.length) return;
-    if (this.#start > 0) {
-      const shift = this.#start;
-      this.#buf.copyWithin(0, shift, this.#end);
-      this.#end -= shift;
-      this.#start = 0;
-      scan.scanned = Math.max(0, scan.scanned - shift);
-      if (scan.lineEnd !== -1) scan.lineEnd -= shift;
-      if (this.#end < this.#buf.length) return;
-    }
-    // findHeadEnd throws before a head outgrows MAX_BUFFER_BYTES.
-    this.#grow(this.#end + 1);
   }
 
   /** One request and its response. */
@@ -393,7 +311,7 @@ export class Connection implements BodyInput, ResponseSink {
     try {
       await this.#conn.closeWrite();
       const deadline = Date.now() + LINGER_MS;
-      const scratch = this.#buf.length >= BUFFER_BYTES ? this.#buf : new Uint8Array(BUFFER_BYTES);
+      const scratch = this.#rb.scratch();
       let dropped = 0;
       while (dropped < LINGER_BYTES && !this.#closed) {
         const n = await this.#read(scratch, "linger", deadline);
@@ -427,15 +345,11 @@ export class Connection implements BodyInput, ResponseSink {
   // BodyInput
 
   get buffered(): number {
-    return this.#end - this.#start;
+    return this.#rb.buffered;
   }
 
   takeBuffered(view: Uint8Array): number {
-    const n = Math.min(this.#end - this.#start, view.length);
-    view.set(this.#buf.subarray(this.#start, this.#start + n));
-    this.#start += n;
-    this.#shrink();
-    return n;
+    return this.#rb.take(view);
   }
 
   async readDirect(view: Uint8Array): Promise<number> {
@@ -443,60 +357,17 @@ export class Connection implements BodyInput, ResponseSink {
   }
 
   takeLine(max: number): string | null {
-    const lf = this.#buf.subarray(this.#start, this.#end).indexOf(10);
-    if (lf === -1) {
-      if (this.#end - this.#start > max + 1) throw lineTooLong();
-      return null;
-    }
-    const endOfLine = this.#start + lf;
-    const hasCr = lf > 0 && this.#buf[endOfLine - 1] === 13;
-    if (lf - (hasCr ? 1 : 0) > max) throw lineTooLong();
-    const line = decoder.decode(this.#buf.subarray(this.#start, hasCr ? endOfLine - 1 : endOfLine));
-    this.#start = endOfLine + 1;
-    this.#shrink();
-    return line;
+    return this.#rb.takeLine(max);
   }
 
   async fill(): Promise<boolean> {
-    if (this.#start === this.#end) {
-      this.#start = 0;
-      this.#end = 0;
-    } else if (this.#end === this.#buf.length) {
-      this.#buf.copyWithin(0, this.#start, this.#end);
-      this.#end -= this.#start;
-      this.#start = 0;
-      if (this.#end === this.#buf.length) this.#grow(this.#end + 1);
-    }
-    const n = await this.#bodyRead(this.#buf.subarray(this.#end));
-    this.#end += n;
+    const n = await this.#bodyRead(this.#rb.room());
+    this.#rb.end += n;
     return n > 0;
   }
 
   unread(bytes: Uint8Array): void {
-    const buffered = this.#end - this.#start;
-    if (buffered === 0 && bytes.length <= this.#buf.length) {
-      this.#buf.set(bytes);
-      this.#start = 0;
-      this.#end = bytes.length;
-      return;
-    }
-    // Rare: a chunked body's read ran past the body (a pipelined request).
-    const joined = new Uint8Array(Math.max(BUFFER_BYTES, bytes.length + buffered));
-    joined.set(bytes);
-    joined.set(this.#buf.subarray(this.#start, this.#end), bytes.length);
-    this.#buf = joined;
-    this.#start = 0;
-    this.#end = bytes.length + buffered;
-  }
-
-  /** A larger read-ahead buffer holding at least `bytes` (the buffered bytes kept). */
-  #grow(bytes: number): void {
-    const size = Math.max(bytes, Math.min(this.#buf.length * 2, MAX_BUFFER_BYTES));
-    const bigger = new Uint8Array(size);
-    bigger.set(this.#buf.subarray(this.#start, this.#end));
-    this.#end -= this.#start;
-    this.#start = 0;
-    this.#buf = bigger;
+    this.#rb.unread(bytes);
   }
 
   /** A body read: no progress for the body timeout closes the connection. */
@@ -516,14 +387,6 @@ export class Connection implements BodyInput, ResponseSink {
     return new BodyAbortedError(
       `Request body ended early: ${this.#closeReason ?? "the connection closed"}`,
     );
-  }
-
-  /** Gives back a buffer grown for a large head once it is empty. */
-  #shrink(): void {
-    if (this.#start !== this.#end) return;
-    this.#start = 0;
-    this.#end = 0;
-    if (this.#buf.length > BUFFER_BYTES) this.#buf = new Uint8Array(BUFFER_BYTES);
   }
 
   // ResponseSink
@@ -556,17 +419,4 @@ export class Connection implements BodyInput, ResponseSink {
 
 function message(err: unknown): string {
   return err instanceof Error ? err.message : String(err);
-}
-
-/** A JSON error response in the API's shape: `{"error":{"code","message"}}`. */
-export function jsonError(
-  status: number,
-  code: string,
-  text: string,
-  headers: Record<string, string> = {},
-): Response {
-  return new Response(JSON.stringify({ error: { code, message: text } }), {
-    status,
-    headers: { "content-type": "application/json", ...headers },
-  });
 }

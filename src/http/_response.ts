@@ -336,3 +336,16 @@ function join(sink: ResponseSink, pieces: (string | Uint8Array)[], bytes: number
   }
   return out;
 }
+
+/** A JSON error response in the API's shape: `{"error":{"code","message"}}`. */
+export function jsonError(
+  status: number,
+  code: string,
+  text: string,
+  headers: Record<string, string> = {},
+): Response {
+  return new Response(JSON.stringify({ error: { code, message: text } }), {
+    status,
+    headers: { "content-type": "application/json", ...headers },
+  });
+}

@@ -32,7 +32,7 @@ export type {
   HttpHandler,
   HttpRequestInfo,
   TimeoutKind,
-} from "./_connection.ts";
+} from "./_conn_types.ts";
 export { BodyAbortedError } from "./body.ts";
 export { bytesResponse } from "./_response.ts";
 export { type FdLimit, raiseFdLimit } from "./fd_limit.ts";

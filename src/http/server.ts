@@ -7,14 +7,9 @@
  */
 
 import { type Logger, silentLogger } from "../log/mod.ts";
-import {
-  Connection,
-  type ConnectionHost,
-  type HttpConn,
-  type HttpHandler,
-  jsonError,
-  type TimeoutKind,
-} from "./_connection.ts";
+import type { ConnectionHost, HttpConn, HttpHandler, TimeoutKind } from "./_conn_types.ts";
+import { Connection } from "./_connection.ts";
+import { jsonError } from "./_response.ts";
 
 /** Where connections come from. `Deno.Listener` is one. */
 export interface HttpListener {

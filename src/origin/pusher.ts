@@ -196,7 +196,7 @@ export class Pusher implements PushQueue {
       const existing = await origin.getObject(origin.manifestKey(name), { signal });
       if (existing !== null) {
         if (sha256Hex(existing) === digest) {
-          await this.#finish(name, digest, 0, started);
+          await this.#finish(name, { digest, bytes: 0, started });
           return;
         }
         let theirs;
@@ -213,7 +213,7 @@ export class Pusher implements PushQueue {
           );
         }
         log.info("push: the origin already holds the same files", { name, digest });
-        await this.#finish(name, digest, 0, started);
+        await this.#finish(name, { digest, bytes: 0, started });
         return;
       }
       let bytes = 0;
@@ -245,7 +245,7 @@ export class Pusher implements PushQueue {
       // Last: the manifest makes the snapshot visible to every reader.
       signal.throwIfAborted();
       await origin.putBytes(origin.manifestKey(name), encodeManifest(manifest), { signal });
-      await this.#finish(name, digest, bytes, started);
+      await this.#finish(name, { digest, bytes, started });
     } catch (err) {
       if (signal.aborted) throw err; // shutting down: it stays queued, untouched
       const corrupt = findCorrupt(err);
@@ -295,7 +295,10 @@ export class Pusher implements PushQueue {
     await catalog.lock.run(() => catalog.record({ t: "push_done", name, digest }));
   }
 
-  async #finish(name: string, digest: string, bytes: number, started: number): Promise<void> {
+  async #finish(
+    name: string,
+    { digest, bytes, started }: { digest: string; bytes: number; started: number },
+  ): Promise<void> {
     await this.#markDone(name, digest);
     this.#failures.delete(name);
     this.#deps.metrics.pushes.inc();

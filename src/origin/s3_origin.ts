@@ -28,15 +28,9 @@ import {
   snapshotPrefix,
   type UploadOptions,
 } from "./origin.ts";
-import { noteTransientBytes } from "../util/gc.ts";
-import {
-  DEFAULT_RETRY,
-  type RetryPolicy,
-  ShortBodyError,
-  StallError,
-  statusOf,
-  withRetries,
-} from "./retry.ts";
+import { readObjectBody } from "./_object_body.ts";
+import { uploadOnce } from "./_upload.ts";
+import { DEFAULT_RETRY, type RetryPolicy, StallError, statusOf, withRetries } from "./retry.ts";
 
 /** Options for {@linkcode S3Origin.create}. */
 export interface S3OriginOptions {
@@ -56,6 +50,13 @@ export interface S3OriginOptions {
 }
 
 type Sdk = typeof S3;
+
+/** The modules an origin is built from, loaded only when there is one. */
+interface SdkModules {
+  sdk: Sdk;
+  upload: typeof import("@aws-sdk/lib-storage").Upload;
+  fetchHandler: typeof import("@smithy/fetch-http-handler").FetchHttpHandler;
+}
 
 /** An S3-compatible origin. */
 export class S3Origin implements Origin {
@@ -86,9 +87,7 @@ export class S3Origin implements Origin {
   observer: OriginObserver = {};
 
   private constructor(
-    sdk: Sdk,
-    upload: typeof import("@aws-sdk/lib-storage").Upload,
-    fetchHandler: typeof import("@smithy/fetch-http-handler").FetchHttpHandler,
+    { sdk, upload, fetchHandler }: SdkModules,
     options: S3OriginOptions,
   ) {
     this.#sdk = sdk;
@@ -129,7 +128,10 @@ export class S3Origin implements Origin {
       import("@aws-sdk/lib-storage"),
       import("@smithy/fetch-http-handler"),
     ]);
-    return new S3Origin(sdk, storage.Upload, handler.FetchHttpHandler, options);
+    return new S3Origin(
+      { sdk, upload: storage.Upload, fetchHandler: handler.FetchHttpHandler },
+      options,
+    );
   }
 
   snapshotPrefix(name: string): string {
@@ -263,11 +265,15 @@ export class S3Origin implements Origin {
         // not total time) is the only one.
         answered();
         const expected = response.ContentLength ?? null;
-        return await this.#readBody(
+        return await readObjectBody(
           response.Body as { transformToWebStream(): ReadableStream<Uint8Array> },
-          expected,
-          key,
-          signal,
+          {
+            expected,
+            key,
+            signal,
+            stallMs: this.#stallMs,
+            countRead: (bytes) => (this.stats.bytesRead += bytes),
+          },
         );
       }, options.signal);
     } catch (err) {
@@ -329,67 +335,18 @@ export class S3Origin implements Origin {
     await this.#call(
       `upload ${key}`,
       async (signal) => {
-        // Progress is every byte the upload reads from the file, and every
-        // part the origin acknowledges.
-        // Abort an upload that makes no progress for the stall timeout.
-        let stalled: StallError | null = null;
-        const idle = idleWatchdog(this.#stallMs, () => {
-          stalled = new StallError(`Upload of ${key} made no progress for ${this.#stallMs} ms`);
-          abort();
-        });
-        const counted = open().pipeThrough(
-          new TransformStream<Uint8Array, Uint8Array>({
-            transform(chunk, controller) {
-              idle.touch();
-              controller.enqueue(chunk);
-            },
-          }),
-        );
-        const upload = new this.#upload({
+        await uploadOnce({
+          sdk: this.#sdk,
           client: this.#client,
-          params: {
-            Bucket: this.bucket,
-            Key: key,
-            Body: counted,
-            ContentLength: size,
-            ContentType: "application/octet-stream",
-          },
-          partSize: 8 * 1024 * 1024,
-          queueSize: 4,
-          // We abort a failed multipart upload ourselves, best effort: letting
-          // the library do it would replace the real error with the abort's
-          // (some S3-compatible servers do not implement the abort at all).
-          leavePartsOnError: true,
+          Upload: this.#upload,
+          bucket: this.bucket,
+          key,
+          size,
+          open,
+          ...(onProgress ? { onProgress } : {}),
+          stallMs: this.#stallMs,
+          signal,
         });
-        function abort() {
-          upload.abort().catch(() => {});
-        }
-        signal.addEventListener("abort", abort, { once: true });
-        upload.on("httpUploadProgress", (p) => {
-          idle.touch();
-          if (p.loaded !== undefined) onProgress?.(p.loaded);
-        });
-        try {
-          await upload.done();
-        } catch (err) {
-          const uploadId = (upload as unknown as { uploadId?: string }).uploadId;
-          if (uploadId) {
-            // Awaited (for at most 2 s), so a shutdown does not exit before
-            // the origin is told to drop the parts.
-            await this.#client.send(
-              new this.#sdk.AbortMultipartUploadCommand({
-                Bucket: this.bucket,
-                Key: key,
-                UploadId: uploadId,
-              }),
-              { abortSignal: AbortSignal.timeout(2000) },
-            ).catch(() => {});
-          }
-          throw stalled ?? err;
-        } finally {
-          idle.stop();
-          signal.removeEventListener("abort", abort);
-        }
       },
       signal,
       { stall: false },
@@ -508,106 +465,10 @@ export class S3Origin implements Origin {
       throw err;
     }
   }
-
-  /** Reads a whole response body, aborting when it idles for the stall timeout. */
-  async #readBody(
-    body: { transformToWebStream(): ReadableStream<Uint8Array> } | undefined,
-    expected: number | null,
-    key: string,
-    signal: AbortSignal,
-  ): Promise<Uint8Array> {
-    if (!body) return new Uint8Array(0);
-    const reader = body.transformToWebStream().getReader();
-    const parts: Uint8Array[] = [];
-    let total = 0;
-    const out = expected !== null ? new Uint8Array(expected) : null;
-    let stalled: StallError | null = null;
-    const idle = idleWatchdog(this.#stallMs, () => {
-      stalled = new StallError(`Origin body of ${key} idle for ${this.#stallMs} ms`);
-      reader.cancel(stalled).catch(() => {});
-    });
-    try {
-      while (true) {
-        let next: ReadableStreamReadResult<Uint8Array>;
-        try {
-          next = await reader.read();
-        } catch (err) {
-          if (signal.aborted) throw signal.reason;
-          // A body that breaks mid-way (reset, closed connection) is worth a retry.
-          throw new ShortBodyError(
-            `Origin body of ${key} broke after ${total} bytes: ${(err as Error).message}`,
-          );
-        }
-        if (stalled) throw stalled;
-        if (signal.aborted) throw signal.reason;
-        idle.touch();
-        if (next.done) break;
-        const chunk = next.value;
-        if (out) {
-          if (total + chunk.length > out.length) {
-            throw new ShortBodyError(`Origin body of ${key} is longer than ${expected} bytes`);
-          }
-          out.set(chunk, total);
-        } else {
-          parts.push(chunk);
-        }
-        total += chunk.length;
-        noteTransientBytes(chunk.length);
-      }
-    } catch (err) {
-      reader.cancel(err).catch(() => {});
-      throw stalled ?? err;
-    } finally {
-      idle.stop();
-    }
-    this.stats.bytesRead += total;
-    if (out) {
-      if (total !== out.length) {
-        throw new ShortBodyError(`Origin body of ${key} ended after ${total} of ${expected} bytes`);
-      }
-      return out;
-    }
-    const joined = new Uint8Array(total);
-    let at = 0;
-    for (const p of parts) {
-      joined.set(p, at);
-      at += p.length;
-    }
-    return joined;
-  }
 }
 
 /** True when S3 says the bucket itself does not exist (also a 404). */
 function isMissingBucket(err: unknown): boolean {
   return (err as Error)?.name === "NoSuchBucket" ||
     (err as { Code?: string })?.Code === "NoSuchBucket";
-}
-
-/**
- * Calls `onIdle` once when `touch()` has not been called for `ms`. One timer,
- * re-armed only when it fires: a timer per touch would cost more than the
- * reads it watches.
- */
-function idleWatchdog(ms: number, onIdle: () => void): { touch(): void; stop(): void } {
-  let last = Date.now();
-  let timer: ReturnType<typeof setTimeout> | undefined;
-  const check = () => {
-    const idle = Date.now() - last;
-    if (idle < ms) {
-      timer = setTimeout(check, ms - idle);
-      return;
-    }
-    timer = undefined;
-    onIdle();
-  };
-  timer = setTimeout(check, ms);
-  return {
-    touch() {
-      last = Date.now();
-    },
-    stop() {
-      clearTimeout(timer);
-      timer = undefined;
-    },
-  };
 }

@@ -33,7 +33,13 @@ import {
 } from "../store/mod.ts";
 import type { Clock } from "../util/clock.ts";
 import type { RateLimiter } from "../util/rate.ts";
-import { serveComplete, serveHaves, type Tracker, type UploadSlots } from "../swarm/mod.ts";
+import {
+  serveComplete,
+  serveHaves,
+  type SwarmPeer,
+  type Tracker,
+  type UploadSlots,
+} from "../swarm/mod.ts";
 import type { Reads } from "./local_reads.ts";
 
 /** Who a node is, for peers' probes. */
@@ -152,13 +158,30 @@ export class PeerService implements Omit<PeerEndpoint, "workingSet" | "probe"> {
     }
     this.#o.log.debug("swarm: announce", { name, peer: peer.id });
     return {
-      peers: this.#o.tracker.announce(request.digest, {
-        id: peer.id,
-        url: peer.url,
-        zone: typeof peer.zone === "string" ? peer.zone : null,
-        complete: peer.complete === true,
-      }, this.#o.clock.monotonic()),
+      peers: this.#o.tracker.announce({
+        digest: request.digest,
+        peer: {
+          id: peer.id,
+          url: peer.url,
+          zone: typeof peer.zone === "string" ? peer.zone : null,
+          complete: peer.complete === true,
+        },
+        now: this.#o.clock.monotonic(),
+        self: this.#participant(name, request.digest),
+      }),
     };
+  }
+
+  /** This node as a participant of the swarm of `name` at `digest`, or null when it is not one. */
+  #participant(name: string, digest: string): SwarmPeer | null {
+    if (this.#advertise === null) return null;
+    const self = { id: this.#o.config.nodeId, url: this.#advertise, zone: this.#o.config.zone };
+    if (this.#o.catalog.get(name)?.digest === digest) return { ...self, complete: true };
+    const ready = this.#o.puller.readyNow(name);
+    if (ready?.manifest?.digest === digest && ready.job.progress.state === "running") {
+      return { ...self, complete: false };
+    }
+    return null;
   }
 
   /**
@@ -200,7 +223,9 @@ export class PeerService implements Omit<PeerEndpoint, "workingSet" | "probe"> {
       from?: string | null;
     },
   ): Promise<PeerRead> {
-    const release = await this.#o.uploads.acquire(request.from ?? null);
+    const release = await this.#o.uploads.acquire({
+      peer: request.from ?? null,
+    });
     try {
       const read = await this.#read(name, request);
       return { ...read, stream: releasing(read.stream, release) };

@@ -19,27 +19,19 @@
  */
 
 import type { CacheBudget, Catalog } from "../cache/mod.ts";
-import { normalizePath } from "../config/mod.ts";
 import { errorMessage, SnapmeshError } from "../errors.ts";
 import type { Puller, PullReady } from "../fetch/mod.ts";
 import type { FileSystem } from "../fs/mod.ts";
 import type { Logger } from "../log/mod.ts";
-import { assertName, type ManifestWithDigest, ZERO_CHUNK } from "../manifest/mod.ts";
+import { assertName, type ManifestWithDigest } from "../manifest/mod.ts";
 import type { Metrics } from "../metrics/mod.ts";
-import { CorruptChunkError, readVerifiedChunk } from "../store/mod.ts";
 import type { Clock } from "../util/clock.ts";
-import { POLLIN } from "./libc.ts";
-import { parseMappings } from "./mappings.ts";
+import { RestoreFiles } from "./_restore_files.ts";
+import { awaitVm } from "./_vm_handshake.ts";
 import { SnapshotMemory } from "./memory_image.ts";
 import { type FaultSource, RestoreSession, type SessionOutcome } from "./session.ts";
 import { LinuxUffdSys, type UffdSys } from "./uffd_sys.ts";
-import {
-  acceptUnix,
-  listenUnix,
-  MAX_SOCKET_PATH,
-  peerCredentials,
-  receiveWithFds,
-} from "./unix_socket.ts";
+import { listenUnix } from "./unix_socket.ts";
 import type { WorkingSet, WorkingSets } from "./working_sets.ts";
 
 /** A live session as `GET /v1/restores` lists it. */
@@ -131,12 +123,14 @@ const SESSION_ID = /^r-[0-9a-f]{12}$/;
 export class Restores {
   readonly #o: RestoresOptions;
   readonly #sys: UffdSys;
+  readonly #files: RestoreFiles;
   readonly #entries = new Map<string, Entry>();
   #closed = false;
 
   constructor(options: RestoresOptions) {
     this.#o = options;
     this.#sys = options.sys ?? new LinuxUffdSys();
+    this.#files = new RestoreFiles(options);
     options.metrics.bindRestores(() => this.#entries.size);
   }
 
@@ -170,7 +164,7 @@ export class Restores {
     }
     assertName("file", file);
     const id = `r-${crypto.randomUUID().replaceAll("-", "").slice(0, 12)}`;
-    const socket = this.#socketPath(body.socket, id);
+    const socket = this.#files.socketPath(body.socket, id);
 
     await this.#o.fs.mkdir(this.#o.restoreDir);
     const { manifest, pull } = await this.#resolve(name);
@@ -180,13 +174,14 @@ export class Restores {
     const release = this.#o.budget.use(name);
     const cleanup: (() => Promise<void> | void)[] = [release];
     try {
-      await this.#otherFilesReady(name, manifest, file, pull);
+      const target = { name, manifest, memoryFile: file, pull };
+      await this.#files.otherFilesReady(target);
       const dir = socket.slice(0, socket.lastIndexOf("/"));
-      const ownDir = await this.#prepareDir(dir, id);
+      const ownDir = await this.#files.prepareDir(dir, id);
       if (ownDir) cleanup.push(() => this.#o.fs.remove(ownDir).catch(() => {}));
       const links: string[] = [];
-      cleanup.push(() => this.#removeAll(links));
-      const paths = await this.#link(name, manifest, file, pull, dir, links);
+      cleanup.push(() => this.#files.removeAll(links));
+      const paths = await this.#files.link(target, { dir, links });
       if (await this.#o.fs.statOrNull(socket)) {
         throw new SnapmeshError("invalid_body", `Socket path ${socket} exists already`);
       }
@@ -279,28 +274,6 @@ export class Restores {
 
   // --- internals ------------------------------------------------------------------
 
-  #socketPath(given: unknown, id: string): string {
-    const root = this.#o.restoreDir;
-    if (given === undefined || given === null) return `${root}/${id}/uffd.sock`;
-    if (typeof given !== "string" || !given.startsWith("/")) {
-      throw new SnapmeshError("invalid_body", "socket must be an absolute path");
-    }
-    const normal = normalizePath(given);
-    if (normal !== given || !normal.startsWith(`${root}/`)) {
-      throw new SnapmeshError(
-        "path_not_allowed",
-        `Socket path ${given} is not inside the restore directory ${root} (--restore-dir)`,
-      );
-    }
-    if (new TextEncoder().encode(normal).length > MAX_SOCKET_PATH) {
-      throw new SnapmeshError(
-        "invalid_body",
-        `Socket path ${given} is longer than ${MAX_SOCKET_PATH} bytes (a Unix socket limit)`,
-      );
-    }
-    return normal;
-  }
-
   /** The manifest, and the pull in progress when the snapshot is not local. */
   async #resolve(name: string): Promise<{ manifest: ManifestWithDigest; pull: PullReady | null }> {
     const { catalog, puller } = this.#o;
@@ -317,105 +290,6 @@ export class Restores {
       return { manifest: done.manifest, pull: null };
     }
     return { manifest: ready.manifest, pull: ready };
-  }
-
-  /** Every file but the memory file: local and verified (fetched first when pulling). */
-  async #otherFilesReady(
-    name: string,
-    manifest: ManifestWithDigest,
-    memoryFile: string,
-    pull: PullReady | null,
-  ): Promise<void> {
-    const { catalog } = this.#o;
-    for (const info of manifest.files) {
-      if (info.name === memoryFile) continue;
-      if (pull) {
-        const fi = pull.job.fileIndex(info.name);
-        await Promise.all(info.chunks.map((_, i) => pull.job.waitChunk(fi, i)));
-        continue;
-      }
-      const trust = catalog.trust.file(manifest.digest, info.name, info.chunks.length);
-      const handle = await catalog.store.openFile(name, info.name);
-      try {
-        for (let i = 0; i < info.chunks.length; i++) {
-          if (info.chunks[i] === ZERO_CHUNK || trust.has(i)) continue;
-          await readVerifiedChunk(handle, info, manifest.chunkSize, i, trust);
-        }
-      } catch (err) {
-        if (!(err instanceof CorruptChunkError)) throw err;
-        await this.#o.quarantine(name, manifest.digest, `restore: ${err.message}`);
-        throw new SnapmeshError(
-          "verification_failed",
-          `Snapshot "${name}" is damaged on this node (${err.message}); it was quarantined, ` +
-            `and a restore again fetches a good copy`,
-        );
-      } finally {
-        handle.close();
-      }
-    }
-  }
-
-  /** Creates the socket's directory when missing; refuses one that leads outside. */
-  async #prepareDir(dir: string, id: string): Promise<string | null> {
-    const { fs, restoreDir } = this.#o;
-    let created: string | null = null;
-    if (!(await fs.statOrNull(dir))) {
-      await fs.mkdir(dir);
-      created = dir === `${restoreDir}/${id}` ? dir : null;
-    }
-    // A symbolic link inside the restore directory must not lead out of it.
-    const [real, root] = await Promise.all([fs.realPath(dir), fs.realPath(restoreDir)]);
-    if (real !== root && !real.startsWith(`${root}/`)) {
-      if (created) await fs.remove(created).catch(() => {});
-      throw new SnapmeshError(
-        "path_not_allowed",
-        `Socket directory ${dir} leads to ${real}, outside the restore directory ${root}`,
-      );
-    }
-    return created;
-  }
-
-  /**
-   * Links the other files into `dir` (a copy across file systems), named
-   * as in the snapshot. Returns their paths.
-   */
-  async #link(
-    name: string,
-    manifest: ManifestWithDigest,
-    memoryFile: string,
-    pull: PullReady | null,
-    dir: string,
-    links: string[],
-  ): Promise<Record<string, string>> {
-    const { fs, catalog } = this.#o;
-    const paths: Record<string, string> = {};
-    for (const info of manifest.files) {
-      if (info.name === memoryFile) continue;
-      const target = `${dir}/${info.name}`;
-      if (await fs.statOrNull(target)) {
-        throw new SnapmeshError(
-          "invalid_body",
-          `${target} exists already: give each restore its own socket directory`,
-        );
-      }
-      let source = pull
-        ? catalog.store.partialFilePath(pull.key, info.name)
-        : catalog.store.filePath(name, info.name);
-      if (pull && !(await fs.statOrNull(source))) source = catalog.store.filePath(name, info.name);
-      try {
-        await fs.link(source, target);
-      } catch (err) {
-        if (!/EXDEV|cross-device|os error 18/i.test(errorMessage(err))) throw err;
-        await copyFile(fs, source, target);
-      }
-      links.push(target);
-      paths[info.name] = target;
-    }
-    return paths;
-  }
-
-  async #removeAll(paths: string[]): Promise<void> {
-    for (const path of paths) await this.#o.fs.remove(path).catch(() => {});
   }
 
   #entry(
@@ -491,59 +365,14 @@ export class Restores {
   async #connect(entry: Entry): Promise<void> {
     const sys = this.#sys;
     const { log, clock } = this.#o;
-    const deadline = clock.monotonic() + (this.#o.connectTimeoutMs ?? 300_000);
-    // 1. The VM connects.
-    let conn: number | null = null;
-    while (conn === null) {
-      const left = Math.max(0, Math.round(deadline - clock.monotonic()));
-      const [ready, woken] = await sys.poll([entry.listenFd, entry.wakeFd], left);
-      if (entry.state === "ending" || woken) return;
-      if (ready! & POLLIN) conn = acceptUnix(entry.listenFd);
-      else if (clock.monotonic() >= deadline) {
-        entry.finish("ended", "the VM did not connect in time");
-        return;
-      }
-    }
-    entry.connFd = conn;
-    sys.close(entry.listenFd);
-    entry.listenFd = -1;
-    // 2. Its one message: the mappings, with the userfaultfd.
-    let message = null;
-    while (message === null) {
-      const left = Math.max(0, Math.round(deadline - clock.monotonic()));
-      const [ready, woken] = await sys.poll([conn, entry.wakeFd], Math.min(left, 60_000));
-      if (entry.state === "ending" || woken) return;
-      if (ready === 0 && clock.monotonic() >= deadline) {
-        entry.finish("ended", "the VM connected but sent nothing");
-        return;
-      }
-      const got = receiveWithFds(conn);
-      if (got === "closed") {
-        entry.finish("ended", "the VM closed the socket without sending its memory");
-        return;
-      }
-      message = got;
-    }
-    const credentials = peerCredentials(conn);
-    entry.pid = credentials.pid;
-    const pidfd = sys.pidfdOpen(credentials.pid);
-    const [uffd, ...extra] = message.fds;
-    for (const fd of extra) sys.close(fd);
-    if (uffd === undefined) {
-      if (pidfd !== null) sys.close(pidfd);
-      throw new Error("the VM sent its mappings without a userfaultfd");
-    }
-    let regions;
-    try {
-      regions = parseMappings(message.data, entry.memory.size);
-    } catch (err) {
-      // The VM cannot run without its memory: stop it, explicitly.
-      if (pidfd !== null) sys.kill(pidfd);
-      sys.close(uffd);
-      if (pidfd !== null) sys.close(pidfd);
-      throw new Error(`the VM sent unusable mappings: ${errorMessage(err)}`);
-    }
-    // 3. The working set first: a recorded one (looked up while the VM
+    const vm = await awaitVm(entry, {
+      sys,
+      clock,
+      timeoutMs: this.#o.connectTimeoutMs ?? 300_000,
+    });
+    if (vm === null) return;
+    const { uffd, pidfd, regions } = vm;
+    // The working set first: a recorded one (looked up while the VM
     // already runs), else the manifest's hot list.
     const info = entry.manifest.files.find((f) => f.name === entry.file)!;
     const hot = info.hot && info.hot.length > 0 ? info.hot : null;
@@ -590,7 +419,7 @@ export class Restores {
     log.info("restore: serving the VM's memory", {
       id: entry.id,
       name: entry.name,
-      pid: credentials.pid,
+      pid: vm.pid,
       regions: regions.length,
       pageSize: session.pageSize,
     });
@@ -619,7 +448,7 @@ export class Restores {
     if (!entry.session) entry.memory.close();
     const { fs } = this.#o;
     await fs.remove(entry.socket).catch(() => {});
-    await this.#removeAll(entry.links);
+    await this.#files.removeAll(entry.links);
     if (entry.ownDir) await fs.remove(entry.ownDir).catch(() => {});
     entry.release();
     this.#entries.delete(entry.id);
@@ -642,26 +471,5 @@ export class Restores {
       outsideWorkingSet: stats?.outsideWorkingSet ?? 0,
       latencyUs: entry.session?.latencyUs() ?? {},
     };
-  }
-}
-
-async function copyFile(fs: FileSystem, from: string, to: string): Promise<void> {
-  const source = await fs.open(from);
-  try {
-    const target = await fs.open(to, { write: true, createNew: true, mode: 0o444 });
-    try {
-      const buffer = new Uint8Array(1024 * 1024);
-      for (let at = 0;;) {
-        const n = await source.readAt(buffer, at);
-        if (n <= 0) break;
-        await target.writeAt(buffer.subarray(0, n), at);
-        at += n;
-      }
-      await target.sync();
-    } finally {
-      target.close();
-    }
-  } finally {
-    source.close();
   }
 }

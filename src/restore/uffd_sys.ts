@@ -143,7 +143,12 @@ export class LinuxUffdSys implements UffdSys {
     setU64(view, 32, 0);
     const result = libc().ioctl(uffd, COPY, this.#copy);
     const code = result < 0 ? errno() : 0;
-    return fillResult("UFFDIO_COPY", result, code, getI64(view, 32), src.length);
+    return fillResult("UFFDIO_COPY", {
+      result,
+      code,
+      reported: getI64(view, 32),
+      length: src.length,
+    });
   }
 
   zeroPage(uffd: number, dst: number, length: number, wake: boolean): FillResult {
@@ -154,7 +159,7 @@ export class LinuxUffdSys implements UffdSys {
     setU64(view, 24, 0);
     const result = libc().ioctl(uffd, ZEROPAGE, this.#zero);
     const code = result < 0 ? errno() : 0;
-    return fillResult("UFFDIO_ZEROPAGE", result, code, getI64(view, 24), length);
+    return fillResult("UFFDIO_ZEROPAGE", { result, code, reported: getI64(view, 24), length });
   }
 
   wake(uffd: number, start: number, length: number): void {
@@ -216,12 +221,15 @@ function getI64(view: DataView, at: number): number {
   return view.getInt32(at + 4, true) * 0x1_0000_0000 + view.getUint32(at, true);
 }
 
+/** What a fill ioctl answered: its result, errno, the bytes it reported, the bytes asked. */
 function fillResult(
   what: string,
-  result: number,
-  code: number,
-  reported: number,
-  length: number,
+  { result, code, reported, length }: {
+    result: number;
+    code: number;
+    reported: number;
+    length: number;
+  },
 ): FillResult {
   if (result >= 0) return { done: length, stop: null };
   const done = Math.max(0, reported);

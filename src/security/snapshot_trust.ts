@@ -98,7 +98,12 @@ export class SnapshotTrust {
     if (trusted !== null) {
       const result = await trusted.verify(manifest.digest, parsed);
       if ("failure" in result) {
-        throw this.#refuse(manifest.name, manifest.digest, from, WHY[result.failure], parsed);
+        throw this.#refuse(from, {
+          name: manifest.name,
+          digest: manifest.digest,
+          reason: WHY[result.failure],
+          signatures: parsed,
+        });
       }
     }
     this.remember(manifest.digest, parsed);
@@ -157,7 +162,12 @@ export class SnapshotTrust {
       const result = await trusted.verify(digest, signatures);
       if ("failure" in result) {
         const from = source === "local" ? "commit" : source === "origin" ? "origin" : "peer";
-        throw this.#refuse(name, digest, { source: from, who: source }, WHY[result.failure], []);
+        throw this.#refuse({ source: from, who: source }, {
+          name,
+          digest,
+          reason: WHY[result.failure],
+          signatures: [],
+        });
       }
     }
     return signatures;
@@ -187,22 +197,25 @@ export class SnapshotTrust {
    */
   assertAdoptable(name: string): void {
     if (this.#o.trusted === null) return;
-    throw this.#refuse(
+    throw this.#refuse({ source: "adopted", who: "the origin" }, {
       name,
-      null,
-      { source: "adopted", who: "the origin" },
-      "the origin holds its files without a manifest, so there is no publisher signature " +
-        "(adoption is off under --trusted-keys; publish it with snapmesh put on a signing node)",
-      [],
-    );
+      digest: null,
+      reason: "the origin holds its files without a manifest, so there is no publisher " +
+        "signature (adoption is off under --trusted-keys; publish it with snapmesh put on a " +
+        "signing node)",
+      signatures: [],
+    });
   }
 
+  /** Remembers and logs a refused manifest; the error to throw. */
   #refuse(
-    name: string,
-    digest: string | null,
     from: { source: ManifestSource; who: string },
-    reason: string,
-    signatures: readonly SnapshotSignature[],
+    { name, digest, reason, signatures }: {
+      name: string;
+      digest: string | null;
+      reason: string;
+      signatures: readonly SnapshotSignature[];
+    },
   ): SnapmeshError {
     const why = `the manifest from ${from.who} was refused: ${reason}`;
     this.#o.onRefused?.(from.source);

@@ -75,10 +75,11 @@ export interface Outcome {
   bytes: number;
   /**
    * Why it failed, when it did: `busy` (the source is saturated: choke it a
-   * while), `gone` (unreachable: drop it), `cancelled` (this node gave up on
+   * while), `declined` (the source does not serve these chunks now — not
+   * there yet, or sent often enough: ask others for them a while), `gone` (unreachable: drop it), `cancelled` (this node gave up on
    * it), `error` (any other failure: strike).
    */
-  failure?: "busy" | "gone" | "cancelled" | "error";
+  failure?: "busy" | "declined" | "gone" | "cancelled" | "error";
 }
 
 /** Options for {@linkcode ChunkScheduler}. */
@@ -102,12 +103,23 @@ export interface ChunkSchedulerOptions {
   slowAfterMs?: number;
   /** How long a busy source is skipped, in ms. @default 300 */
   chokeMs?: number;
+  /** How long a source is not asked again for chunks it declined, in ms. @default 1000 */
+  declineMs?: number;
+  /**
+   * A chunk only other zones hold is fetched across zones after a random
+   * wait up to this long, in ms (drawn once per chunk): the first node of
+   * a zone to take it there tells the others, who then fetch it inside
+   * the zone, so each chunk crosses zones a few times, not once per node.
+   * @default 500
+   */
+  crossZoneWaitMs?: number;
   /** Failed requests before a source is dropped. @default 3 */
   strikes?: number;
 }
-
-/** Chunks looked at per decision, at most, in the rarest-first scan. */
+/** Chunks looked at per decision, at most, in the rarest-first bucket scan. */
 const SCAN_LIMIT = 256;
+/** Below this many useful chunks among the free sources, their bitmaps are read instead. */
+const FEW_USEFUL = 64;
 
 const MISSING = 0;
 const IN_FLIGHT = 1;
@@ -121,6 +133,10 @@ interface SourceState extends Omit<SourceSpec, "strikes"> {
   have: Uint8Array | null;
   inFlight: number;
   chokedUntil: number;
+  /** Chunks it holds that are missing here and not requested: worth asking it. */
+  useful: number;
+  /** Chunks it declined, and until when it is not asked for them. */
+  declined: Map<number, number>;
   /** Measured rate in bytes per ms (exponentially weighted), or null. */
   rate: number | null;
   strikes: number;
@@ -190,6 +206,8 @@ export class ChunkScheduler {
   readonly total: number;
   readonly #o: ChunkSchedulerOptions;
   readonly #state: Uint8Array;
+  /** One bit per chunk, set while it is missing and no request covers it. */
+  readonly #missing: Uint8Array;
   /** How many sources hold each chunk. */
   readonly #avail: Uint16Array;
   /** Missing chunks no request covers, by availability (bucket 0: no source holds it). */
@@ -199,6 +217,8 @@ export class ChunkScheduler {
   /** Requests per chunk in flight. */
   readonly #byChunk = new Map<number, number[]>();
   readonly #urgent: number[] = [];
+  /** When a chunk only other zones hold may be fetched across zones. */
+  readonly #crossAt = new Map<number, number>();
   readonly #hot: number[];
   #hotAt = 0;
   #nextId = 1;
@@ -209,6 +229,8 @@ export class ChunkScheduler {
     this.#o = options;
     this.total = options.counts.reduce((a, b) => a + b, 0);
     this.#state = new Uint8Array(this.total);
+    this.#missing = new Uint8Array(Math.ceil(this.total / 8));
+    for (let c = 0; c < this.total; c++) this.#missing[c >> 3]! |= 1 << (c & 7);
     this.#avail = new Uint16Array(this.total);
     this.#queue = new Buckets(this.total);
     for (let c = 0; c < this.total; c++) this.#queue.add(c, 0);
@@ -251,6 +273,8 @@ export class ChunkScheduler {
       have: have === "all" ? null : new Uint8Array(Math.ceil(this.total / 8)),
       inFlight: 0,
       chokedUntil: 0,
+      declined: new Map(),
+      useful: 0,
       rate: null,
       strikes: 0,
     };
@@ -260,6 +284,7 @@ export class ChunkScheduler {
     if (spec.kind === "origin") return;
     if (have === "all") {
       for (let c = 0; c < this.total; c++) this.#changeAvail(c, 1);
+      state.useful = this.#countMissing(null);
     } else if (have !== "none") {
       this.setHave(spec.id, have);
     }
@@ -286,6 +311,32 @@ export class ChunkScheduler {
       if (before !== after) this.#changeAvail(c, after ? 1 : -1);
     }
     source.have = have === "all" ? null : copyBits(have, this.total);
+    source.useful = this.#countMissing(source.have);
+  }
+
+  /** Missing, unrequested chunks among `have` (null: all chunks). */
+  #countMissing(have: Uint8Array | null): number {
+    let n = 0;
+    for (let w = 0; w < this.#missing.length; w++) {
+      let bits = this.#missing[w]! & (have === null ? 0xff : have[w]!);
+      while (bits !== 0) {
+        bits &= bits - 1;
+        n++;
+      }
+    }
+    return n;
+  }
+
+  /** Sets or clears chunk `chunk`'s missing bit, keeping the sources' useful counts. */
+  #setMissing(chunk: number, missing: boolean): void {
+    const mask = 1 << (chunk & 7);
+    const was = (this.#missing[chunk >> 3]! & mask) !== 0;
+    if (was === missing) return;
+    if (missing) this.#missing[chunk >> 3]! |= mask;
+    else this.#missing[chunk >> 3]! &= ~mask;
+    for (const s of this.#sources.values()) {
+      if (s.kind !== "origin" && holds(s, chunk)) s.useful += missing ? 1 : -1;
+    }
   }
 
   /** A source now holds `chunk` (a have message). */
@@ -293,6 +344,7 @@ export class ChunkScheduler {
     const source = this.#sources.get(id);
     if (!source || source.kind === "origin" || holds(source, chunk)) return;
     source.have![chunk >> 3]! |= 1 << (chunk & 7);
+    if (bit(this.#missing, chunk)) source.useful++;
     this.#changeAvail(chunk, 1);
   }
 
@@ -340,21 +392,22 @@ export class ChunkScheduler {
         if (source) return this.#assign(source, chunk, now, { urgent, duplicate: false });
       }
     }
-    // Rarest first: the least held chunks some source can send now. The
-    // scan is bounded: when every holder is saturated, waiting is cheaper
-    // than looking through every chunk each time a request ends.
-    let budget = SCAN_LIMIT;
-    if (this.#freePeers(now)) {
-      for (let bucket = 1; bucket < this.#queue.depth && budget > 0; bucket++) {
-        const list = this.#queue.list(bucket);
-        if (list.length === 0) continue;
-        // A random start, then the chunks of the bucket in turn.
-        const offset = this.#o.random.int(list.length);
-        for (let k = 0; k < list.length && budget > 0; k++, budget--) {
-          const chunk = list[(offset + k) % list.length]!;
-          const source = this.#pick(chunk, now, { urgent: false, origin: false });
-          if (source) return this.#assign(source, chunk, now, { urgent: false, duplicate: false });
-        }
+    // A chunk with a local copy is copied, never fetched.
+    const local = this.#sources.get("local");
+    if (local && local.useful > 0 && local.inFlight < local.maxInFlight) {
+      const chunk = this.#firstMissingIn(local);
+      if (chunk >= 0) return this.#assign(local, chunk, now, { urgent: false, duplicate: false });
+    }
+    // Rarest first, among the missing chunks the sources free now hold.
+    // When they hold few such chunks, one pass over their bitmaps finds the
+    // rarest; when they hold many, a bounded scan of the rarest buckets (a
+    // random start in each, so nodes diverge) finds one at once.
+    const free = this.#freePeers(now);
+    if (free.length > 0) {
+      const useful = free.reduce((n, s) => n + s.useful, 0);
+      const found = useful <= FEW_USEFUL ? this.#rarest(free, now) : this.#scan(free, now);
+      if (found) {
+        return this.#assign(found.source, found.chunk, now, { urgent: false, duplicate: false });
       }
     }
     // Chunks no peer holds: the origin, when this node may read it.
@@ -386,6 +439,12 @@ export class ChunkScheduler {
         source.rate = source.rate === null ? rate : 0.7 * source.rate + 0.3 * rate;
       }
       if (outcome.failure === "busy") source.chokedUntil = now + (this.#o.chokeMs ?? 300);
+      if (outcome.failure === "declined") {
+        const until = now + (this.#o.declineMs ?? 1000);
+        for (let c = request.chunk; c < request.chunk + request.count; c++) {
+          source.declined.set(c, until);
+        }
+      }
       const bad = (outcome.bad?.length ?? 0) > 0;
       if (outcome.failure === "error" || bad) {
         source.strikes++;
@@ -408,6 +467,7 @@ export class ChunkScheduler {
         this.#byChunk.delete(c);
         if (this.#state[c] === IN_FLIGHT) {
           this.#state[c] = MISSING;
+          this.#setMissing(c, true);
           this.#queue.add(c, Math.min(this.#avail[c]!, 0xffff));
         }
       }
@@ -426,7 +486,9 @@ export class ChunkScheduler {
   }
 
   #settle(chunk: number): void {
+    this.#crossAt.delete(chunk);
     this.#state[chunk] = DONE;
+    this.#setMissing(chunk, false);
     this.#queue.remove(chunk);
     this.#done++;
   }
@@ -480,6 +542,7 @@ export class ChunkScheduler {
       }
       if (inZoneHolder && !near) continue;
       if (s.inFlight >= s.maxInFlight || s.chokedUntil > now) continue;
+      if (s.declined.size > 0 && declinedNow(s, chunk, now)) continue;
       // Unmeasured peers are tried as if fast, so every holder gets measured.
       const rate = s.rate ?? Number.MAX_SAFE_INTEGER;
       const score = rate / (1 + s.inFlight) + this.#o.random.next() * 1e-9;
@@ -488,15 +551,156 @@ export class ChunkScheduler {
         bestScore = score;
       }
     }
+    if (best && !inZoneHolder && zone !== null && !urgent && !this.#mayCross(chunk, now)) {
+      return null;
+    }
     if (best) return best;
     if (how.origin && this.#avail[chunk] === 0) return this.#origin(now) ?? waiter;
     return null;
   }
 
-  /** True when some peer source can take a request now. */
-  #freePeers(now: number): boolean {
+  /** True once `chunk`, held only in other zones, has waited its turn to cross. */
+  #mayCross(chunk: number, now: number): boolean {
+    const wait = this.#o.crossZoneWaitMs ?? 500;
+    if (wait <= 0) return true;
+    let at = this.#crossAt.get(chunk);
+    if (at === undefined) {
+      at = now + this.#o.random.next() * wait;
+      this.#crossAt.set(chunk, at);
+    }
+    return now >= at;
+  }
+
+  /** The peer sources that can take a request now and hold something missing here. */
+  #freePeers(now: number): SourceState[] {
+    const free: SourceState[] = [];
     for (const s of this.#sources.values()) {
-      if (s.kind !== "origin" && s.inFlight < s.maxInFlight && s.chokedUntil <= now) return true;
+      if (s.kind === "origin" || s.kind === "local" || s.useful <= 0) continue;
+      if (s.inFlight < s.maxInFlight && s.chokedUntil <= now) free.push(s);
+    }
+    return free;
+  }
+
+  /** The rarest-first bucket scan, bounded by {@linkcode SCAN_LIMIT} chunks. */
+  #scan(free: SourceState[], now: number): { source: SourceState; chunk: number } | null {
+    let budget = SCAN_LIMIT;
+    for (let bucket = 1; bucket < this.#queue.depth && budget > 0; bucket++) {
+      const list = this.#queue.list(bucket);
+      if (list.length === 0) continue;
+      const offset = this.#o.random.int(list.length);
+      for (let k = 0; k < list.length && budget > 0; k++, budget--) {
+        const chunk = list[(offset + k) % list.length]!;
+        const source = this.#pickFree(chunk, now, free);
+        if (source) return { source, chunk };
+      }
+    }
+    return null;
+  }
+
+  /**
+   * The best free source for `chunk` in the scan: the fastest free holder
+   * in this node's zone; a free holder in another zone only when no holder
+   * in the zone (free or not) has the chunk and the chunk has waited its
+   * turn to cross.
+   */
+  #pickFree(chunk: number, now: number, free: SourceState[]): SourceState | null {
+    const local = this.#sources.get("local");
+    if (local && holds(local, chunk)) {
+      return local.inFlight < local.maxInFlight ? local : null;
+    }
+    const zone = this.#o.zone ?? null;
+    let near: SourceState | null = null;
+    let nearScore = -Infinity;
+    let far: SourceState | null = null;
+    let farScore = -Infinity;
+    for (const s of free) {
+      if (s.inFlight >= s.maxInFlight || !holds(s, chunk)) continue;
+      if (s.declined.size > 0 && declinedNow(s, chunk, now)) continue;
+      // Unmeasured peers are tried as if fast, so every holder gets measured.
+      const score = (s.rate ?? Number.MAX_SAFE_INTEGER) / (1 + s.inFlight);
+      if (zone === null || s.zone === null || s.zone === zone) {
+        if (score > nearScore) [near, nearScore] = [s, score];
+      } else if (score > farScore) {
+        [far, farScore] = [s, score];
+      }
+    }
+    if (near) return near;
+    if (!far || this.#heldInZone(chunk, zone)) return null;
+    return this.#mayCross(chunk, now) ? far : null;
+  }
+
+  /**
+   * The rarest missing chunk a free source holds, and that source: one pass
+   * over each free source's bitmap against the missing bitmap (from a
+   * random word, so nodes diverge), fewest holders first. A holder in this
+   * node's zone wins; one in another zone only when no holder in the zone
+   * (free or not) has the chunk and the chunk has waited its turn to cross.
+   */
+  #rarest(free: SourceState[], now: number): { source: SourceState; chunk: number } | null {
+    const local = this.#sources.get("local");
+    const zone = this.#o.zone ?? null;
+    const words = this.#missing.length;
+    const start = this.#o.random.int(words);
+    let near: { source: SourceState; chunk: number; avail: number } | null = null;
+    const far: { source: SourceState; chunk: number; avail: number }[] = [];
+    for (const s of free) {
+      const isNear = zone === null || s.zone === null || s.zone === zone;
+      if (!isNear && near) continue;
+      let best = -1;
+      let bestAvail = Infinity;
+      let seen = 0;
+      for (let k = 0; k < words && seen < s.useful; k++) {
+        const w = (start + k) % words;
+        let bits = this.#missing[w]! & (s.have === null ? 0xff : s.have[w]!);
+        while (bits !== 0) {
+          const low = bits & -bits;
+          bits &= ~low;
+          const chunk = (w << 3) + (31 - Math.clz32(low));
+          seen++;
+          const avail = this.#avail[chunk]!;
+          if (avail >= bestAvail) continue;
+          // A chunk with a local copy is copied, never fetched.
+          if (local && holds(local, chunk)) continue;
+          if (s.declined.size > 0 && declinedNow(s, chunk, now)) continue;
+          best = chunk;
+          bestAvail = avail;
+        }
+        if (bestAvail <= 1) break;
+      }
+      if (best < 0) continue;
+      const rate = s.rate ?? Number.MAX_SAFE_INTEGER;
+      if (isNear) {
+        // Rarer wins; between equals, the faster source.
+        if (
+          !near || bestAvail < near.avail ||
+          (bestAvail === near.avail && rate > (near.source.rate ?? Number.MAX_SAFE_INTEGER))
+        ) near = { source: s, chunk: best, avail: bestAvail };
+      } else {
+        far.push({ source: s, chunk: best, avail: bestAvail });
+      }
+    }
+    if (near) return near;
+    far.sort((a, b) => a.avail - b.avail);
+    for (const candidate of far) {
+      if (this.#heldInZone(candidate.chunk, zone)) continue; // worth waiting for
+      if (this.#mayCross(candidate.chunk, now)) return candidate;
+    }
+    return null;
+  }
+
+  /** The lowest missing chunk `source` holds, or -1. */
+  #firstMissingIn(source: SourceState): number {
+    for (let w = 0; w < this.#missing.length; w++) {
+      const bits = this.#missing[w]! & (source.have === null ? 0xff : source.have[w]!);
+      if (bits !== 0) return (w << 3) + (31 - Math.clz32(bits & -bits));
+    }
+    return -1;
+  }
+
+  /** True when a peer source of `zone` (free or not) holds `chunk`. */
+  #heldInZone(chunk: number, zone: string | null): boolean {
+    for (const s of this.#sources.values()) {
+      if (s.kind === "peer" && s.zone !== null && s.zone === zone && holds(s, chunk)) return true;
     }
     return false;
   }
@@ -529,6 +733,7 @@ export class ChunkScheduler {
     for (let c = chunk; c < chunk + count; c++) {
       if (this.#state[c] === MISSING) {
         this.#state[c] = IN_FLIGHT;
+        this.#setMissing(c, false);
         this.#queue.remove(c);
       }
       const list = this.#byChunk.get(c) ?? [];
@@ -552,11 +757,23 @@ export class ChunkScheduler {
    * A second request for a chunk in flight: in the endgame (few chunks
    * left, all in flight), or when its request is slow for its source.
    */
+  /**
+   * Chunks left when the endgame starts: twice the requests in flight, but
+   * at most a sixteenth of the chunks, so a small pull is not duplicated
+   * from its start.
+   */
+  get #endgameChunks(): number {
+    if (this.#o.endgameChunks !== undefined) return this.#o.endgameChunks;
+    const inFlight = 2 * (this.#o.maxInFlight ?? 16);
+    return Math.min(inFlight, Math.max(2, Math.ceil(this.total / 16)));
+  }
+
   #duplicate(now: number): Assignment | null {
-    const endgame = this.remaining <= (this.#o.endgameChunks ?? 2 * (this.#o.maxInFlight ?? 16));
+    const endgame = this.remaining <= this.#endgameChunks;
     const slowFloor = this.#o.slowAfterMs ?? 2000;
     for (const request of this.#requests.values()) {
-      if (request.count !== 1) continue;
+      // A chunk already delivered: its losing requests are being cancelled.
+      if (request.count !== 1 || this.#state[request.chunk] !== IN_FLIGHT) continue;
       const copies = this.#byChunk.get(request.chunk)?.length ?? 0;
       if (copies > 1) continue;
       const source = this.#sources.get(request.source);
@@ -574,6 +791,7 @@ export class ChunkScheduler {
     for (const s of this.#sources.values()) {
       if (s.id === not || s.kind === "origin" || !holds(s, chunk)) continue;
       if (s.inFlight >= s.maxInFlight || s.chokedUntil > now) continue;
+      if (s.declined.size > 0 && declinedNow(s, chunk, now)) continue;
       if (!best || (s.rate ?? Infinity) > (best.rate ?? Infinity)) best = s;
     }
     return best;
@@ -592,4 +810,13 @@ function copyBits(bits: Uint8Array, total: number): Uint8Array {
   const out = new Uint8Array(Math.ceil(total / 8));
   out.set(bits.subarray(0, out.length));
   return out;
+}
+
+/** True while `source` declined `chunk` (forgotten once the time is past). */
+function declinedNow(source: SourceState, chunk: number, now: number): boolean {
+  const until = source.declined.get(chunk);
+  if (until === undefined) return false;
+  if (until > now) return true;
+  source.declined.delete(chunk);
+  return false;
 }

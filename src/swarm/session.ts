@@ -2,7 +2,8 @@
  * The control plane of one pull: who to trade with, and whether this node
  * may read the origin.
  *
- * - Every few seconds the node announces itself to the snapshot's owner —
+ * - Every two seconds (sooner while it has few neighbors) the node
+ *   announces itself to the snapshot's owner —
  *   the first reachable member of the rendezvous ranking for its name — the
  *   tracker, which answers a bounded random set of other participants. The
  *   node keeps up to `maxNeighbors` of them, follows each one's have stream
@@ -10,7 +11,9 @@
  * - The owner reads the origin, and nobody else while an owner answers: the
  *   origin sends each chunk about once, and the swarm relays it. When the
  *   owner dies, the ranking moves to the next member, which takes over as
- *   tracker and origin reader (fetching only what no participant holds).
+ *   tracker and origin reader (fetching only what no participant holds);
+ *   a node whose stream from the owner breaks announces at once, so the
+ *   takeover takes a round trip, not an announce period.
  *   Only when every owner candidate is unreachable does a node read the
  *   origin itself, with a small concurrency.
  * - A neighbor whose stream fails is dropped (its requests requeued) and
@@ -72,7 +75,7 @@ export interface SwarmSessionOptions {
   unreachable(peer: { id: string; url: string }, err: unknown): void;
   clock: Clock;
   log: Logger;
-  /** Neighbors followed at once. @default 8 */
+  /** Neighbors followed at once. @default 16 */
   maxNeighbors?: number;
   /** Requests in flight per neighbor. @default 3 */
   perPeer?: number;
@@ -151,15 +154,40 @@ export class SwarmSession {
   async start(known: { id: string; url: string; zone: string | null }[] = []): Promise<void> {
     this.#started = this.#o.clock.monotonic();
     for (const peer of known) {
-      if (this.#neighbors.size >= (this.#o.maxNeighbors ?? 8)) break;
+      if (this.#neighbors.size >= (this.#o.maxNeighbors ?? 16)) break;
       if (peer.id !== this.#o.self.id && !this.#neighbors.has(peer.id)) this.#follow(peer, null);
     }
     await this.announce();
-    this.#timer = this.#o.clock.setInterval(
+    this.#scheduleAnnounce();
+  }
+
+  /** Announce rounds after this many fast ones in a row (under-connected). */
+  #quickRounds = 0;
+
+  /**
+   * The next announce: every `announceMs`, or sooner while this node
+   * follows fewer than half its neighbors (it came early, when the tracker
+   * knew few participants, or lost some): after 250 ms, then twice as long
+   * each time.
+   */
+  #scheduleAnnounce(): void {
+    if (this.#stopped) return;
+    const period = this.#o.announceMs ?? 2000;
+    const wanted = Math.ceil((this.#o.maxNeighbors ?? 16) / 2);
+    let delay = period;
+    if (this.#neighbors.size < wanted) {
+      delay = Math.min(period, 250 * 2 ** this.#quickRounds);
+      this.#quickRounds++;
+    } else {
+      this.#quickRounds = 0;
+    }
+    this.#timer = this.#o.clock.setTimeout(
       () => {
-        this.announce().catch((err) => this.#o.log.debug("swarm: announce failed", { error: err }));
+        this.announce()
+          .catch((err) => this.#o.log.debug("swarm: announce failed", { error: err }))
+          .finally(() => this.#scheduleAnnounce());
       },
-      this.#o.announceMs ?? 2000,
+      delay,
       { ref: false },
     );
   }
@@ -278,13 +306,15 @@ export class SwarmSession {
   }
 
   #connect(answer: AnnounceAnswer, owner: OwnerCandidate | null): void {
-    const max = this.#o.maxNeighbors ?? 8;
+    const max = this.#o.maxNeighbors ?? 16;
     const offered = answer.peers.filter((p) => p.id !== this.#o.self.id);
     // The owner, when handed out, is followed first: it is where new chunks enter.
     offered.sort((a, b) => (a.id === owner?.id ? -1 : b.id === owner?.id ? 1 : 0));
     const now = this.#o.clock.monotonic();
     for (const peer of offered) {
-      if (this.#neighbors.size >= max) break;
+      // The owner is followed whatever the count: chunks enter the swarm there.
+      const isOwner = owner !== null && !owner.self && peer.url === owner.url;
+      if (this.#neighbors.size >= max && !isOwner) continue;
       if (this.#neighbors.has(peer.id)) continue;
       if ((this.#banned.get(peer.id) ?? 0) > now) continue;
       this.#follow(peer, owner);
@@ -348,6 +378,13 @@ export class SwarmSession {
         if (added) job.removeSource(id);
         links.removePeer(peer.id);
         if (reason instanceof Error) this.#o.unreachable(peer, reason);
+        // The owner's stream broke: find the next owner now, not at the
+        // next round (a takeover in a round trip, not in seconds).
+        if (peer.id === this.#owner && !this.#complete) {
+          this.announce().catch((err) =>
+            this.#o.log.debug("swarm: announce failed", { error: err })
+          );
+        }
       },
     };
     neighbor.subscription = links.transport.subscribe(peer.url, name, { digest, handler });

@@ -25,7 +25,7 @@ export interface SwarmPeer {
 /** Options for {@linkcode Tracker}. */
 export interface TrackerOptions {
   random: Random;
-  /** Participants handed out per announce. @default 12 */
+  /** Participants handed out per announce. @default 16 */
   handout?: number;
   /** Of those, at most this many from other zones (and at least one when any exist). @default 2 */
   crossZone?: number;
@@ -48,15 +48,27 @@ export class Tracker {
 
   /**
    * Records `peer` as a participant of the swarm of `digest` at `now`, and
-   * answers a random set of other live participants for it.
+   * answers a random set of other live participants for it. `self` is this
+   * node when it takes part in the swarm (pulling or holding the snapshot):
+   * it is recorded as a participant too, so that a node whose view of the
+   * fleet made this node its owner by mistake (a tracker only such nodes
+   * announce to) still reaches the swarm through it, and it comes first in
+   * every answer (the asker always follows its owner).
    */
-  announce(digest: string, peer: SwarmPeer, now: number): SwarmPeer[] {
+  announce(request: {
+    digest: string;
+    peer: SwarmPeer;
+    now: number;
+    self?: SwarmPeer | null;
+  }): SwarmPeer[] {
+    const { digest, peer, now } = request;
     let swarm = this.#swarms.get(digest);
     if (!swarm) {
       swarm = new Map();
       this.#swarms.set(digest, swarm);
     }
     swarm.set(peer.id, { ...peer, seen: now });
+    if (request.self) swarm.set(request.self.id, { ...request.self, seen: now });
     const ttl = this.#o.ttlMs ?? 30_000;
     const near: Entry[] = [];
     const far: Entry[] = [];
@@ -69,7 +81,20 @@ export class Tracker {
       const same = peer.zone === null || entry.zone === null || entry.zone === peer.zone;
       (same ? near : far).push(entry);
     }
-    const handout = this.#o.handout ?? 12;
+    // The tracker's own node, when it takes part, is always handed out,
+    // first: it is where chunks enter the swarm, and a swarm whose nodes
+    // all filled their neighbors with others before meeting it would
+    // never receive a chunk.
+    const selfEntry = request.self && request.self.id !== peer.id ? request.self : null;
+    if (selfEntry) {
+      const drop = (list: Entry[]) => {
+        const at = list.findIndex((e) => e.id === selfEntry.id);
+        if (at >= 0) list.splice(at, 1);
+      };
+      drop(near);
+      drop(far);
+    }
+    const handout = (this.#o.handout ?? 16) - (selfEntry ? 1 : 0);
     const cross = Math.min(far.length, Math.max(far.length > 0 ? 1 : 0, this.#o.crossZone ?? 2));
     const random = this.#o.random;
     const chosen = [
@@ -81,6 +106,7 @@ export class Tracker {
       const rest = far.filter((e) => !chosen.includes(e));
       chosen.push(...random.sample(rest, handout - chosen.length));
     }
+    if (selfEntry) chosen.unshift({ ...selfEntry, seen: now });
     return chosen.map(({ id, url, zone, complete }) => ({ id, url, zone, complete }));
   }
 

@@ -22,6 +22,14 @@ export interface UploadSlotsOptions {
   reciprocityMs?: number;
 }
 
+/** Who an upload is for. */
+export interface UploadRequest {
+  /** The asking node's id, or null when unknown. */
+  peer: string | null;
+  /** Aborts the wait for a slot. */
+  signal?: AbortSignal;
+}
+
 interface Waiting {
   peer: string | null;
   since: number;
@@ -53,11 +61,12 @@ export class UploadSlots {
   }
 
   /**
-   * A slot for an upload to `peer` (its node id, or null when unknown).
-   * Resolves with the function that frees it; rejects with `busy` when the
-   * queue is full or `signal` aborts while waiting.
+   * A slot for an upload. Resolves with the function that frees it;
+   * rejects with `busy` when the queue is full or `signal` aborts while
+   * waiting.
    */
-  acquire(peer: string | null, signal?: AbortSignal): Promise<() => void> {
+  acquire(request: UploadRequest): Promise<() => void> {
+    const { peer, signal } = request;
     if (this.#busy < (this.#o.slots ?? 8)) {
       this.#busy++;
       this.stats.served++;

@@ -1,5 +1,5 @@
 import { assertEquals } from "../helpers/assert.ts";
-import { sseData } from "../../src/cli/commands.ts";
+import { sseData } from "../../src/cli/sse.ts";
 
 function streamOf(...pieces: string[]): ReadableStream<Uint8Array> {
   const encoder = new TextEncoder();

@@ -11,6 +11,7 @@ import {
 } from "../helpers/in_process_cluster.ts";
 import { memFile, nonZeroBytes } from "../helpers/fixtures.ts";
 import { sha256 } from "../helpers/temp.ts";
+import { rank } from "../../src/cluster/hrw.ts";
 
 const CHUNK = 64 * 1024;
 
@@ -93,4 +94,66 @@ Deno.test("50 agents in one process pull one snapshot at once: all verify, the o
   assertEquals(second.outcome.virtualMs, outcome.virtualMs);
   assertEquals(second.outcome.served, outcome.served);
   assertEquals(second.outcome.bySource, outcome.bySource);
+});
+
+Deno.test("64 agents, the owner killed at 30%, a slow node and a node sending corrupt chunks: every survivor verifies, the origin sends the snapshot about once, the load spreads", async () => {
+  const mem = memFile(64, 11, CHUNK);
+  const nonZero = nonZeroBytes(mem, CHUNK);
+  await using c = await startInProcessCluster({
+    nodes: 64,
+    seed: "swarm-64-faults",
+    // Each node sends at 32 MiB/s (virtual): a holder everyone asks is slow.
+    uplinkBytesPerSecond: 32 * 1024 * 1024,
+    // The origin at 2 MiB/s (virtual): the owner reads it over about a
+    // second, so killing it at 30% leaves most of the snapshot unread.
+    flags: { "chunk-size": "64KiB", push: "sync", "max-origin-rate": "2MiB" },
+  });
+  await seed(c, "fn", mem);
+  c.origin.stats.bytesRead = 0;
+  // The owner of "fn", as every node ranks it (rendezvous hashing over URLs).
+  const owner = rank(c.nodes, "fn", (n) => n.url)[0]!;
+  const others = c.nodes.filter((n) => n !== owner);
+  const slow = others[3]!;
+  const corrupt = others[7]!;
+  c.transport.setFaults(slow.url, { delayMs: 40 });
+  c.transport.setFaults(corrupt.url, { corrupt: true });
+
+  const pullers = c.nodes.slice(1);
+  const pulling = pullers.map((n) => n.agent.pull("fn").then((r) => ({ node: n, r })));
+  let finished = 0;
+  for (const p of pulling) p.then(() => finished++, () => finished++);
+  // Kill the owner once it has read 30% of the snapshot from the origin.
+  await c.clock.runUntil(() => c.origin.stats.bytesRead >= 0.3 * nonZero, { maxMs: 600_000 });
+  await c.kill(owner);
+  await c.clock.runUntil(() => finished === pulling.length, { maxMs: 600_000 });
+
+  const results = await Promise.allSettled(pulling);
+  for (const [i, result] of results.entries()) {
+    if (pullers[i] === owner) continue;
+    assert(result.status === "fulfilled", `${pullers[i]!.id}: ${JSON.stringify(result)}`);
+    const { r } = result.value;
+    assert(!("state" in r), "every pull waited to the end");
+    assertEquals(await sha256(await c.fs.readFile(r.paths.mem!)), await sha256(mem));
+  }
+  // The new owner read only what nobody held: about once in all.
+  assert(
+    c.origin.stats.bytesRead <= 1.2 * nonZero,
+    `origin sent ${c.origin.stats.bytesRead} bytes for ${nonZero} non-zero`,
+  );
+  // The corrupt node was dropped by each follower after its first bad
+  // chunks (three requests in flight at most per follower).
+  const fromCorrupt = c.transport.servedBytes.get(corrupt.url) ?? 0;
+  assert(fromCorrupt <= 63 * 3 * CHUNK, `the corrupt node sent ${fromCorrupt} bytes`);
+  // Nobody carried the swarm: the busiest uploader sent a small share.
+  const served = c.nodes.map((n) => c.transport.servedBytes.get(n.url) ?? 0);
+  const total = served.reduce((a, b) => a + b, 0);
+  const hottest = Math.max(...served);
+  // Few chunks were sent twice (endgame duplicates, requeued requests).
+  const copies = pullers.filter((n) => n !== owner).length;
+  assert(total <= 1.25 * copies * nonZero, `peers sent ${total} bytes for ${copies} copies`);
+  assert(hottest <= 0.15 * total, `the busiest node sent ${hottest} of ${total} bytes`);
+  assert(
+    served.filter((b) => b > 0).length >= 48,
+    `uploaders: ${served.filter((b) => b > 0).length}`,
+  );
 });

@@ -26,6 +26,8 @@ export interface InProcessClusterOptions {
   flags?: Record<string, unknown>;
   /** Latency of every peer request, in virtual ms. @default 1 */
   latencyMs?: number;
+  /** Bytes per virtual second each node sends chunks at. @default unlimited */
+  uplinkBytesPerSecond?: number;
 }
 
 /** A node of the cluster. */
@@ -53,7 +55,11 @@ export async function startInProcessCluster(
   const clock = new VirtualClock();
   const random = seededRandom(options.seed);
   const fs = new MemoryFileSystem({ now: clock.now });
-  const transport = new MemoryTransport({ clock, latencyMs: options.latencyMs ?? 1 });
+  const transport = new MemoryTransport({
+    clock,
+    latencyMs: options.latencyMs ?? 1,
+    ...(options.uplinkBytesPerSecond ? { uplinkBytesPerSecond: options.uplinkBytesPerSecond } : {}),
+  });
   const origin = new MemoryOrigin({ clock });
   const urls = Array.from({ length: options.nodes }, (_, i) => `http://node-${i}.sim:7070`);
   const nodes: ClusterNode[] = [];

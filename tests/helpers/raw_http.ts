@@ -5,6 +5,8 @@
  * @module
  */
 
+import { concatBytes } from "../../src/util/bytes.ts";
+
 /** Sends `METHOD path` to `baseUrl` as written and returns status and body. */
 export async function rawRequest(
   baseUrl: string,
@@ -154,16 +156,16 @@ export class RawClient {
       const parts: Uint8Array[] = [];
       while (true) {
         const sizeLine = await this.#line(timeoutMs);
-        if (sizeLine === null) return done(concat(parts), false, "chunked");
+        if (sizeLine === null) return done(concatBytes(parts), false, "chunked");
         const size = parseInt(sizeLine, 16);
         if (size === 0) {
           while ((await this.#line(timeoutMs)) !== "") { /* trailers */ }
-          return done(concat(parts), true, "chunked");
+          return done(concatBytes(parts), true, "chunked");
         }
         while (this.#buf.length < size + 2) {
           if (!(await this.#fill(timeoutMs))) {
             parts.push(this.#take(this.#buf.length));
-            return done(concat(parts), false, "chunked");
+            return done(concatBytes(parts), false, "chunked");
           }
         }
         parts.push(this.#take(size));
@@ -208,14 +210,4 @@ export class RawClient {
   [Symbol.dispose](): void {
     this.close();
   }
-}
-
-function concat(parts: Uint8Array[]): Uint8Array {
-  const out = new Uint8Array(parts.reduce((n, p) => n + p.length, 0));
-  let at = 0;
-  for (const part of parts) {
-    out.set(part, at);
-    at += part.length;
-  }
-  return out;
 }

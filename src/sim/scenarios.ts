@@ -1,0 +1,79 @@
+/**
+ * The fleets and faults `deno task sim` runs: the issue's reference fleet
+ * (2 zones of 25 racks, 10 Gbit/s NICs, S3 behind it, a 2 GiB snapshot
+ * with 30% zero chunks) and the faults to survive in it.
+ *
+ * @module
+ */
+
+import type { FaultSpec, ScenarioSpec, SnapshotSpec } from "./fleet.ts";
+import type { CpuSpec, TopologySpec } from "./network.ts";
+
+/** The reference fleet for `nodes` nodes, with the CPU costs given. */
+export function referenceTopology(nodes: number, cpu: CpuSpec): TopologySpec {
+  return {
+    nodes,
+    zones: 2,
+    racksPerZone: 25,
+    hostsPerRack: 20,
+    nicBitsPerSecond: 10e9,
+    rackOversubscription: 4,
+    crossZoneBitsPerSecond: 200e9,
+    latencyMs: { rack: 0.05, zone: 0.15, crossZone: 0.6 },
+    origin: {
+      firstByteMs: 30,
+      connectionBytesPerSecond: 90e6,
+      requestsPerSecond: 5500,
+      aggregateBytesPerSecond: 12.5e9,
+    },
+    cpu,
+  };
+}
+
+/** The reference snapshot: 2 GiB, 1 MiB chunks (the agent's default), 30% zero. */
+export const REFERENCE_SNAPSHOT: SnapshotSpec = {
+  bytes: 2 * 1024 ** 3,
+  chunkSize: 1024 ** 2,
+  zeroFraction: 0.3,
+};
+
+/** The scenarios by name: their faults. */
+export const SCENARIOS: Record<string, { faults: FaultSpec; about: string }> = {
+  baseline: { faults: {}, about: "every node pulls at once, no fault" },
+  "owner-killed": {
+    faults: { killOwnerAt: 0.3 },
+    about: "the owner is SIGKILLed once it holds 30% of the chunks",
+  },
+  "slow-5pct": {
+    faults: { slowFraction: 0.05, slowFactor: 10 },
+    about: "5% of the nodes have 10x less bandwidth",
+  },
+  "dying-1pct": {
+    faults: { dyingFraction: 0.01 },
+    about: "1% of the nodes die mid-pull (each at a random point of its own pull)",
+  },
+  "split-views": {
+    faults: { viewMissing: 0.1 },
+    about: "membership views disagree: each node's peer list misses a random 10% of the fleet",
+  },
+};
+
+/** A scenario of the reference fleet. */
+export function scenario(
+  name: string,
+  options: { nodes: number; cpu: CpuSpec; seed: string; snapshot?: SnapshotSpec },
+): ScenarioSpec {
+  const known = SCENARIOS[name];
+  if (!known) {
+    throw new RangeError(
+      `Unknown scenario "${name}"; known: ${Object.keys(SCENARIOS).join(", ")}`,
+    );
+  }
+  return {
+    name,
+    topology: referenceTopology(options.nodes, options.cpu),
+    snapshot: options.snapshot ?? REFERENCE_SNAPSHOT,
+    faults: known.faults,
+    seed: options.seed,
+  };
+}

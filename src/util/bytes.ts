@@ -1,0 +1,16 @@
+/**
+ * Byte array helpers.
+ *
+ * @module
+ */
+
+/** The bytes of `parts`, one after another, in one new array. */
+export function concatBytes(parts: readonly Uint8Array[]): Uint8Array<ArrayBuffer> {
+  const out = new Uint8Array(parts.reduce((n, p) => n + p.length, 0));
+  let at = 0;
+  for (const part of parts) {
+    out.set(part, at);
+    at += part.length;
+  }
+  return out;
+}

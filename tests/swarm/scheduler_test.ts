@@ -1,0 +1,124 @@
+/**
+ * The chunk scheduler's decisions, with no I/O: local copies first,
+ * rarest first, declined chunks asked elsewhere, and an endgame that
+ * duplicates only chunks still in flight.
+ */
+
+import { assert, assertEquals } from "../helpers/assert.ts";
+import { ChunkScheduler, type SourceSpec } from "../../src/swarm/scheduler.ts";
+import { seededRandom } from "../../src/util/random.ts";
+
+const CHUNK = 1024;
+
+function scheduler(chunks: number, options: { maxInFlight?: number; endgameChunks?: number } = {}) {
+  return new ChunkScheduler({
+    counts: [chunks],
+    chunkBytes: () => CHUNK,
+    random: seededRandom("scheduler-test"),
+    crossZoneWaitMs: 0,
+    ...options,
+  });
+}
+
+function peer(id: string, maxInFlight = 4): SourceSpec {
+  return { id, kind: "peer", zone: null, maxInFlight };
+}
+
+function bits(total: number, held: number[]): Uint8Array {
+  const out = new Uint8Array(Math.ceil(total / 8));
+  for (const c of held) out[c >> 3]! |= 1 << (c & 7);
+  return out;
+}
+
+Deno.test("scheduler: chunks with a local copy go to the local source, whatever the peers hold", () => {
+  const s = scheduler(10);
+  s.addSource(peer("peer:a"), "all");
+  s.addSource({ id: "local", kind: "local", zone: null, maxInFlight: 2 }, bits(10, [2, 3, 4, 5]));
+  const local: number[] = [];
+  const fromPeer: number[] = [];
+  for (let a = s.next(0); a !== null; a = s.next(0)) {
+    (a.source === "local" ? local : fromPeer).push(a.chunk);
+    s.finished(a.id, 1, { good: [a.chunk], bytes: CHUNK });
+  }
+  assertEquals(local.sort((x, y) => x - y), [2, 3, 4, 5]);
+  assertEquals(fromPeer.sort((x, y) => x - y), [0, 1, 6, 7, 8, 9]);
+  assertEquals(s.remaining, 0);
+});
+
+Deno.test("scheduler: rarest first — a chunk one holder has goes before chunks everyone has", () => {
+  const s = scheduler(8);
+  s.addSource(peer("peer:a"), bits(8, [0, 1, 2, 3, 4, 5, 6]));
+  s.addSource(peer("peer:b"), bits(8, [0, 1, 2, 3, 4, 5, 6]));
+  s.addSource(peer("peer:c"), bits(8, [0, 1, 2, 3, 4, 5, 6, 7]));
+  const first = s.next(0)!;
+  assertEquals([first.source, first.chunk], ["peer:c", 7]);
+});
+
+Deno.test("scheduler: a holder that declined a chunk is not asked for it again for a while, also in the endgame", () => {
+  const s = scheduler(2, { endgameChunks: 2 });
+  s.addSource(peer("peer:a", 1), "all");
+  s.addSource(peer("peer:b", 1), "all");
+  const x = s.next(0)!;
+  const y = s.next(0)!;
+  assert(x.source !== y.source);
+  // Both decline: neither is asked for the same chunk again within the second.
+  s.finished(x.id, 1, { good: [], bytes: 0, failure: "declined" });
+  s.finished(y.id, 1, { good: [], bytes: 0, failure: "declined" });
+  for (let a = s.next(2); a !== null; a = s.next(2)) {
+    assert(
+      !(a.source === x.source && a.chunk === x.chunk) &&
+        !(a.source === y.source && a.chunk === y.chunk),
+      `asked ${a.source} again for ${a.chunk}`,
+    );
+    s.finished(a.id, 3, { good: [], bytes: 0, failure: "declined" });
+  }
+  // After the decline window, they are asked again.
+  assert(s.next(2000) !== null);
+});
+
+Deno.test("scheduler: the endgame duplicates chunks in flight, never a chunk already delivered", () => {
+  const s = scheduler(2, { endgameChunks: 2 });
+  s.addSource(peer("peer:a", 2), "all");
+  s.addSource(peer("peer:b", 2), "all");
+  const first = s.next(0)!;
+  const second = s.next(0)!;
+  const dup = s.next(0)!;
+  assert(dup.duplicate, "in the endgame a chunk in flight is asked of a second holder");
+  assertEquals(dup.chunk, first.chunk);
+  assert(dup.source !== first.source);
+  // The duplicate wins: the original is the loser to cancel.
+  assertEquals(s.finished(dup.id, 1, { good: [dup.chunk], bytes: CHUNK }), [first.id]);
+  // While the loser is being cancelled, its chunk is not duplicated again.
+  const next = s.next(1);
+  assert(next === null || next.chunk !== first.chunk, "no new request for a delivered chunk");
+  if (next) s.finished(next.id, 2, { good: [next.chunk], bytes: CHUNK });
+  s.finished(first.id, 2, { good: [], bytes: 0, failure: "cancelled" });
+  s.finished(second.id, 2, { good: [second.chunk], bytes: CHUNK });
+  assertEquals(s.remaining, 0);
+});
+
+Deno.test("scheduler: a small pull is not in the endgame from its start", () => {
+  // 20 chunks, 4 of them held: with the endgame at "twice the requests in
+  // flight" (32), the 4 in flight would be duplicated at once.
+  const s = scheduler(20);
+  s.addSource(peer("peer:a"), bits(20, [0, 1, 2, 3]));
+  s.addSource(peer("peer:b"), bits(20, [0, 1, 2, 3]));
+  for (let i = 0; i < 4; i++) assert(!s.next(0)!.duplicate);
+  assertEquals(s.next(0), null, "nothing to duplicate yet");
+});
+
+Deno.test("scheduler: an endgame duplicate does not go to a holder that declined the chunk", () => {
+  const s = scheduler(2, { endgameChunks: 2 });
+  s.addSource(peer("peer:a", 1), "all");
+  s.addSource(peer("peer:c", 1), bits(2, [0]));
+  const onA = s.next(0)!;
+  assertEquals([onA.source, onA.chunk], ["peer:a", 1], "the rarer chunk first");
+  const onC = s.next(0)!;
+  assertEquals([onC.source, onC.chunk], ["peer:c", 0]);
+  s.finished(onC.id, 1, { good: [], bytes: 0, failure: "declined" });
+  s.addSource(peer("peer:b", 1), "all");
+  const onB = s.next(1)!;
+  assertEquals([onB.source, onB.chunk], ["peer:b", 0]);
+  // Chunk 0 in flight at b: c holds it and is free, but declined it.
+  assertEquals(s.next(2), null);
+});
