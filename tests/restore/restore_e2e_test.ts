@@ -131,6 +131,10 @@ Deno.test({
     });
     assertEquals(await Deno.stat(socket).catch(() => null), null);
     assertEquals(await Deno.stat(paths.vmstate).catch(() => null), null);
+    // The working set it recorded is stored after the session ends: its
+    // descriptors close once that write is done.
+    const settled = () => JSON.stringify(fdCount(agent.pid)) === JSON.stringify(fdsBefore);
+    await waitFor("the working set's write to finish", settled, 5_000).catch(() => {});
     assertEquals(fdCount(agent.pid), fdsBefore);
     const after = await (await fetch(`${agent.url}/metrics`)).text();
     assertMatch(after, /snapmesh_restore_sessions_total\{outcome="vm_exited"\} 1/);
