@@ -7,6 +7,8 @@
 
 const BENCHES: Record<string, string> = {
   local: "./bench/local.ts",
+  ranges: "./bench/ranges.ts",
+  restart: "./bench/restart.ts",
   origin: "./bench/origin.ts",
   fleet: "./bench/fleet.ts",
   upload: "./bench/upload.ts",

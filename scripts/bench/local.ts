@@ -224,6 +224,6 @@ export async function main(args: string[]): Promise<number> {
     ]);
   }
   console.log(table(rows));
-  console.log(`\nresults: ${await saveResult("local", result)}`);
+  console.log(`\nresults: ${await saveResult("local", result, { latest: true })}`);
   return 0;
 }

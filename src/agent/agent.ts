@@ -27,6 +27,7 @@ import type {
 } from "../cluster/mod.ts";
 import type { ServeConfig } from "../config/mod.ts";
 import type { CommitRequest, CommitResult, StageResult } from "../drafts/mod.ts";
+import { checkSnapshots } from "../cache/mod.ts";
 import { SnapmeshError } from "../errors.ts";
 import type { PullReport } from "../fetch/mod.ts";
 import type { Logger } from "../log/mod.ts";
@@ -62,6 +63,9 @@ import type { Services } from "./wiring.ts";
 
 export type { AgentOptions } from "./startup.ts";
 
+/** How long after start the background check of the snapshots begins. */
+const CHECK_DELAY_MS = 500;
+
 /** The snapmesh agent of one data directory. */
 export class Agent {
   readonly config: ServeConfig;
@@ -72,6 +76,13 @@ export class Agent {
   readonly #log: Logger;
   #sweepTimer: Timer | null = null;
   #closed = false;
+  readonly #checkAbort = new AbortController();
+  /**
+   * Resolves once the background check of the snapshots found at start is
+   * over (damaged ones dropped and moved aside, counted in
+   * `recovery.quarantinedDirs`); it never rejects.
+   */
+  checked: Promise<void> = Promise.resolve();
 
   private constructor(
     options: AgentOptions,
@@ -99,6 +110,18 @@ export class Agent {
     const { recovery } = agent;
     await agent.sweepDrafts();
     await startBackground(agent.#s, log);
+    agent.checked = checkSnapshots(agent.#s.catalog, {
+      log,
+      clock,
+      // The first requests after a restart go before the check's burst of reads.
+      delayMs: CHECK_DELAY_MS,
+      signal: agent.#checkAbort.signal,
+    }).then(
+      (moved) => {
+        recovery.quarantinedDirs += moved;
+      },
+      (err) => log.error("recovery: the check of the snapshots failed", { error: err }),
+    );
     agent.#sweepTimer = clock.setInterval(
       () => agent.sweepDrafts().catch((err) => log.warn("draft sweep failed", { error: err })),
       Math.min(config.draftTtlMs / 4, 3_600_000),
@@ -137,6 +160,8 @@ export class Agent {
     await this.#s.restores.shutdown();
     this.stopTransfers();
     this.#s.membership?.stop();
+    this.#checkAbort.abort();
+    await this.checked;
     await this.#s.scrubber?.stop();
     await this.#s.pusher?.stop(options.pushGraceMs);
     await this.#s.catalog.close();

@@ -9,9 +9,9 @@
 
 import {
   moveJournalAside,
+  moveOrphans,
   rebuildIndex,
   type RebuildReport,
-  reconcileSnapshots,
   type SalvagedState,
   salvageJournalState,
   SnapshotIndex,
@@ -106,7 +106,9 @@ export async function recoverServices(options: StartupOptions): Promise<Recovere
     if (reason !== null) {
       report.rebuild = await rebuildIndex(catalog, { reason, salvaged, log, clock });
     }
-    report.quarantinedDirs = await reconcileSnapshots(catalog, log);
+    // Only the directory listing is waited for: each snapshot is checked
+    // after the agent is ready (checkSnapshots, started by the agent).
+    report.quarantinedDirs = await moveOrphans(catalog, log);
     await drafts.recover();
     await puller.recover();
     await services.restores.init();

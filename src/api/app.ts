@@ -103,8 +103,11 @@ export function createApp(deps: AppDeps): Hono<Env> {
       verifier: null,
     },
   ));
+  // Once recovery is over, the agent is taken as it is: no promise per request.
+  let agentNow: Agent | null = null;
+  deps.agent.then((agent) => (agentNow = agent), () => {});
   v1.use(async function waitForRecovery(c, next) {
-    c.set("agent", await readyAgent(deps));
+    c.set("agent", agentNow !== null && deps.isReady() ? agentNow : await readyAgent(deps));
     await next();
   });
 

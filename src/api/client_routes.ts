@@ -8,6 +8,7 @@
 import type { Hono } from "hono";
 import { streamSSE } from "hono/streaming";
 import { hasCode } from "../errors.ts";
+import { bytesResponse } from "../http/mod.ts";
 import { fileHeaders } from "./_file_response.ts";
 import type { AppDeps, Env } from "./_env.ts";
 import { contentLength, jsonBody } from "./request.ts";
@@ -69,8 +70,10 @@ export function registerClientRoutes(v1: Hono<Env>, deps: AppDeps): void {
           return new Response(null, { status, headers });
         }
         // Wait for the first byte, so a pull that fails now gets an error status.
-        await opened.ready(range.start, range.end);
-        return new Response(opened.stream(range.start, range.end), { status, headers });
+        const body = await opened.body(range.start, range.end);
+        return body instanceof Uint8Array
+          ? bytesResponse(body, { status, headers })
+          : new Response(body, { status, headers });
       } catch (err) {
         opened.close();
         if (attempt === 0 && opened.source === "local" && hasCode(err, "verification_failed")) {

@@ -31,7 +31,7 @@ import {
 } from "../manifest/mod.ts";
 import type { Metrics } from "../metrics/mod.ts";
 import { type SnapshotSignature, SnapshotTrust } from "../security/mod.ts";
-import { ChunkTrust, type PreparedPublish, type SnapshotStore } from "../store/mod.ts";
+import { ChunkTrust, HandleCache, type PreparedPublish, type SnapshotStore } from "../store/mod.ts";
 import type { Clock, Timer } from "../util/clock.ts";
 import { Mutex } from "../util/mutex.ts";
 import type { CacheEntry, SnapshotIndex } from "./index.ts";
@@ -78,6 +78,8 @@ export interface CatalogOptions {
   trust?: SnapshotTrust;
   /** Delay before access times are journaled. @default 100 */
   touchFlushMs?: number;
+  /** Read handles of local files kept open for reuse. @default 256 */
+  openHandles?: number;
 }
 
 const MANIFEST_CACHE_ENTRIES = 256;
@@ -91,6 +93,11 @@ export class Catalog {
   readonly journal: Journal;
   /** Local chunks verified in this process's lifetime (never re-hashed on serve). */
   readonly trust = new ChunkTrust();
+  /**
+   * Open read handles of local files, by snapshot digest and file: closed
+   * when their snapshot leaves the cache (once their readers finish).
+   */
+  readonly handles: HandleCache;
   /** Serialises index changes (publish, remove, pin, eviction). */
   readonly lock = new Mutex();
   readonly counters = { evictions: 0 };
@@ -101,8 +108,10 @@ export class Catalog {
   readonly #clock: Clock;
   readonly #touchFlushMs: number;
   readonly #manifests = new LRUCache<string, ManifestWithDigest>({ max: MANIFEST_CACHE_ENTRIES });
-  /** Where each chunk digest lives locally. */
-  readonly #chunks = new Map<string, { name: string; file: string; offset: number }[]>();
+  /** Where each chunk digest lives locally: snapshot name → its first copy there. */
+  readonly #chunks = new Map<string, Map<string, { file: string; offset: number }>>();
+  /** The chunk digests each snapshot added to `#chunks` (so forgetting it is cheap). */
+  readonly #chunksOf = new Map<string, string[]>();
   /** Accesses not yet journaled: name → time, in access order. */
   readonly #touched = new Map<string, number>();
   #touchTimer: Timer | null = null;
@@ -118,6 +127,7 @@ export class Catalog {
     this.#metrics = options.metrics;
     this.#clock = options.clock;
     this.#touchFlushMs = options.touchFlushMs ?? 100;
+    this.handles = new HandleCache({ max: options.openHandles ?? 256 });
     this.snapshotTrust = options.trust ?? SnapshotTrust.none(options.log, options.clock);
   }
 
@@ -286,6 +296,29 @@ export class Catalog {
     });
   }
 
+  /**
+   * Drops an indexed snapshot found damaged on disk (a file missing or of
+   * the wrong size, an unreadable manifest), if it is still the snapshot at
+   * `digest` and `stillDamaged()` confirms it under the catalog lock: the
+   * removal is journaled (as missing), then what is left of its directory is
+   * moved to `quarantine/`, never deleted. Answers where it went (`""` when
+   * nothing was left to move), or null when it was not dropped.
+   */
+  async dropDamaged(
+    name: string,
+    digest: string,
+    stillDamaged: () => Promise<boolean>,
+  ): Promise<string | null> {
+    return await this.lock.run(async () => {
+      const entry = this.index.get(name);
+      if (!entry || entry.digest !== digest || !(await stillDamaged())) return null;
+      await this.record({ t: "remove", name, digest, reason: "missing" });
+      this.#forget(name, digest);
+      if (await this.store.fs.statOrNull(this.store.snapshotDir(name)) === null) return "";
+      return await this.store.quarantine(name, "damaged");
+    });
+  }
+
   /** Pins or unpins a local snapshot. */
   async setPinned(name: string, pinned: boolean): Promise<{ name: string; pinned: boolean }> {
     return await this.lock.run(async () => {
@@ -298,8 +331,12 @@ export class Catalog {
 
   /** Where a chunk with this digest is stored locally, if anywhere. */
   locate(digest: string): ChunkLocation | undefined {
-    const where = this.#chunks.get(digest)?.[0];
-    return where && { path: this.store.filePath(where.name, where.file), offset: where.offset };
+    const holders = this.#chunks.get(digest);
+    if (holders === undefined) return undefined;
+    for (const [name, where] of holders) {
+      return { path: this.store.filePath(name, where.file), offset: where.offset };
+    }
+    return undefined;
   }
 
   /** Marks a snapshot as just used; the access time is journaled in a batch. */
@@ -359,6 +396,7 @@ export class Catalog {
     this.#touchTimer?.cancel();
     this.#repairTimer?.cancel();
     this.#flushTouches();
+    this.handles.close();
     await this.lock.run(() => this.journal.close({ checkpoint: true }));
   }
 
@@ -400,24 +438,31 @@ export class Catalog {
   #forget(name: string, digest: string): void {
     this.#manifests.delete(digest);
     this.trust.forget(digest);
-    for (const [chunk, list] of this.#chunks) {
-      const kept = list.filter((l) => l.name !== name);
-      if (kept.length === 0) this.#chunks.delete(chunk);
-      else if (kept.length !== list.length) this.#chunks.set(chunk, kept);
+    this.handles.forget(digest);
+    for (const chunk of this.#chunksOf.get(name) ?? []) {
+      const holders = this.#chunks.get(chunk);
+      holders?.delete(name);
+      if (holders?.size === 0) this.#chunks.delete(chunk);
     }
+    this.#chunksOf.delete(name);
   }
 
   #indexChunks(name: string, manifest: ManifestWithDigest): void {
+    const added: string[] = this.#chunksOf.get(name) ?? [];
     for (const file of manifest.files) {
       file.chunks.forEach((digest, i) => {
         if (digest === ZERO_CHUNK) return;
-        const list = this.#chunks.get(digest) ?? [];
-        if (!list.some((l) => l.name === name)) {
-          list.push({ name, file: file.name, offset: i * manifest.chunkSize });
+        let holders = this.#chunks.get(digest);
+        if (holders === undefined) {
+          holders = new Map();
+          this.#chunks.set(digest, holders);
         }
-        this.#chunks.set(digest, list);
+        if (holders.has(name)) return;
+        holders.set(name, { file: file.name, offset: i * manifest.chunkSize });
+        added.push(digest);
       });
     }
+    this.#chunksOf.set(name, added);
   }
 }
 

@@ -58,10 +58,12 @@ export class SnapshotIndex implements JournalStateMachine {
     // meanwhile, so the replay order alone would misplace them: restore the
     // order from the times (stable for equal times).
     const entries = this.entries();
+    this.#live = true;
+    // A checkpoint is written in LRU order: usually nothing moves.
+    if (entries.every((e, i) => i === 0 || entries[i - 1]!.lastAccess <= e.lastAccess)) return;
     entries.sort((a, b) => a.lastAccess - b.lastAccess);
     this.#lru = newLru();
     for (const entry of entries) this.#lru.set(entry.name, entry);
-    this.#live = true;
   }
 
   isKnownType(type: number): boolean {
@@ -135,7 +137,8 @@ export class SnapshotIndex implements JournalStateMachine {
     if (state.v !== 1 || !Array.isArray(state.entries) || !Array.isArray(state.push)) {
       throw new TypeError("checkpoint state has an unknown shape");
     }
-    for (const entry of state.entries) this.#lru.set(entry.name, { ...entry });
+    // The parsed objects are fresh: no copy needed.
+    for (const entry of state.entries) this.#lru.set(entry.name, entry);
     for (const { name, digest } of state.push) this.#push.set(name, digest);
   }
 

@@ -22,7 +22,7 @@ import { decodeCheckpoint, salvageJournal } from "../journal/mod.ts";
 import type { Logger } from "../log/mod.ts";
 import { type ManifestWithDigest, storedBytes } from "../manifest/mod.ts";
 import { type SnapshotStore, verifyStoredFile } from "../store/mod.ts";
-import type { Clock } from "../util/clock.ts";
+import { type Clock, systemClock } from "../util/clock.ts";
 import { mapLimit } from "../util/concurrency.ts";
 import type { Catalog } from "./catalog.ts";
 import { type CacheEntry, SnapshotIndex } from "./index.ts";
@@ -49,8 +49,8 @@ export interface SalvagedState {
   damagedRegions: number;
 }
 
-/** Files checked at once at start. */
-const PARALLEL_CHECKS = 32;
+/** Snapshots checked at once after start. */
+const PARALLEL_CHECKS = 8;
 
 /**
  * Reads what can still be read of the journal before a rebuild: the
@@ -115,12 +115,11 @@ export async function moveJournalAside(
 }
 
 /**
- * Moves unknown snapshot directories aside, checks every indexed snapshot
- * cheaply (manifest digest, file sizes; bytes are verified on first serve
- * and by the scrub) and drops the damaged ones, moving their files aside.
- * Returns the number of directories moved to `quarantine/`.
+ * Moves the snapshot directories the index does not know to `quarantine/`
+ * (one directory listing; nothing is read per snapshot). Runs before the
+ * agent is ready, so no publish can race it. Returns how many were moved.
  */
-export async function reconcileSnapshots(catalog: Catalog, log: Logger): Promise<number> {
+export async function moveOrphans(catalog: Catalog, log: Logger): Promise<number> {
   const store = catalog.store;
   let moved = 0;
   for (const name of await store.listSnapshotDirs()) {
@@ -134,30 +133,90 @@ export async function reconcileSnapshots(catalog: Catalog, log: Logger): Promise
     );
     moved++;
   }
-  // Independent files, checked concurrently: a restart with many snapshots
-  // waits on the disk, not on one file operation after another.
-  const problems = await mapLimit(catalog.entries(), PARALLEL_CHECKS, async (entry) => {
-    const checked = await checkOnDisk(store, entry);
-    if (typeof checked !== "string") catalog.adopt(entry.name, checked);
-    return typeof checked === "string" ? { entry, problem: checked } : null;
-  });
-  for (const found of problems) {
-    if (found === null) continue;
+  return moved;
+}
+
+/** Options for {@linkcode checkSnapshots}. */
+export interface CheckSnapshotsOptions {
+  log: Logger;
+  /** Ends the check early (at shutdown). */
+  signal?: AbortSignal;
+  /** Snapshots checked at once. @default 8 */
+  concurrency?: number;
+  /** Waits this long before the first check (with `clock`). @default 0 */
+  delayMs?: number;
+  /** @default systemClock */
+  clock?: Clock;
+}
+
+/**
+ * Checks every indexed snapshot cheaply (its manifest against the digest
+ * the journal holds, its file sizes), concurrently, and learns its chunks
+ * for deduplication; one found damaged is dropped from the index (journaled
+ * as missing) and its files moved to `quarantine/`, never deleted.
+ *
+ * The agent runs this in the background once it is ready: the checkpointed
+ * index is trusted meanwhile, which is safe because no byte of a local file
+ * is served before its chunk verified in this process (a missing or short
+ * file fails that check too), and the scrub re-reads everything later.
+ * Returns the number of directories moved aside.
+ */
+export async function checkSnapshots(
+  catalog: Catalog,
+  options: CheckSnapshotsOptions,
+): Promise<number> {
+  const { log, signal } = options;
+  const store = catalog.store;
+  if (options.delayMs) {
+    await (options.clock ?? systemClock).sleep(options.delayMs, { signal, ref: false });
+  }
+  const current = (entry: CacheEntry) => catalog.get(entry.name)?.digest === entry.digest;
+  // Independent files, checked concurrently: the check waits on the disk,
+  // not on one file operation after another.
+  const damaged = await mapLimit(
+    catalog.entries(),
+    options.concurrency ?? PARALLEL_CHECKS,
+    async (entry) => {
+      if (signal?.aborted || !current(entry)) return null;
+      const checked = await checkOnDisk(store, entry);
+      if (!current(entry)) return null; // removed meanwhile: nothing to learn
+      if (typeof checked !== "string") {
+        catalog.adopt(entry.name, checked);
+        return null;
+      }
+      return { entry, problem: checked };
+    },
+  );
+  let moved = 0;
+  for (const found of damaged) {
+    if (found === null || signal?.aborted) continue;
     const { entry, problem } = found;
+    // Checked again under the catalog lock: the snapshot may have been
+    // removed and published again since.
+    const dropped = await catalog.dropDamaged(
+      entry.name,
+      entry.digest,
+      async () => typeof await checkOnDisk(store, entry) === "string",
+    );
+    if (dropped === null) continue;
     log.error("recovery: an acknowledged snapshot is damaged on disk; moved aside", {
       name: entry.name,
       digest: entry.digest,
       problem,
+      movedTo: dropped,
     });
-    await catalog.lock.run(() =>
-      catalog.record({ t: "remove", name: entry.name, digest: entry.digest, reason: "missing" })
-    );
-    if (await store.fs.statOrNull(store.snapshotDir(entry.name)) !== null) {
-      await store.quarantine(entry.name, "damaged");
-      moved++;
-    }
+    if (dropped !== "") moved++;
   }
   return moved;
+}
+
+/**
+ * Moves unknown snapshot directories aside, then checks every indexed
+ * snapshot (see {@linkcode checkSnapshots}), waiting for both. Returns the
+ * number of directories moved to `quarantine/`.
+ */
+export async function reconcileSnapshots(catalog: Catalog, log: Logger): Promise<number> {
+  return await moveOrphans(catalog, log) + await checkSnapshots(catalog, { log });
 }
 
 /** Cheap check of an acknowledged snapshot: its manifest (against the digest), file sizes. */

@@ -47,6 +47,10 @@ export class MemoryFileHandle implements FileHandle {
   }
 
   async readAt(buffer: Uint8Array, offset: number): Promise<number> {
+    return this.readAtSync(buffer, offset);
+  }
+
+  readAtSync(buffer: Uint8Array, offset: number): number {
     const file = this.#file();
     checkOffset(offset);
     return this.#volume.read(file, buffer, offset);

@@ -34,4 +34,5 @@ export type {
   TimeoutKind,
 } from "./_conn_types.ts";
 export { BodyAbortedError } from "./body.ts";
+export { bytesResponse } from "./_response.ts";
 export { type FdLimit, raiseFdLimit } from "./fd_limit.ts";

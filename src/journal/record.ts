@@ -11,7 +11,7 @@
  * @module
  */
 
-import { Crc32c } from "@aws-crypto/crc32c";
+import { crc32cUpdate } from "./crc32c.ts";
 
 /** Magic bytes that open a journal file. */
 export const JOURNAL_MAGIC = "SMWAL001";
@@ -43,9 +43,9 @@ const encoder = new TextEncoder();
 
 /** CRC32C (Castagnoli) of some byte ranges, in order. */
 export function crc32c(...parts: Uint8Array[]): number {
-  const crc = new Crc32c();
-  for (const part of parts) crc.update(part);
-  return crc.digest() >>> 0;
+  let crc = 0;
+  for (const part of parts) crc = crc32cUpdate(crc, part);
+  return crc;
 }
 
 /** Encodes one record (`durable`: it will be fsynced before it is acknowledged). */

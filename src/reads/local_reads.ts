@@ -13,13 +13,21 @@ import { notLocal } from "../cache/mod.ts";
 import { SnapmeshError } from "../errors.ts";
 import type { FileHandle } from "../fs/mod.ts";
 import { type Puller, pullingFileStream } from "../fetch/mod.ts";
-import { findFile, type Manifest, type ManifestWithDigest, storedBytes } from "../manifest/mod.ts";
+import {
+  findFile,
+  type Manifest,
+  type ManifestFile,
+  type ManifestWithDigest,
+  storedBytes,
+} from "../manifest/mod.ts";
 import type { Logger } from "../log/mod.ts";
 import type { Metrics } from "../metrics/mod.ts";
 import {
   CorruptChunkError,
+  type FileTrust,
   type FileVerification,
-  readVerifiedChunk,
+  type HandleLease,
+  readVerifiedRangeSync,
   verifiedRangeStream,
   verifyStoredFile,
 } from "../store/mod.ts";
@@ -55,6 +63,13 @@ export interface OpenedFile {
   ready(start: number, end: number): Promise<void>;
   /** Streams bytes `start..end` (inclusive) and closes the file afterwards. */
   stream(start: number, end: number): ReadableStream<Uint8Array>;
+  /**
+   * Waits like {@linkcode OpenedFile.ready}, then answers bytes
+   * `start..end` (inclusive): a small range of a local file as one buffer
+   * read at once, anything else as {@linkcode OpenedFile.stream}. Closes
+   * the file afterwards; on failure too.
+   */
+  body(start: number, end: number): Promise<Uint8Array<ArrayBuffer> | ReadableStream<Uint8Array>>;
   /** Closes the file without streaming. */
   close(): void;
 }
@@ -102,6 +117,14 @@ export interface VerifyResult {
   files: FileVerification[];
 }
 
+/**
+ * Ranges up to this size are read at once, on the main thread, from the
+ * shared open handle of their file; larger ones stream through their own
+ * handle with reads on Deno's I/O threads. A 64 KiB read from the page cache
+ * takes a few microseconds: far less than a trip through the thread pool.
+ */
+export const SMALL_RANGE_BYTES = 64 * 1024;
+
 /** Options for {@linkcode Reads}. */
 export interface ReadsOptions {
   catalog: Catalog;
@@ -120,6 +143,14 @@ export class Reads {
 
   constructor(options: ReadsOptions) {
     this.#o = options;
+  }
+
+  get catalog(): Catalog {
+    return this.#o.catalog;
+  }
+
+  get metrics(): Metrics {
+    return this.#o.metrics;
   }
 
   /** Local snapshots with their file lists (reads manifests not yet cached). */
@@ -194,60 +225,35 @@ export class Reads {
   }
 
   async #openLocal(name: string, file: string): Promise<OpenedFile> {
-    const { catalog, metrics } = this.#o;
+    const { catalog } = this.#o;
     const entry = catalog.get(name);
     if (!entry) throw notLocal(name);
-    const manifest = await catalog.manifestOf(entry);
+    const { digest } = entry;
+    const manifest = catalog.cachedManifest(digest) ?? await catalog.manifestOf(entry);
     const info = findFile(manifest, file);
     if (!info) throw noFile(name, file);
-    let handle: FileHandle;
+    const key = `${digest}/${file}`;
+    let lease = catalog.handles.lease(key);
     try {
-      handle = await catalog.store.openFile(name, file);
+      lease ??= await catalog.handles.acquire(
+        key,
+        digest,
+        () => catalog.store.openFile(name, file),
+      );
     } catch (err) {
       if (err instanceof Deno.errors.NotFound) throw notLocal(name); // evicted meanwhile
       throw err;
     }
+    if (catalog.get(name)?.digest !== digest) {
+      // Removed (and maybe published again) while the file was opening: the
+      // handle may be of another snapshot's file. Drop it.
+      lease.release();
+      catalog.handles.forget(digest);
+      throw notLocal(name);
+    }
     this.#hit();
     catalog.touch(name);
-    const trust = catalog.trust.file(entry.digest, file, info.chunks.length);
-    const corrupt = (index: number): Promise<void> =>
-      this.quarantine(name, entry.digest, `chunk ${index} of "${file}" failed verification`);
-    let used = false;
-    return {
-      name,
-      file,
-      size: info.size,
-      sha256: info.sha256,
-      source: "local",
-      // The first chunk is checked before the status line goes out: a
-      // damaged one fails here, where the request can still be served from
-      // another source.
-      async ready(start, end) {
-        const index = Math.floor(start / manifest.chunkSize);
-        if (end < start || trust.has(index)) return;
-        try {
-          await readVerifiedChunk(handle, info, manifest.chunkSize, index, trust);
-        } catch (err) {
-          if (!(err instanceof CorruptChunkError)) throw err;
-          await corrupt(index);
-          throw new SnapmeshError(
-            "verification_failed",
-            `Snapshot "${name}" is damaged on this node (${err.message}); it was quarantined`,
-          );
-        }
-      },
-      stream(start, end) {
-        used = true;
-        return verifiedRangeStream(handle, info, manifest.chunkSize, { start, end }, {
-          trust,
-          onCorrupt: corrupt,
-          onClose: (sent) => metrics.servedBytes.inc(sent),
-        });
-      },
-      close() {
-        if (!used) handle.close();
-      },
-    };
+    return new LocalFile(this, { name, digest, info, chunkSize: manifest.chunkSize, lease });
   }
 
   async #openPulling(name: string, file: string): Promise<OpenedFile> {
@@ -272,7 +278,7 @@ export class Reads {
     }
     const info = manifest.files[index]!;
     let used = false;
-    return {
+    const opened: OpenedFile = {
       name,
       file,
       size: info.size,
@@ -287,10 +293,21 @@ export class Reads {
           onClose: (sent) => metrics.servedBytes.inc(sent),
         });
       },
+      async body(start, end) {
+        try {
+          await opened.ready(start, end);
+        } catch (err) {
+          opened.close();
+          throw err;
+        }
+        return opened.stream(start, end);
+      },
       close() {
         if (!used) handle.close();
+        used = true;
       },
     };
+    return opened;
   }
 
   /**
@@ -425,6 +442,179 @@ export class Reads {
     this.counters.misses++;
     this.#o.metrics.cacheMisses.inc();
   }
+}
+
+/**
+ * An open file of a local snapshot: small ranges are read at once from the
+ * shared handle of the file (leased from the catalog's handle cache), larger
+ * ones stream through a handle of their own.
+ */
+class LocalFile implements OpenedFile {
+  readonly source = "local" as const;
+  readonly name: string;
+  readonly file: string;
+  readonly size: number;
+  readonly sha256: string;
+  readonly #reads: Reads;
+  readonly #catalog: Catalog;
+  readonly #metrics: Metrics;
+  readonly #digest: string;
+  readonly #info: ManifestFile;
+  readonly #chunkSize: number;
+  readonly #trust: FileTrust;
+  readonly #shared: FileHandle;
+  #lease: HandleLease | null;
+  #own: Promise<FileHandle> | null = null;
+
+  constructor(
+    reads: Reads,
+    opened: {
+      name: string;
+      digest: string;
+      info: ManifestFile;
+      chunkSize: number;
+      lease: HandleLease;
+    },
+  ) {
+    const { name, digest, info, chunkSize, lease } = opened;
+    this.name = name;
+    this.file = info.name;
+    this.size = info.size;
+    this.sha256 = info.sha256;
+    this.#reads = reads;
+    this.#catalog = reads.catalog;
+    this.#metrics = reads.metrics;
+    this.#digest = digest;
+    this.#info = info;
+    this.#chunkSize = chunkSize;
+    this.#trust = this.#catalog.trust.file(digest, info.name, info.chunks.length);
+    this.#lease = lease;
+    this.#shared = lease.handle;
+  }
+
+  // The first chunk is checked before the status line goes out: a damaged
+  // one fails here, where the request can still be served from another
+  // source.
+  async ready(start: number, end: number): Promise<void> {
+    if (end < start || this.#trust.has(Math.floor(start / this.#chunkSize))) return;
+    try {
+      // Reading its first byte reads and verifies the whole chunk.
+      readVerifiedRangeSync(
+        this.#shared,
+        this.#info,
+        this.#chunkSize,
+        { start, end: start },
+        this.#trust,
+      );
+    } catch (err) {
+      await this.#damaged(err);
+    }
+  }
+
+  stream(start: number, end: number): ReadableStream<Uint8Array> {
+    // Reads on Deno's I/O threads must not share a file position: the
+    // stream opens a handle of its own on its first read. The shared one
+    // stays leased until the stream ends, so a file removed meanwhile is
+    // still read whole, through it.
+    let handle: FileHandle | null = null;
+    const openOwn = () => this.#openOwn();
+    const done = () => {
+      if (handle) handle.close();
+      else this.#own?.then((h) => h.close(), () => {});
+      this.close();
+    };
+    return verifiedRangeStream(
+      {
+        async readAt(buffer, offset) {
+          handle ??= await openOwn();
+          return await handle.readAt(buffer, offset);
+        },
+        close: done,
+      },
+      this.#info,
+      this.#chunkSize,
+      { start, end },
+      {
+        trust: this.#trust,
+        onCorrupt: (index) =>
+          this.#damaged(new CorruptChunkError(this.file, index)).catch(() => {}),
+        onClose: (sent) => this.#metrics.servedBytes.inc(sent),
+      },
+    );
+  }
+
+  async body(
+    start: number,
+    end: number,
+  ): Promise<Uint8Array<ArrayBuffer> | ReadableStream<Uint8Array>> {
+    if (end - start + 1 > SMALL_RANGE_BYTES) {
+      try {
+        await this.ready(start, end);
+      } catch (err) {
+        this.close();
+        throw err;
+      }
+      return this.stream(start, end);
+    }
+    try {
+      const range = { start, end };
+      const bytes = readVerifiedRangeSync(
+        this.#shared,
+        this.#info,
+        this.#chunkSize,
+        range,
+        this.#trust,
+      );
+      this.#metrics.servedBytes.inc(bytes.length);
+      return bytes;
+    } catch (err) {
+      return await this.#damaged(err);
+    } finally {
+      this.close();
+    }
+  }
+
+  close(): void {
+    this.#lease?.release();
+    this.#lease = null;
+  }
+
+  #openOwn(): Promise<FileHandle> {
+    this.#own ??= this.#catalog.store.openFile(this.name, this.file).catch((err) => {
+      if (!(err instanceof Deno.errors.NotFound)) throw err;
+      return syncReads(this.#shared);
+    });
+    return this.#own;
+  }
+
+  async #damaged(err: unknown): Promise<never> {
+    if (err instanceof CorruptChunkError) {
+      await this.#reads.quarantine(
+        this.name,
+        this.#digest,
+        `chunk ${err.index} of "${this.file}" failed verification`,
+      );
+      throw new SnapmeshError(
+        "verification_failed",
+        `Snapshot "${this.name}" is damaged on this node (${err.message}); it was quarantined`,
+      );
+    }
+    throw err;
+  }
+}
+
+/** A shared handle read synchronously, behind the async interface streams use. */
+function syncReads(shared: FileHandle): FileHandle {
+  return {
+    readAt: (buffer, offset) => Promise.resolve(shared.readAtSync(buffer, offset)),
+    readAtSync: (buffer, offset) => shared.readAtSync(buffer, offset),
+    writeAt: () => Promise.reject(new TypeError("A shared read handle cannot write")),
+    truncate: () => Promise.reject(new TypeError("A shared read handle cannot truncate")),
+    sync: () => Promise.resolve(),
+    size: () => shared.size(),
+    stat: () => shared.stat(),
+    close: () => {},
+  };
 }
 
 function noFile(name: string, file: string): SnapmeshError {

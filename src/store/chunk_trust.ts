@@ -15,29 +15,43 @@ export interface FileTrust {
   add(index: number): void;
 }
 
+/** One bit per chunk. */
+class FileBits implements FileTrust {
+  readonly bits: Uint8Array;
+
+  constructor(chunks: number) {
+    this.bits = new Uint8Array(Math.ceil(chunks / 8));
+  }
+
+  has(index: number): boolean {
+    return (this.bits[index >> 3]! & (1 << (index & 7))) !== 0;
+  }
+
+  add(index: number): void {
+    this.bits[index >> 3]! |= 1 << (index & 7);
+  }
+}
+
 /** Verified chunks, by snapshot digest and file name. */
 export class ChunkTrust {
-  readonly #bits = new Map<string, Map<string, Uint8Array>>();
+  readonly #files = new Map<string, Map<string, FileBits>>();
 
-  /** The trust of file `file` of the snapshot at `digest`, with `chunks` chunks. */
+  /**
+   * The trust of file `file` of the snapshot at `digest`, with `chunks`
+   * chunks: the same object on every call (nothing is allocated per read).
+   */
   file(digest: string, file: string, chunks: number): FileTrust {
-    let files = this.#bits.get(digest);
+    let files = this.#files.get(digest);
     if (!files) {
       files = new Map();
-      this.#bits.set(digest, files);
+      this.#files.set(digest, files);
     }
     let bits = files.get(file);
-    if (!bits || bits.length !== Math.ceil(chunks / 8)) {
-      bits = new Uint8Array(Math.ceil(chunks / 8));
+    if (!bits || bits.bits.length !== Math.ceil(chunks / 8)) {
+      bits = new FileBits(chunks);
       files.set(file, bits);
     }
-    const view = bits;
-    return {
-      has: (index) => (view[index >> 3]! & (1 << (index & 7))) !== 0,
-      add: (index) => {
-        view[index >> 3]! |= 1 << (index & 7);
-      },
-    };
+    return bits;
   }
 
   /** Trusts every chunk of a snapshot (its bytes were hashed as they were written). */
@@ -50,15 +64,15 @@ export class ChunkTrust {
 
   /** Forgets a snapshot (removed, quarantined, or about to be re-verified). */
   forget(digest: string): void {
-    this.#bits.delete(digest);
+    this.#files.delete(digest);
   }
 
   /** Chunks trusted so far, over all files. */
   get trustedChunks(): number {
     let n = 0;
-    for (const files of this.#bits.values()) {
-      for (const bits of files.values()) {
-        for (const byte of bits) {
+    for (const files of this.#files.values()) {
+      for (const file of files.values()) {
+        for (const byte of file.bits) {
           let b = byte;
           while (b) {
             n += b & 1;

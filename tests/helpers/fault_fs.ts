@@ -51,6 +51,10 @@ class FaultHandle implements FileHandle {
     return this.#inner.readAt(buffer, offset);
   }
 
+  readAtSync(buffer: Uint8Array, offset: number): number {
+    return this.#inner.readAtSync(buffer, offset);
+  }
+
   async writeAt(data: Uint8Array, offset: number): Promise<void> {
     const decision = this.#fs.beforeWrite(this.#path, data.length);
     if (decision.tear !== null) {

@@ -154,3 +154,85 @@ Deno.test("Reads.verify() trusts every chunk of a good copy and quarantines a ba
     assertEquals((await node.fs.readDir(`${node.dir}/quarantine`)).length, 1);
   });
 });
+
+/** Reads bytes `start..end` through `OpenedFile.body()`, whichever form it answers in. */
+async function bodyBytes(
+  node: MemoryNode,
+  name: string,
+  start: number,
+  end: number,
+): Promise<Uint8Array> {
+  const opened = await node.run(node.agent.openFile(name, "mem"));
+  const body = await node.run(opened.body(start, end));
+  return body instanceof Uint8Array ? body : await readAll(node, body);
+}
+
+Deno.test("Reads.openFile() keeps one open handle per hot file for small ranges", async () => {
+  const mem = chunkedBytes(4, 6);
+  await using node = await memoryNode({ flags: FLAGS });
+  await node.publish("a", { mem });
+  const opensBefore = node.fs.counters.opens;
+  const handlesBefore = node.fs.openHandles;
+  for (const start of [0, 4096, 3 * CHUNK + 100, CHUNK - 10]) {
+    const opened = await node.run(node.agent.openFile("a", "mem"));
+    const body = await node.run(opened.body(start, start + 4095));
+    assert(body instanceof Uint8Array, "a small range comes as one buffer");
+    assertBytes(body, mem.subarray(start, start + 4096));
+  }
+  assertEquals(node.fs.counters.opens - opensBefore, 1, "opened once, then reused");
+  assertEquals(node.fs.openHandles - handlesBefore, 1, "kept open between reads");
+  // A large range streams through a handle of its own, closed at its end.
+  assertBytes(await bodyBytes(node, "a", 0, mem.length - 1), mem);
+  assertEquals(node.fs.openHandles - handlesBefore, 1);
+});
+
+Deno.test("Reads.openFile(): deleting a snapshot closes its cached handles and frees its bytes", async () => {
+  const mem = chunkedBytes(4, 7);
+  await using node = await memoryNode({ flags: FLAGS });
+  const handlesBefore = node.fs.openHandles;
+  const usedBefore = node.fs.usedBytes;
+  await node.publish("a", { mem });
+  assertBytes(await bodyBytes(node, "a", 10, 20), mem.subarray(10, 21));
+  assertEquals(node.fs.openHandles - handlesBefore, 1);
+  await node.run(node.agent.remove("a"));
+  assertEquals(node.fs.openHandles, handlesBefore, "closed with its snapshot");
+  await node.clock.advance(0);
+  assert(node.fs.usedBytes - usedBefore < mem.length, "the unlinked file is freed");
+});
+
+Deno.test("Reads.openFile(): a read that started before a delete gets the right bytes", async (t) => {
+  const mem = chunkedBytes(4, 8);
+  for (const [label, start, end] of [["small range", 5, 4100], ["stream", 0, mem.length - 1]]) {
+    await t.step(label as string, async () => {
+      await using node = await memoryNode({ flags: FLAGS });
+      const handlesBefore = node.fs.openHandles;
+      await node.publish("a", { mem });
+      const opened = await node.run(node.agent.openFile("a", "mem"));
+      await node.run(node.agent.remove("a"));
+      assertEquals(node.fs.openHandles - handlesBefore, 1, "still leased by the reader");
+      const gone = await assertRejects(() => node.run(node.agent.openFile("a", "mem")));
+      assert(hasCode(gone, "snapshot_not_found"), String(gone));
+      const body = await node.run(opened.body(start as number, end as number));
+      const bytes = body instanceof Uint8Array ? body : await readAll(node, body);
+      assertBytes(bytes, mem.subarray(start as number, (end as number) + 1));
+      assertEquals(node.fs.openHandles, handlesBefore, "closed once the reader is done");
+    });
+  }
+});
+
+Deno.test("Reads.openFile() after a restart verifies the chunk of a small range before serving it", async () => {
+  const mem = chunkedBytes(3, 9);
+  await using node = await restartedWith(mem);
+  await rot(node, "a", "mem", 2);
+  // Good chunks are served (and trusted) as their first read verifies them.
+  assertBytes(
+    await bodyBytes(node, "a", CHUNK + 1, CHUNK + 4096),
+    mem.subarray(CHUNK + 1, CHUNK + 4097),
+  );
+  assertEquals(node.agent.cacheStatus().trustedChunks, 1);
+  // A range across a good and a rotted chunk fails whole: no byte of it is served.
+  const opened = await node.run(node.agent.openFile("a", "mem"));
+  const err = await assertRejects(() => node.run(opened.body(2 * CHUNK - 100, 2 * CHUNK + 100)));
+  assert(hasCode(err, "verification_failed"), String(err));
+  assertEquals(await node.agent.listDetailed(), []);
+});

@@ -131,10 +131,10 @@ Deno.test({
     });
     assertEquals(await Deno.stat(socket).catch(() => null), null);
     assertEquals(await Deno.stat(paths.vmstate).catch(() => null), null);
-    // The working set recorded by the session is written in the background:
-    // its descriptors close soon after; a leak never does.
-    const same = () => JSON.stringify(fdCount(agent.pid)) === JSON.stringify(fdsBefore);
-    await waitFor("the session's descriptors to close", same).catch(() => {});
+    // The working set it recorded is stored after the session ends: its
+    // descriptors close once that write is done.
+    const settled = () => JSON.stringify(fdCount(agent.pid)) === JSON.stringify(fdsBefore);
+    await waitFor("the working set's write to finish", settled, 5_000).catch(() => {});
     assertEquals(fdCount(agent.pid), fdsBefore);
     const after = await (await fetch(`${agent.url}/metrics`)).text();
     assertMatch(after, /snapmesh_restore_sessions_total\{outcome="vm_exited"\} 1/);
@@ -175,10 +175,10 @@ Deno.test({
       "the session to end",
       async () => (await api(agent.url, "GET", "/v1/restores")).body.length === 0,
     );
-    // The working set recorded by the session is written in the background:
-    // its descriptors close soon after; a leak never does.
-    const same = () => JSON.stringify(fdCount(agent.pid)) === JSON.stringify(fdsBefore);
-    await waitFor("the session's descriptors to close", same).catch(() => {});
+    // The working set it recorded is stored after the session ends (file,
+    // fsync, rename, directory fsync): its descriptors close once that is done.
+    const settled = () => JSON.stringify(fdCount(agent.pid)) === JSON.stringify(fdsBefore);
+    await waitFor("the working set's write to finish", settled, 5_000).catch(() => {});
     assertEquals(fdCount(agent.pid), fdsBefore);
     assertEquals(await Deno.stat(created.body.socket).catch(() => null), null);
   },
