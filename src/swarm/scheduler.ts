@@ -27,6 +27,8 @@
 
 import { Buckets } from "./_buckets.ts";
 import { bit, copyBits } from "./_bits.ts";
+import { SourceSearch } from "./_search.ts";
+import { declinedNow, holds, type SourceState } from "./_source_state.ts";
 import type {
   Assignment,
   ChunkSchedulerOptions,
@@ -43,31 +45,12 @@ export type {
   SourceSpec,
 } from "./_scheduler_types.ts";
 
-/** Chunks looked at per decision, at most, in the rarest-first bucket scan. */
-const SCAN_LIMIT = 256;
 /** Below this many useful chunks among the free sources, their bitmaps are read instead. */
 const FEW_USEFUL = 64;
 
 const MISSING = 0;
 const IN_FLIGHT = 1;
 const DONE = 2;
-
-interface SourceState extends Omit<SourceSpec, "strikes"> {
-  zone: string | null;
-  /** Bad answers tolerated (from the spec). */
-  maxStrikes: number | undefined;
-  /** Held chunks, or null when it holds everything. */
-  have: Uint8Array | null;
-  inFlight: number;
-  chokedUntil: number;
-  /** Chunks it holds that are missing here and not requested: worth asking it. */
-  useful: number;
-  /** Chunks it declined, and until when it is not asked for them. */
-  declined: Map<number, number>;
-  /** Measured rate in bytes per ms (exponentially weighted), or null. */
-  rate: number | null;
-  strikes: number;
-}
 
 interface Request {
   id: number;
@@ -97,6 +80,8 @@ export class ChunkScheduler {
   /** When a chunk only other zones hold may be fetched across zones. */
   readonly #crossAt = new Map<number, number>();
   readonly #hot: number[];
+  /** Which chunk next, from which source: reads the structures above. */
+  readonly #search: SourceSearch;
   #hotAt = 0;
   #nextId = 1;
   #done = 0;
@@ -112,6 +97,14 @@ export class ChunkScheduler {
     this.#queue = new Buckets(this.total);
     for (let c = 0; c < this.total; c++) this.#queue.add(c, 0);
     this.#hot = [...(options.hot ?? [])];
+    this.#search = new SourceSearch({
+      options,
+      sources: this.#sources,
+      missing: this.#missing,
+      avail: this.#avail,
+      queue: this.#queue,
+      crossAt: this.#crossAt,
+    });
   }
 
   /** Chunks not yet verified here. */
@@ -265,30 +258,32 @@ export class ChunkScheduler {
           continue;
         }
         const urgent = list === this.#urgent;
-        const source = this.#pick(chunk, now, { urgent, origin: true });
+        const source = this.#search.pick(chunk, now, { urgent, origin: true });
         if (source) return this.#assign(source, chunk, now, { urgent, duplicate: false });
       }
     }
     // A chunk with a local copy is copied, never fetched.
     const local = this.#sources.get("local");
     if (local && local.useful > 0 && local.inFlight < local.maxInFlight) {
-      const chunk = this.#firstMissingIn(local);
+      const chunk = this.#search.firstMissingIn(local);
       if (chunk >= 0) return this.#assign(local, chunk, now, { urgent: false, duplicate: false });
     }
     // Rarest first, among the missing chunks the sources free now hold.
     // When they hold few such chunks, one pass over their bitmaps finds the
     // rarest; when they hold many, a bounded scan of the rarest buckets (a
     // random start in each, so nodes diverge) finds one at once.
-    const free = this.#freePeers(now);
+    const free = this.#search.freePeers(now);
     if (free.length > 0) {
       const useful = free.reduce((n, s) => n + s.useful, 0);
-      const found = useful <= FEW_USEFUL ? this.#rarest(free, now) : this.#scan(free, now);
+      const found = useful <= FEW_USEFUL
+        ? this.#search.rarest(free, now)
+        : this.#search.scan(free, now);
       if (found) {
         return this.#assign(found.source, found.chunk, now, { urgent: false, duplicate: false });
       }
     }
     // Chunks no peer holds: the origin, when this node may read it.
-    const origin = this.#origin(now);
+    const origin = this.#search.origin(now);
     const unheld = this.#queue.list(0);
     if (origin && unheld.length > 0) {
       // Lowest first, so origin requests can cover adjacent chunks.
@@ -376,212 +371,6 @@ export class ChunkScheduler {
     if (this.#state[chunk] === MISSING) this.#queue.add(chunk, next);
   }
 
-  /** The origin source, when it can take a request now. */
-  #origin(now: number): SourceState | null {
-    for (const s of this.#sources.values()) {
-      if (s.kind === "origin" && s.inFlight < s.maxInFlight && s.chokedUntil <= now) return s;
-    }
-    return null;
-  }
-
-  /**
-   * The best holder of `chunk` able to take a request now: in this node's
-   * zone when any holder is, fastest first.
-   */
-  #pick(
-    chunk: number,
-    now: number,
-    how: { urgent: boolean; origin: boolean },
-  ): SourceState | null {
-    const { urgent } = how;
-    const zone = this.#o.zone ?? null;
-    let inZoneHolder = false;
-    let best: SourceState | null = null;
-    let bestScore = -Infinity;
-    let waiter: SourceState | null = null;
-    // A chunk with a local copy is copied, never fetched: wait for the
-    // local source rather than use the network.
-    const local = this.#sources.get("local");
-    if (local && holds(local, chunk)) {
-      return local.inFlight < local.maxInFlight ? local : null;
-    }
-    for (const s of this.#sources.values()) {
-      if (s.kind === "origin" || s.kind === "local") continue;
-      if (!holds(s, chunk)) {
-        if (urgent && s.waits && s.inFlight < s.maxInFlight) waiter = s;
-        continue;
-      }
-      const near = zone === null || s.zone === null || s.zone === zone;
-      if (near && !inZoneHolder) {
-        inZoneHolder = true;
-        best = null;
-        bestScore = -Infinity;
-      }
-      if (inZoneHolder && !near) continue;
-      if (s.inFlight >= s.maxInFlight || s.chokedUntil > now) continue;
-      if (s.declined.size > 0 && declinedNow(s, chunk, now)) continue;
-      // Unmeasured peers are tried as if fast, so every holder gets measured.
-      const rate = s.rate ?? Number.MAX_SAFE_INTEGER;
-      const score = rate / (1 + s.inFlight) + this.#o.random.next() * 1e-9;
-      if (score > bestScore) {
-        best = s;
-        bestScore = score;
-      }
-    }
-    if (best && !inZoneHolder && zone !== null && !urgent && !this.#mayCross(chunk, now)) {
-      return null;
-    }
-    if (best) return best;
-    if (how.origin && this.#avail[chunk] === 0) return this.#origin(now) ?? waiter;
-    return null;
-  }
-
-  /** True once `chunk`, held only in other zones, has waited its turn to cross. */
-  #mayCross(chunk: number, now: number): boolean {
-    const wait = this.#o.crossZoneWaitMs ?? 500;
-    if (wait <= 0) return true;
-    let at = this.#crossAt.get(chunk);
-    if (at === undefined) {
-      at = now + this.#o.random.next() * wait;
-      this.#crossAt.set(chunk, at);
-    }
-    return now >= at;
-  }
-
-  /** The peer sources that can take a request now and hold something missing here. */
-  #freePeers(now: number): SourceState[] {
-    const free: SourceState[] = [];
-    for (const s of this.#sources.values()) {
-      if (s.kind === "origin" || s.kind === "local" || s.useful <= 0) continue;
-      if (s.inFlight < s.maxInFlight && s.chokedUntil <= now) free.push(s);
-    }
-    return free;
-  }
-
-  /** The rarest-first bucket scan, bounded by {@linkcode SCAN_LIMIT} chunks. */
-  #scan(free: SourceState[], now: number): { source: SourceState; chunk: number } | null {
-    let budget = SCAN_LIMIT;
-    for (let bucket = 1; bucket < this.#queue.depth && budget > 0; bucket++) {
-      const list = this.#queue.list(bucket);
-      if (list.length === 0) continue;
-      const offset = this.#o.random.int(list.length);
-      for (let k = 0; k < list.length && budget > 0; k++, budget--) {
-        const chunk = list[(offset + k) % list.length]!;
-        const source = this.#pickFree(chunk, now, free);
-        if (source) return { source, chunk };
-      }
-    }
-    return null;
-  }
-
-  /**
-   * The best free source for `chunk` in the scan: the fastest free holder
-   * in this node's zone; a free holder in another zone only when no holder
-   * in the zone (free or not) has the chunk and the chunk has waited its
-   * turn to cross.
-   */
-  #pickFree(chunk: number, now: number, free: SourceState[]): SourceState | null {
-    const local = this.#sources.get("local");
-    if (local && holds(local, chunk)) {
-      return local.inFlight < local.maxInFlight ? local : null;
-    }
-    const zone = this.#o.zone ?? null;
-    let near: SourceState | null = null;
-    let nearScore = -Infinity;
-    let far: SourceState | null = null;
-    let farScore = -Infinity;
-    for (const s of free) {
-      if (s.inFlight >= s.maxInFlight || !holds(s, chunk)) continue;
-      if (s.declined.size > 0 && declinedNow(s, chunk, now)) continue;
-      // Unmeasured peers are tried as if fast, so every holder gets measured.
-      const score = (s.rate ?? Number.MAX_SAFE_INTEGER) / (1 + s.inFlight);
-      if (zone === null || s.zone === null || s.zone === zone) {
-        if (score > nearScore) [near, nearScore] = [s, score];
-      } else if (score > farScore) {
-        [far, farScore] = [s, score];
-      }
-    }
-    if (near) return near;
-    if (!far || this.#heldInZone(chunk, zone)) return null;
-    return this.#mayCross(chunk, now) ? far : null;
-  }
-
-  /**
-   * The rarest missing chunk a free source holds, and that source: one pass
-   * over each free source's bitmap against the missing bitmap (from a
-   * random word, so nodes diverge), fewest holders first. A holder in this
-   * node's zone wins; one in another zone only when no holder in the zone
-   * (free or not) has the chunk and the chunk has waited its turn to cross.
-   */
-  #rarest(free: SourceState[], now: number): { source: SourceState; chunk: number } | null {
-    const local = this.#sources.get("local");
-    const zone = this.#o.zone ?? null;
-    const words = this.#missing.length;
-    const start = this.#o.random.int(words);
-    let near: { source: SourceState; chunk: number; avail: number } | null = null;
-    const far: { source: SourceState; chunk: number; avail: number }[] = [];
-    for (const s of free) {
-      const isNear = zone === null || s.zone === null || s.zone === zone;
-      if (!isNear && near) continue;
-      let best = -1;
-      let bestAvail = Infinity;
-      let seen = 0;
-      for (let k = 0; k < words && seen < s.useful; k++) {
-        const w = (start + k) % words;
-        let bits = this.#missing[w]! & (s.have === null ? 0xff : s.have[w]!);
-        while (bits !== 0) {
-          const low = bits & -bits;
-          bits &= ~low;
-          const chunk = (w << 3) + (31 - Math.clz32(low));
-          seen++;
-          const avail = this.#avail[chunk]!;
-          if (avail >= bestAvail) continue;
-          // A chunk with a local copy is copied, never fetched.
-          if (local && holds(local, chunk)) continue;
-          if (s.declined.size > 0 && declinedNow(s, chunk, now)) continue;
-          best = chunk;
-          bestAvail = avail;
-        }
-        if (bestAvail <= 1) break;
-      }
-      if (best < 0) continue;
-      const rate = s.rate ?? Number.MAX_SAFE_INTEGER;
-      if (isNear) {
-        // Rarer wins; between equals, the faster source.
-        if (
-          !near || bestAvail < near.avail ||
-          (bestAvail === near.avail && rate > (near.source.rate ?? Number.MAX_SAFE_INTEGER))
-        ) near = { source: s, chunk: best, avail: bestAvail };
-      } else {
-        far.push({ source: s, chunk: best, avail: bestAvail });
-      }
-    }
-    if (near) return near;
-    far.sort((a, b) => a.avail - b.avail);
-    for (const candidate of far) {
-      if (this.#heldInZone(candidate.chunk, zone)) continue; // worth waiting for
-      if (this.#mayCross(candidate.chunk, now)) return candidate;
-    }
-    return null;
-  }
-
-  /** The lowest missing chunk `source` holds, or -1. */
-  #firstMissingIn(source: SourceState): number {
-    for (let w = 0; w < this.#missing.length; w++) {
-      const bits = this.#missing[w]! & (source.have === null ? 0xff : source.have[w]!);
-      if (bits !== 0) return (w << 3) + (31 - Math.clz32(bits & -bits));
-    }
-    return -1;
-  }
-
-  /** True when a peer source of `zone` (free or not) holds `chunk`. */
-  #heldInZone(chunk: number, zone: string | null): boolean {
-    for (const s of this.#sources.values()) {
-      if (s.kind === "peer" && s.zone !== null && s.zone === zone && holds(s, chunk)) return true;
-    }
-    return false;
-  }
-
   #assign(
     source: SourceState,
     chunk: number,
@@ -631,10 +420,6 @@ export class ChunkScheduler {
   }
 
   /**
-   * A second request for a chunk in flight: in the endgame (few chunks
-   * left, all in flight), or when its request is slow for its source.
-   */
-  /**
    * Chunks left when the endgame starts: twice the requests in flight, but
    * at most a sixteenth of the chunks, so a small pull is not duplicated
    * from its start.
@@ -645,6 +430,10 @@ export class ChunkScheduler {
     return Math.min(inFlight, Math.max(2, Math.ceil(this.total / 16)));
   }
 
+  /**
+   * A second request for a chunk in flight: in the endgame (few chunks
+   * left, all in flight), or when its request is slow for its source.
+   */
   #duplicate(now: number): Assignment | null {
     const endgame = this.remaining <= this.#endgameChunks;
     const slowFloor = this.#o.slowAfterMs ?? 2000;
@@ -673,17 +462,4 @@ export class ChunkScheduler {
     }
     return best;
   }
-}
-
-function holds(source: SourceState, chunk: number): boolean {
-  return source.have === null || bit(source.have, chunk);
-}
-
-/** True while `source` declined `chunk` (forgotten once the time is past). */
-function declinedNow(source: SourceState, chunk: number, now: number): boolean {
-  const until = source.declined.get(chunk);
-  if (until === undefined) return false;
-  if (until > now) return true;
-  source.declined.delete(chunk);
-  return false;
 }
