@@ -45,7 +45,7 @@ export interface ChunkIO {
   close(): Promise<void>;
 }
 
-/** Options for {@linkcode PullJob}. */
+/** Options for `PullJob`. */
 export interface PullJobOptions {
   name: string;
   files: PullFile[];

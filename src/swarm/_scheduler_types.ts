@@ -63,7 +63,7 @@ export interface Outcome {
   failure?: "busy" | "declined" | "gone" | "cancelled" | "error";
 }
 
-/** Options for {@linkcode ChunkScheduler}. */
+/** Options for `ChunkScheduler`. */
 export interface ChunkSchedulerOptions {
   /** Chunks per file. */
   counts: number[];
