@@ -31,17 +31,30 @@ export interface Found {
   chunk: number;
 }
 
-/** The scheduler's searches over one {@linkcode SearchState}. */
+/**
+ * The scheduler's searches over one {@linkcode SearchState}. Its parts are
+ * held in fields of their own: one load fewer per read in the hot loops.
+ */
 export class SourceSearch {
-  readonly #s: SearchState;
+  readonly #o: ChunkSchedulerOptions;
+  readonly #sources: Map<string, SourceState>;
+  readonly #missing: Uint8Array;
+  readonly #avail: Uint16Array;
+  readonly #queue: Buckets;
+  readonly #crossAt: Map<number, number>;
 
   constructor(state: SearchState) {
-    this.#s = state;
+    this.#o = state.options;
+    this.#sources = state.sources;
+    this.#missing = state.missing;
+    this.#avail = state.avail;
+    this.#queue = state.queue;
+    this.#crossAt = state.crossAt;
   }
 
   /** The origin source, when it can take a request now. */
   origin(now: number): SourceState | null {
-    for (const s of this.#s.sources.values()) {
+    for (const s of this.#sources.values()) {
       if (s.kind === "origin" && s.inFlight < s.maxInFlight && s.chokedUntil <= now) return s;
     }
     return null;
@@ -57,18 +70,18 @@ export class SourceSearch {
     how: { urgent: boolean; origin: boolean },
   ): SourceState | null {
     const { urgent } = how;
-    const zone = this.#s.options.zone ?? null;
+    const zone = this.#o.zone ?? null;
     let inZoneHolder = false;
     let best: SourceState | null = null;
     let bestScore = -Infinity;
     let waiter: SourceState | null = null;
     // A chunk with a local copy is copied, never fetched: wait for the
     // local source rather than use the network.
-    const local = this.#s.sources.get("local");
+    const local = this.#sources.get("local");
     if (local && holds(local, chunk)) {
       return local.inFlight < local.maxInFlight ? local : null;
     }
-    for (const s of this.#s.sources.values()) {
+    for (const s of this.#sources.values()) {
       if (s.kind === "origin" || s.kind === "local") continue;
       if (!holds(s, chunk)) {
         if (urgent && s.waits && s.inFlight < s.maxInFlight) waiter = s;
@@ -85,7 +98,7 @@ export class SourceSearch {
       if (s.declined.size > 0 && declinedNow(s, chunk, now)) continue;
       // Unmeasured peers are tried as if fast, so every holder gets measured.
       const rate = s.rate ?? Number.MAX_SAFE_INTEGER;
-      const score = rate / (1 + s.inFlight) + this.#s.options.random.next() * 1e-9;
+      const score = rate / (1 + s.inFlight) + this.#o.random.next() * 1e-9;
       if (score > bestScore) {
         best = s;
         bestScore = score;
@@ -95,18 +108,18 @@ export class SourceSearch {
       return null;
     }
     if (best) return best;
-    if (how.origin && this.#s.avail[chunk] === 0) return this.origin(now) ?? waiter;
+    if (how.origin && this.#avail[chunk] === 0) return this.origin(now) ?? waiter;
     return null;
   }
 
   /** True once `chunk`, held only in other zones, has waited its turn to cross. */
   #mayCross(chunk: number, now: number): boolean {
-    const wait = this.#s.options.crossZoneWaitMs ?? 500;
+    const wait = this.#o.crossZoneWaitMs ?? 500;
     if (wait <= 0) return true;
-    let at = this.#s.crossAt.get(chunk);
+    let at = this.#crossAt.get(chunk);
     if (at === undefined) {
-      at = now + this.#s.options.random.next() * wait;
-      this.#s.crossAt.set(chunk, at);
+      at = now + this.#o.random.next() * wait;
+      this.#crossAt.set(chunk, at);
     }
     return now >= at;
   }
@@ -114,7 +127,7 @@ export class SourceSearch {
   /** The peer sources that can take a request now and hold something missing here. */
   freePeers(now: number): SourceState[] {
     const free: SourceState[] = [];
-    for (const s of this.#s.sources.values()) {
+    for (const s of this.#sources.values()) {
       if (s.kind === "origin" || s.kind === "local" || s.useful <= 0) continue;
       if (s.inFlight < s.maxInFlight && s.chokedUntil <= now) free.push(s);
     }
@@ -124,10 +137,10 @@ export class SourceSearch {
   /** The rarest-first bucket scan, bounded by {@linkcode SCAN_LIMIT} chunks. */
   scan(free: SourceState[], now: number): Found | null {
     let budget = SCAN_LIMIT;
-    for (let bucket = 1; bucket < this.#s.queue.depth && budget > 0; bucket++) {
-      const list = this.#s.queue.list(bucket);
+    for (let bucket = 1; bucket < this.#queue.depth && budget > 0; bucket++) {
+      const list = this.#queue.list(bucket);
       if (list.length === 0) continue;
-      const offset = this.#s.options.random.int(list.length);
+      const offset = this.#o.random.int(list.length);
       for (let k = 0; k < list.length && budget > 0; k++, budget--) {
         const chunk = list[(offset + k) % list.length]!;
         const source = this.#pickFree(chunk, now, free);
@@ -144,11 +157,11 @@ export class SourceSearch {
    * turn to cross.
    */
   #pickFree(chunk: number, now: number, free: SourceState[]): SourceState | null {
-    const local = this.#s.sources.get("local");
+    const local = this.#sources.get("local");
     if (local && holds(local, chunk)) {
       return local.inFlight < local.maxInFlight ? local : null;
     }
-    const zone = this.#s.options.zone ?? null;
+    const zone = this.#o.zone ?? null;
     let near: SourceState | null = null;
     let nearScore = -Infinity;
     let far: SourceState | null = null;
@@ -177,10 +190,10 @@ export class SourceSearch {
    * (free or not) has the chunk and the chunk has waited its turn to cross.
    */
   rarest(free: SourceState[], now: number): Found | null {
-    const local = this.#s.sources.get("local");
-    const zone = this.#s.options.zone ?? null;
-    const words = this.#s.missing.length;
-    const start = this.#s.options.random.int(words);
+    const local = this.#sources.get("local");
+    const zone = this.#o.zone ?? null;
+    const words = this.#missing.length;
+    const start = this.#o.random.int(words);
     let near: { source: SourceState; chunk: number; avail: number } | null = null;
     const far: { source: SourceState; chunk: number; avail: number }[] = [];
     for (const s of free) {
@@ -191,13 +204,13 @@ export class SourceSearch {
       let seen = 0;
       for (let k = 0; k < words && seen < s.useful; k++) {
         const w = (start + k) % words;
-        let bits = this.#s.missing[w]! & (s.have === null ? 0xff : s.have[w]!);
+        let bits = this.#missing[w]! & (s.have === null ? 0xff : s.have[w]!);
         while (bits !== 0) {
           const low = bits & -bits;
           bits &= ~low;
           const chunk = (w << 3) + (31 - Math.clz32(low));
           seen++;
-          const avail = this.#s.avail[chunk]!;
+          const avail = this.#avail[chunk]!;
           if (avail >= bestAvail) continue;
           // A chunk with a local copy is copied, never fetched.
           if (local && holds(local, chunk)) continue;
@@ -230,8 +243,8 @@ export class SourceSearch {
 
   /** The lowest missing chunk `source` holds, or -1. */
   firstMissingIn(source: SourceState): number {
-    for (let w = 0; w < this.#s.missing.length; w++) {
-      const bits = this.#s.missing[w]! & (source.have === null ? 0xff : source.have[w]!);
+    for (let w = 0; w < this.#missing.length; w++) {
+      const bits = this.#missing[w]! & (source.have === null ? 0xff : source.have[w]!);
       if (bits !== 0) return (w << 3) + (31 - Math.clz32(bits & -bits));
     }
     return -1;
@@ -239,7 +252,7 @@ export class SourceSearch {
 
   /** True when a peer source of `zone` (free or not) holds `chunk`. */
   #heldInZone(chunk: number, zone: string | null): boolean {
-    for (const s of this.#s.sources.values()) {
+    for (const s of this.#sources.values()) {
       if (s.kind === "peer" && s.zone !== null && s.zone === zone && holds(s, chunk)) return true;
     }
     return false;
