@@ -19,10 +19,9 @@
  * @module
  */
 
-import { errorMessage, SnapmeshError } from "../errors.ts";
+import { errorMessage, type SnapmeshError } from "../errors.ts";
 import { isNoSpace } from "../fs/mod.ts";
-import type { Logger } from "../log/mod.ts";
-import { chunkCount, chunkLength, ZERO_CHUNK } from "../manifest/mod.ts";
+import { chunkCount, chunkLength } from "../manifest/mod.ts";
 import {
   type ChunkScheduler,
   ChunkScheduler as Scheduler,
@@ -30,96 +29,31 @@ import {
 } from "../swarm/scheduler.ts";
 import { encodeBitmap } from "../cluster/mod.ts";
 import { type Clock, systemClock, type Timer } from "../util/clock.ts";
-import { type Random, systemRandom } from "../util/random.ts";
+import { systemRandom } from "../util/random.ts";
 import { RateMeter } from "../util/rate_meter.ts";
+import { asPullError, cannotFinish } from "./_pull_errors.ts";
+import { layoutOf, reportOf, startProgress } from "./_pull_progress.ts";
+import type {
+  ChunkFetch,
+  FetchResult,
+  HaveListener,
+  PullFile,
+  PullJobOptions,
+  PullProgress,
+  PullReport,
+} from "./_pull_job_types.ts";
 import type { SourceKind } from "./source.ts";
 
-/** A file as the pull sees it. Chunk digests may be unknown (null) when adopting. */
-export interface PullFile {
-  name: string;
-  size: number;
-  /** Expected digest per chunk, {@linkcode ZERO_CHUNK}, or null when unknown. */
-  chunks: (string | null)[];
-  hot?: number[];
-}
-
-/** A request the job sends: `count` chunks of file `file` from chunk `index` on. */
-export interface ChunkFetch {
-  source: string;
-  file: number;
-  index: number;
-  count: number;
-  /** The source may wait until it holds the chunks (the owner, for an urgent chunk). */
-  wait: boolean;
-}
-
-/** What a fetch brought. */
-export interface FetchResult {
-  /** Chunks that verified (and were written), with their digests. */
-  good: { index: number; digest: string }[];
-  /** Chunks that arrived but failed verification. */
-  bad: number[];
-  /** Bytes received. */
-  bytes: number;
-  /** Why the fetch failed, when it did. */
-  failure?: "busy" | "declined" | "gone" | "error";
-  error?: unknown;
-}
-
-/** The data plane of a pull: reads chunks from a source, verifies and stores them. */
-export interface ChunkIO {
-  fetch(request: ChunkFetch, signal: AbortSignal): Promise<FetchResult>;
-  /** Releases what the fetches held (open files). */
-  close(): Promise<void>;
-}
-
-/** Options for {@linkcode PullJob}. */
-export interface PullJobOptions {
-  name: string;
-  files: PullFile[];
-  chunkSize: number;
-  io: ChunkIO;
-  log: Logger;
-  /** @default systemClock */
-  clock?: Clock;
-  /** @default systemRandom */
-  random?: Random;
-  /** This node's zone (holders in it are preferred). @default null */
-  zone?: string | null;
-  /** Requests in flight at once. @default 16 */
-  maxInFlight?: number;
-  /** Called for every verified chunk, with its source kind and byte count. */
-  onBytes?: (kind: SourceKind, bytes: number) => void;
-  /** Called when a chunk fails verification. */
-  onVerifyFailure?: (source: string, kind: SourceKind) => void;
-  /** The pull fails when no chunk arrives for this long while nothing is in flight. @default 15000 */
-  stallMs?: number;
-}
-
-/** Live progress of a pull. */
-export interface PullProgress {
-  name: string;
-  bytesTotal: number;
-  bytesDone: number;
-  chunksTotal: number;
-  chunksDone: number;
-  bySource: Record<SourceKind, number>;
-  /** Bytes of chunks a resumed pull found verified on disk (counted as `local` too). */
-  resumedBytes: number;
-  startedAt: number;
-  state: "running" | "done" | "failed";
-}
-
-/** Progress as `/v1/pulls` reports it. */
-export interface PullReport extends PullProgress {
-  /** Bytes per second, smoothed over about ten seconds. */
-  rateBytesPerSecond: number;
-  /** Seconds left at that rate, or null. */
-  etaSeconds: number | null;
-}
-
-/** What a job tells its subscribers: chunks it now holds. */
-export type HaveListener = (file: number, index: number) => void;
+export type {
+  ChunkFetch,
+  ChunkIO,
+  FetchResult,
+  HaveListener,
+  PullFile,
+  PullJobOptions,
+  PullProgress,
+  PullReport,
+} from "./_pull_job_types.ts";
 
 /** How often the job looks for stalls and slow requests. */
 const TICK_MS = 250;
@@ -171,17 +105,9 @@ export class PullJob {
     this.#lastProgress = this.#clock.monotonic();
     this.#meter = new RateMeter({ now: () => this.#clock.monotonic() });
     this.received = options.files.map((f) => f.chunks.map((c) => c ?? ""));
-    const counts = options.files.map((f) => chunkCount(f.size, options.chunkSize));
-    this.#base = [];
-    let base = 0;
-    for (const n of counts) {
-      this.#base.push(base);
-      base += n;
-    }
-    const hot: number[] = [];
-    options.files.forEach((f, fi) => {
-      for (const i of f.hot ?? []) hot.push(this.#base[fi]! + i);
-    });
+    const layout = layoutOf(options.files, options.chunkSize);
+    const { counts, hot } = layout;
+    this.#base = layout.base;
     this.#scheduler = new Scheduler({
       counts,
       chunkBytes: (chunk) => this.#bytesOf(chunk),
@@ -198,32 +124,14 @@ export class PullJob {
       this.#hotReject = reject;
     });
     this.hotReady.catch(() => {});
-    let bytesTotal = 0;
-    let chunksTotal = 0;
-    options.files.forEach((f, fi) => {
-      f.chunks.forEach((digest, i) => {
-        const chunk = this.#base[fi]! + i;
-        if (digest === ZERO_CHUNK) {
-          this.#scheduler.markDone(chunk);
-          return;
-        }
-        chunksTotal++;
-        bytesTotal += chunkLength(f.size, options.chunkSize, i);
-      });
-    });
+    for (const chunk of layout.zero) this.#scheduler.markDone(chunk);
     for (const chunk of hot) if (!this.#scheduler.isDone(chunk)) this.#hot.add(chunk);
     if (this.#hot.size === 0) this.#hotResolve();
-    this.progress = {
-      name: options.name,
-      bytesTotal,
-      bytesDone: 0,
-      chunksTotal,
-      chunksDone: 0,
-      bySource: { local: 0, peer: 0, origin: 0 },
-      resumedBytes: 0,
+    this.progress = startProgress(options.name, {
+      bytesTotal: layout.bytesTotal,
+      chunksTotal: layout.chunksTotal,
       startedAt: this.#clock.now(),
-      state: "running",
-    };
+    });
   }
 
   /** Index of a file by name, or -1. */
@@ -548,24 +456,16 @@ export class PullJob {
   }
 
   #stuck(why: string): SnapmeshError {
-    const tried = this.#tried.length ? `; tried: ${this.#tried.slice(-8).join("; ")}` : "";
-    return new SnapmeshError(
-      "upstream_failed",
-      `Pull of "${this.name}" cannot finish: ${why} (${this.#scheduler.remaining} chunk(s) ` +
-        `missing)${tried}`,
-    );
+    return cannotFinish(this.name, {
+      why,
+      remaining: this.#scheduler.remaining,
+      tried: this.#tried,
+    });
   }
 
   /** Progress with the current rate (smoothed over about ten seconds, see RateMeter). */
   report(now = this.#clock.monotonic()): PullReport {
-    const left = this.progress.bytesTotal - this.progress.bytesDone;
-    const eta = this.#meter.eta(left, now);
-    return {
-      ...this.progress,
-      bySource: { ...this.progress.bySource },
-      rateBytesPerSecond: Math.round(this.#meter.rate(now)),
-      etaSeconds: eta === null ? null : Math.round(eta),
-    };
+    return reportOf(this.progress, { meter: this.#meter, now });
   }
 
   #bytesOf(chunk: number): number {
@@ -584,19 +484,4 @@ export class PullJob {
     this.#hotReject(err);
     this.nudge();
   }
-}
-
-/**
- * The error a pull fails with: a full disk is `insufficient_storage` (507),
- * anything else not already classified is `upstream_failed` (502).
- */
-function asPullError(name: string, err: unknown): SnapmeshError {
-  if (err instanceof SnapmeshError) return err;
-  if (isNoSpace(err)) {
-    return new SnapmeshError(
-      "insufficient_storage",
-      `Pull of "${name}" failed: the disk is full (${errorMessage(err)})`,
-    );
-  }
-  return new SnapmeshError("upstream_failed", `Pull of "${name}" failed: ${errorMessage(err)}`);
 }

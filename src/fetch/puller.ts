@@ -21,102 +21,27 @@
  * @module
  */
 
-import { createHash } from "node:crypto";
-import type { CacheBudget, Catalog, Source } from "../cache/mod.ts";
-import type { ServeConfig } from "../config/mod.ts";
-import { errorMessage, hasCode, SnapmeshError } from "../errors.ts";
-import type { Membership, Peer, PeerManifest, PeerTransport } from "../cluster/mod.ts";
-import { isConnectionError } from "../cluster/mod.ts";
-import type { Logger } from "../log/mod.ts";
+import type { Source } from "../cache/mod.ts";
+import { hasCode, type SnapmeshError } from "../errors.ts";
 import {
-  chunkCount,
-  chunkLength,
-  decodeManifest,
   encodeManifest,
-  isValidName,
   type Manifest,
-  MANIFEST_SCHEMA,
   type ManifestWithDigest,
-  MAX_FILES,
   sha256Hex,
   storedBytes,
-  verifyChunk,
-  ZERO_CHUNK,
 } from "../manifest/mod.ts";
-import type { Metrics } from "../metrics/mod.ts";
-import type { Origin, PushQueue, RemoteManifests } from "../origin/mod.ts";
-import { SIGNATURE_FILE, type SnapshotTrust } from "../security/mod.ts";
 import type { SnapshotStore } from "../store/mod.ts";
-import type { Clock } from "../util/clock.ts";
-import type { Random } from "../util/random.ts";
-import type { RateLimiter } from "../util/rate.ts";
-import { SwarmSession, type Tracker, type UploadSlots } from "../swarm/mod.ts";
-import { LocalSource } from "./local_source.ts";
+import type { SwarmSession } from "../swarm/mod.ts";
+import { adoptedManifest, planAdoption } from "./_adopt.ts";
+import { findOnPeers, peekOnPeers } from "./_peer_lookup.ts";
+import { addLocalCopies, createPullSession } from "./_pull_sources.ts";
+import { resumeVerified } from "./_resume.ts";
 import { OriginSource } from "./origin_source.ts";
-import { PeerSource } from "./peer_source.ts";
 import { type PullFile, PullJob, type PullReport } from "./pull_job.ts";
 import { SourcesIO } from "./sources_io.ts";
+import type { ActivePull, PullerDeps, PullMode, PullOutcome, PullReady } from "./_pull_types.ts";
 
-/** What the puller works with. */
-export interface PullerDeps {
-  config: ServeConfig;
-  /** Local snapshots: the one publish path, and chunk locations for deduplication. */
-  catalog: Catalog;
-  /** Reservations for the bytes a pull writes. */
-  budget: CacheBudget;
-  log: Logger;
-  metrics: Metrics;
-  clock: Clock;
-  origin: Origin | null;
-  /** The origin's manifests, or null without an origin. */
-  remote: RemoteManifests | null;
-  /** Uploads adopted snapshots in snapmesh's layout (null without an origin). */
-  pushes: PushQueue | null;
-  membership: Membership | null;
-  /** Paces reads from the origin (`--max-origin-rate`). */
-  originRate: RateLimiter;
-  random: Random;
-  /** This node's tracker (for the snapshots it owns). */
-  tracker: Tracker;
-  /** This node's upload slots (chunks received count as reciprocation). */
-  uploads?: UploadSlots;
-  /** Recorded working sets (lazy restore): a file's recorded order is its hot order. */
-  workingSets?: {
-    hotOrder(name: string, manifest: ManifestWithDigest): Promise<Record<string, number[]> | null>;
-  } | null;
-  /** Checks manifests from peers against the trusted keys. @default none */
-  trust?: SnapshotTrust;
-}
-
-/** A pull whose plan is known and whose job exists. */
-export interface PullReady {
-  job: PullJob;
-  key: string;
-  /** The manifest, or null while adopting (built when the pull completes). */
-  manifest: ManifestWithDigest | null;
-  /** Where most bytes are expected from. */
-  source: Source;
-}
-
-/** Who asked for a pull: a local client, or a peer asking this node, an owner, to fetch. */
-export type PullMode = "client" | "owner";
-
-/** A published pull. */
-export interface PullOutcome {
-  name: string;
-  digest: string;
-  manifest: ManifestWithDigest;
-  bytes: Record<Source, number>;
-  source: Source;
-  ms: number;
-}
-
-/** A pull in progress; every request for the name shares it. */
-export interface ActivePull {
-  name: string;
-  ready: Promise<PullReady>;
-  done: Promise<PullOutcome>;
-}
+export type { ActivePull, PullerDeps, PullMode, PullOutcome, PullReady } from "./_pull_types.ts";
 
 interface Adoption {
   createdAt: number;
@@ -269,13 +194,7 @@ export class Puller {
    * peers are asked at once. Null when none has it.
    */
   async peerManifest(name: string): Promise<ManifestWithDigest | null> {
-    const membership = this.#deps.membership;
-    if (!membership || !membership.configured) return null;
-    const asked = membership.rank(name).filter((m) => !m.self).slice(0, 6);
-    const answers = await Promise.all(
-      asked.map((m) => m.self ? null : this.#askPeer(m.peer, name, false, 2_000)),
-    );
-    return answers.find((a) => a !== null)?.manifest ?? null;
+    return await peekOnPeers(name, this.#deps);
   }
 
   /** Drops partial pulls idle for longer than `ttlMs`; returns their keys. */
@@ -296,93 +215,10 @@ export class Puller {
     return dropped;
   }
 
-  /**
-   * Finds the manifest among peers: owners ranked above this node (asked to
-   * fetch, in client mode), then up to four other healthy peers (asked what
-   * they hold). Null when no peer has it.
-   */
-  async #fromPeers(
-    name: string,
-    mode: PullMode,
-  ): Promise<
-    { manifest: ManifestWithDigest; primary: Peer | null; seen: Map<Peer, PeerManifest> } | null
-  > {
-    const membership = this.#deps.membership;
-    if (!membership || !membership.configured) return null;
-    const ranking = membership.rank(name);
-    const asked = new Set<string>();
-    const seen = new Map<Peer, PeerManifest>();
-    if (mode === "client") {
-      for (const member of ranking.slice(0, 2)) {
-        if (member.self) break; // this node is an owner: nobody above it to ask
-        asked.add(member.id);
-        const answer = await this.#askPeer(member.peer, name, true, 30_000);
-        if (answer) {
-          seen.set(member.peer, answer.raw);
-          return { manifest: answer.manifest, primary: member.peer, seen };
-        }
-      }
-    }
-    const others = ranking.filter((m) => !m.self && !asked.has(m.id)).slice(0, 4);
-    const answers = await Promise.all(
-      others.map(async (m) =>
-        m.self ? null : { peer: m.peer, answer: await this.#askPeer(m.peer, name, false, 2_000) }
-      ),
-    );
-    let manifest: ManifestWithDigest | null = null;
-    for (const a of answers) {
-      if (!a?.answer) continue;
-      manifest ??= a.answer.manifest;
-      if (a.answer.manifest.digest === manifest.digest) seen.set(a.peer, a.answer.raw);
-    }
-    return manifest ? { manifest, primary: null, seen } : null;
-  }
-
-  async #askPeer(
-    peer: Peer,
-    name: string,
-    fetch: boolean,
-    timeoutMs: number,
-  ): Promise<{ manifest: ManifestWithDigest; raw: PeerManifest } | null> {
-    let answer: PeerManifest | null;
-    try {
-      answer = await this.#deps.membership!.transport.manifest(peer.url, name, {
-        fetch,
-        timeoutMs,
-      });
-    } catch (err) {
-      // Only a peer that cannot be reached is down; a slow or odd answer
-      // (an owner still fetching, a 5xx) says nothing about its health.
-      if (isConnectionError(err)) this.#deps.membership?.markDown(peer, errorMessage(err));
-      this.#deps.log.debug("pull: peer could not answer", { name, peer: peer.id, error: err });
-      return null;
-    }
-    if (answer === null) return null;
-    this.#deps.membership?.markSeen(peer);
-    try {
-      // Never trust what a peer says the digest is: it is the hash of these bytes.
-      const manifest = decodeManifest(new TextEncoder().encode(answer.manifest));
-      if (manifest.name !== name) throw new Error(`it describes "${manifest.name}"`);
-      await this.#deps.trust?.accept(manifest, answer.signatures, {
-        source: "peer",
-        who: `peer ${peer.id}`,
-      });
-      // Availability is keyed by the digest computed here, not the one it reported.
-      return { manifest, raw: { ...answer, digest: manifest.digest } };
-    } catch (err) {
-      this.#deps.log.warn("pull: a peer sent an invalid manifest; ignoring it", {
-        name,
-        peer: peer.id,
-        error: err,
-      });
-      return null;
-    }
-  }
-
   async #prepare(name: string, mode: PullMode): Promise<PullReady> {
     const { config, origin, log, metrics } = this.#deps;
     const store = this.#store;
-    const found = await this.#fromPeers(name, mode);
+    const found = await findOnPeers(name, mode, this.#deps);
     const manifest = found?.manifest ?? (origin ? await this.remoteManifest(name) : null);
     let files: PullFile[];
     let key: string;
@@ -407,50 +243,11 @@ export class Puller {
       reservedBytes = manifest.files.reduce((n, f) => n + storedBytes(f, chunkSize), 0) +
         encodeManifest(manifest).length;
     } else {
-      this.#deps.trust?.assertNotRefused(name);
-      if (!origin) throw notFound(name);
-      const prefix = origin.snapshotPrefix(name);
-      let objects;
-      try {
-        objects = await origin.list(prefix);
-      } catch (err) {
-        throw upstream(
-          `Cannot list ${prefix} at the origin ${origin.endpoint}: ${errorMessage(err)}`,
-        );
-      }
-      const direct = objects.filter((o) =>
-        !o.key.slice(prefix.length).includes("/") && o.key.slice(prefix.length) !== SIGNATURE_FILE
-      );
-      if (direct.length === 0) {
-        if (objects.length > 0) {
-          log.warn("origin holds files but no manifest: an unfinished push; not adopting", {
-            name,
-          });
-        }
-        throw notFound(name);
-      }
-      if (direct.length > MAX_FILES) {
-        throw upstream(
-          `Cannot adopt ${prefix}: it holds ${direct.length} files, more than ${MAX_FILES}`,
-        );
-      }
-      this.#deps.trust?.assertAdoptable(name);
-      key = `adopt-${name}`;
+      const plan = await planAdoption(name, { ...this.#deps, chunkSize: config.chunkSize });
+      ({ key, files, reservedBytes } = plan);
+      for (const [file, objectKey] of plan.keys) keys.set(file, objectKey);
       chunkSize = config.chunkSize;
-      files = direct.map((o) => {
-        const file = o.key.slice(prefix.length);
-        if (!isValidName(file)) {
-          throw upstream(`Cannot adopt ${prefix}: object "${file}" is not a valid file name`);
-        }
-        keys.set(file, o.key);
-        return {
-          name: file,
-          size: o.size,
-          chunks: new Array(chunkCount(o.size, chunkSize)).fill(null),
-        };
-      }).sort((a, b) => (a.name < b.name ? -1 : 1));
-      reservedBytes = files.reduce((n, f) => n + f.size, 0) + 64 * 1024;
-      adoption = { createdAt: Math.max(...direct.map((o) => o.lastModified)) };
+      adoption = { createdAt: plan.createdAt };
       log.info("adopting a snapshot uploaded without a manifest", { name, files: files.length });
     }
 
@@ -482,25 +279,8 @@ export class Puller {
       onBytes: (kind, bytes) => metrics.ingestedBytes.inc({ source: kind }, bytes),
       onVerifyFailure: (_, kind) => metrics.verifyFailures.inc({ source: kind }),
     });
-    if (manifest) {
-      // Chunks this node already holds in other snapshots: copied, not fetched.
-      const digests = new Map(manifest.files.map((f) => [f.name, f.chunks] as const));
-      const local = new LocalSource(store.fs, catalog, digests, chunkSize);
-      const bits = new Uint8Array(Math.ceil(job.chunkTotal / 8));
-      let any = false;
-      files.forEach((f, fi) => {
-        f.chunks.forEach((_, i) => {
-          if (!local.holds(f.name, i)) return;
-          const c = job.chunkOf(fi, i);
-          bits[c >> 3]! |= 1 << (c & 7);
-          any = true;
-        });
-      });
-      if (any) {
-        io.add(local);
-        job.addSource({ id: "local", kind: "local", maxInFlight: 4 }, bits);
-      }
-    }
+    // Chunks this node already holds in other snapshots: copied, not fetched.
+    if (manifest) addLocalCopies(job, { io, manifest, store, catalog });
     const originSource = origin && keys.size > 0
       ? new OriginSource(origin, keys, this.#deps.originRate)
       : null;
@@ -512,7 +292,7 @@ export class Puller {
         files: files.map((f) => ({ name: f.name, size: f.size })),
         reservedBytes,
       });
-      if (resuming && manifest) await this.#resume(job, key);
+      if (resuming && manifest) await resumeVerified(job, { key, store, log });
     } catch (err) {
       await store.removePartial(key).catch(() => {});
       this.#deps.budget.release(this.#reserved.get(key) ?? 0);
@@ -524,7 +304,19 @@ export class Puller {
     if (adoption) this.#adoptions.set(key, adoption);
     let session: SwarmSession | null = null;
     if (manifest) {
-      session = this.#session(name, manifest.digest, { job, io, origin: originSource });
+      const { membership, tracker } = this.#deps;
+      session = createPullSession({
+        name,
+        digest: manifest.digest,
+        job,
+        io,
+        origin: originSource,
+        config,
+        membership,
+        tracker,
+        clock,
+        log,
+      });
       this.#sessions.set(name, session);
       // Peers that answered the manifest question hold it, or pull it:
       // followed from the start (and known to the tracker when this node is it).
@@ -559,92 +351,7 @@ export class Puller {
     return { job, key, manifest, source: found ? "peer" : "origin" };
   }
 
-  /** The swarm session of a pull: its owner, its neighbors, its origin rights. */
-  #session(
-    name: string,
-    digest: string,
-    parts: { job: PullJob; io: SourcesIO; origin: OriginSource | null },
-  ): SwarmSession {
-    const { config, membership, log, clock } = this.#deps;
-    const { job, io, origin } = parts;
-    const transport = membership?.transport ?? noTransport;
-    const self = { id: config.nodeId, url: membership?.advertise ?? "", zone: config.zone };
-    return new SwarmSession({
-      name,
-      digest,
-      self,
-      job,
-      links: {
-        transport,
-        addPeer: (peer) => {
-          io.add(
-            new PeerSource({
-              transport,
-              url: peer.url,
-              nodeId: peer.id,
-              name,
-              digest,
-              onFailure: (err) => {
-                const known = membership?.peers().find((p) => p.url === peer.url);
-                if (known && isConnectionError(err)) membership!.markDown(known, errorMessage(err));
-              },
-            }),
-          );
-        },
-        removePeer: (id) => io.remove(`peer:${id}`),
-        origin: origin ? { add: () => io.add(origin), remove: () => io.remove(origin.id) } : null,
-        track: (request) => ({
-          peers: this.#deps.tracker.announce({
-            digest: request.digest,
-            peer: request.peer,
-            now: clock.monotonic(),
-          }),
-        }),
-      },
-      owners: () =>
-        (membership?.rank(name) ?? [{ self: true as const, id: config.nodeId }]).map((m) =>
-          m.self
-            ? { self: true as const, id: m.id }
-            : { self: false as const, id: m.id, url: m.peer.url }
-        ),
-      unreachable: (peer, err) => {
-        const known = membership?.peers().find((p) => p.url === peer.url);
-        if (known && isConnectionError(err)) membership!.markDown(known, errorMessage(err));
-      },
-      clock,
-      log,
-    });
-  }
-
   readonly #adoptions = new Map<string, Adoption>();
-
-  /** Marks the chunks a cut-short pull already verified. */
-  async #resume(job: PullJob, key: string): Promise<void> {
-    const { log } = this.#deps;
-    const store = this.#store;
-    let reused = 0;
-    for (let fi = 0; fi < job.files.length; fi++) {
-      const file = job.files[fi]!;
-      const handle = await store.openPartialFile(key, file.name);
-      try {
-        const buffer = new Uint8Array(job.chunkSize);
-        for (let i = 0; i < file.chunks.length; i++) {
-          const expected = file.chunks[i];
-          if (expected === ZERO_CHUNK || expected === null || expected === undefined) continue;
-          const length = chunkLength(file.size, job.chunkSize, i);
-          const view = buffer.subarray(0, length);
-          const n = await handle.readAt(view, i * job.chunkSize);
-          if (n === length && verifyChunk(view, expected) !== null) {
-            job.markPresent(fi, i, length, expected);
-            reused += length;
-          }
-        }
-      } finally {
-        handle.close();
-      }
-    }
-    log.info("pull: resuming from verified chunks", { name: job.name, key, reusedBytes: reused });
-  }
 
   /**
    * After a failed pull, the partial keeps its verified chunks for a resume,
@@ -697,7 +404,12 @@ export class Puller {
     const fetched = clock.monotonic();
     const manifest: Manifest = ready.manifest
       ? stripDigest(ready.manifest)
-      : await this.#adoptedManifest(name, job, key);
+      : await adoptedManifest(job, {
+        key,
+        store,
+        origin: this.#deps.origin!,
+        createdAt: this.#adoptions.get(key)?.createdAt,
+      });
     const bytes = await store.finishPartial(key, manifest);
     this.#deps.log.debug("pull: timings", {
       name,
@@ -752,64 +464,7 @@ export class Puller {
       ms: Math.round(clock.monotonic() - started),
     };
   }
-
-  /** Builds the manifest of an adopted snapshot from the bytes that arrived. */
-  async #adoptedManifest(name: string, job: PullJob, key: string): Promise<Manifest> {
-    const { origin } = this.#deps;
-    const store = this.#store;
-    const adoption = this.#adoptions.get(key);
-    const files = [];
-    for (let fi = 0; fi < job.files.length; fi++) {
-      const file = job.files[fi]!;
-      const handle = await store.openPartialFile(key, file.name);
-      const hash = createHash("sha256");
-      try {
-        const buffer = new Uint8Array(1024 * 1024);
-        for (let at = 0; at < file.size; at += buffer.length) {
-          const n = await handle.readAt(
-            buffer.subarray(0, Math.min(buffer.length, file.size - at)),
-            at,
-          );
-          hash.update(buffer.subarray(0, n));
-        }
-      } finally {
-        handle.close();
-      }
-      files.push({
-        name: file.name,
-        size: file.size,
-        sha256: hash.digest("hex"),
-        chunks: job.received[fi]!,
-      });
-    }
-    // Deterministic (same listing, same manifest), so nodes adopting at the
-    // same moment agree on the digest.
-    return {
-      schema: MANIFEST_SCHEMA,
-      name,
-      createdAt: new Date(adoption?.createdAt || 0).toISOString(),
-      chunkSize: job.chunkSize,
-      labels: { "snapmesh.adopted-from": `${origin!.bucket}/${origin!.snapshotPrefix(name)}` },
-      files,
-    };
-  }
 }
-
-/** The transport of a node without peers: never used (it owns everything it pulls). */
-const noTransport: PeerTransport = {
-  hello: () => Promise.reject(new TypeError("no peers")),
-  manifest: () => Promise.resolve(null),
-  availability: () => Promise.resolve(null),
-  read: () => Promise.reject(new TypeError("no peers")),
-  suspect: () => Promise.resolve(),
-  probe: () => Promise.resolve(false),
-  announce: () => Promise.reject(new TypeError("no peers")),
-  workingSet: () => Promise.resolve(null),
-  subscribe: (_url, _name, { handler }) => {
-    queueMicrotask(() => handler.end(new TypeError("no peers")));
-    return { close() {} };
-  },
-};
 
 function stripDigest(manifest: ManifestWithDigest): Manifest {
   const { digest: _, ...rest } = manifest;
@@ -827,15 +482,4 @@ function dominantSource(bytes: Record<Source, number>, fallback: Source): Source
     }
   }
   return best;
-}
-
-function notFound(name: string): SnapmeshError {
-  return new SnapmeshError(
-    "snapshot_not_found",
-    `Snapshot "${name}" is not on this node, and no peer or origin has it`,
-  );
-}
-
-function upstream(message: string): SnapmeshError {
-  return new SnapmeshError("upstream_failed", message);
 }

@@ -25,130 +25,32 @@
  * @module
  */
 
-import type { Random } from "../util/random.ts";
+import { Buckets } from "./_buckets.ts";
+import { bit, copyBits } from "./_bits.ts";
+import { SourceSearch } from "./_search.ts";
+import { declinedNow, holds, type SourceState } from "./_source_state.ts";
+import type {
+  Assignment,
+  ChunkSchedulerOptions,
+  Outcome,
+  SourceKind,
+  SourceSpec,
+} from "./_scheduler_types.ts";
 
-/** A kind of source. */
-export type SourceKind = "local" | "peer" | "origin";
+export type {
+  Assignment,
+  ChunkSchedulerOptions,
+  Outcome,
+  SourceKind,
+  SourceSpec,
+} from "./_scheduler_types.ts";
 
-/** What the scheduler knows of a source when it is added. */
-export interface SourceSpec {
-  id: string;
-  kind: SourceKind;
-  /** The source's zone (peers), or null when unknown. */
-  zone?: string | null;
-  /** Requests it may have in flight at once. */
-  maxInFlight: number;
-  /**
-   * Requests that failed or brought bad bytes before the source is dropped.
-   * @default 1 for peers (one bad chunk and it is gone), 3 for the origin
-   * (bytes can be damaged in transit)
-   */
-  strikes?: number;
-  /**
-   * The source serves chunks it does not hold yet by fetching them first
-   * (the owner, asked to wait): used only for urgent chunks no one holds.
-   */
-  waits?: boolean;
-}
-
-/** A request to send. */
-export interface Assignment {
-  id: number;
-  source: string;
-  /** First chunk (global number). */
-  chunk: number;
-  /** Consecutive chunks in the request (more than one only from the origin). */
-  count: number;
-  /** The source may wait for the chunk (urgent, from the owner). */
-  wait: boolean;
-  /** A second request for a chunk already in flight elsewhere. */
-  duplicate: boolean;
-}
-
-/** How a request ended. */
-export interface Outcome {
-  /** Chunks that arrived and verified. */
-  good: number[];
-  /** Chunks that arrived but failed verification. */
-  bad?: number[];
-  /** Bytes received (for the source's rate). */
-  bytes: number;
-  /**
-   * Why it failed, when it did: `busy` (the source is saturated: choke it a
-   * while), `declined` (the source does not serve these chunks now — not
-   * there yet, or sent often enough: ask others for them a while), `gone` (unreachable: drop it), `cancelled` (this node gave up on
-   * it), `error` (any other failure: strike).
-   */
-  failure?: "busy" | "declined" | "gone" | "cancelled" | "error";
-}
-
-/** Options for {@linkcode ChunkScheduler}. */
-export interface ChunkSchedulerOptions {
-  /** Chunks per file. */
-  counts: number[];
-  /** Bytes of chunk `c` (global number). */
-  chunkBytes(chunk: number): number;
-  /** The hot chunks, in fetch order (global numbers). */
-  hot?: number[];
-  random: Random;
-  /** This node's zone. @default null */
-  zone?: string | null;
-  /** Requests in flight at once, over all sources. @default 16 */
-  maxInFlight?: number;
-  /** Adjacent chunks one origin request may cover. @default 4 */
-  originRun?: number;
-  /** The endgame starts when at most this many chunks are missing. @default 2 × maxInFlight */
-  endgameChunks?: number;
-  /** A request is slow after max(this, 4 × its expected time), in ms. @default 2000 */
-  slowAfterMs?: number;
-  /** How long a busy source is skipped, in ms. @default 300 */
-  chokeMs?: number;
-  /** How long a source is not asked again for chunks it declined, in ms. @default 1000 */
-  declineMs?: number;
-  /**
-   * A chunk only other zones hold is fetched across zones after a random
-   * wait up to this long, in ms (drawn once per chunk): the first node of
-   * a zone to take it there tells the others, who then fetch it inside
-   * the zone, so each chunk crosses zones a few times, not once per node.
-   * @default 500
-   */
-  crossZoneWaitMs?: number;
-  /** Failed requests before a source is dropped. @default 3 */
-  strikes?: number;
-  /**
-   * A chunk only the owner holds is asked of it after a random wait up to
-   * this long, in ms (drawn once per chunk): nodes take different chunks
-   * from the owner, and a chunk another node took first is relayed by it,
-   * so the owner's uplink carries each chunk about once.
-   * @default 300
-   */
-  ownerWaitMs?: number;
-}
-/** Chunks looked at per decision, at most, in the rarest-first bucket scan. */
-const SCAN_LIMIT = 256;
 /** Below this many useful chunks among the free sources, their bitmaps are read instead. */
 const FEW_USEFUL = 64;
 
 const MISSING = 0;
 const IN_FLIGHT = 1;
 const DONE = 2;
-
-interface SourceState extends Omit<SourceSpec, "strikes"> {
-  zone: string | null;
-  /** Bad answers tolerated (from the spec). */
-  maxStrikes: number | undefined;
-  /** Held chunks, or null when it holds everything. */
-  have: Uint8Array | null;
-  inFlight: number;
-  chokedUntil: number;
-  /** Chunks it holds that are missing here and not requested: worth asking it. */
-  useful: number;
-  /** Chunks it declined, and until when it is not asked for them. */
-  declined: Map<number, number>;
-  /** Measured rate in bytes per ms (exponentially weighted), or null. */
-  rate: number | null;
-  strikes: number;
-}
 
 interface Request {
   id: number;
@@ -157,56 +59,6 @@ interface Request {
   count: number;
   started: number;
   duplicate: boolean;
-}
-
-/**
- * Bucketed sets of chunk numbers by availability, with O(1) add, remove and
- * random pick: the rarest-first queue.
- */
-class Buckets {
-  readonly #lists: number[][] = [];
-  readonly #where: Int32Array;
-  readonly #pos: Int32Array;
-
-  constructor(size: number) {
-    this.#where = new Int32Array(size).fill(-1);
-    this.#pos = new Int32Array(size);
-  }
-
-  has(chunk: number): boolean {
-    return this.#where[chunk]! >= 0;
-  }
-
-  add(chunk: number, bucket: number): void {
-    if (this.#where[chunk]! >= 0) this.remove(chunk);
-    while (this.#lists.length <= bucket) this.#lists.push([]);
-    const list = this.#lists[bucket]!;
-    this.#where[chunk] = bucket;
-    this.#pos[chunk] = list.length;
-    list.push(chunk);
-  }
-
-  remove(chunk: number): void {
-    const bucket = this.#where[chunk]!;
-    if (bucket < 0) return;
-    const list = this.#lists[bucket]!;
-    const at = this.#pos[chunk]!;
-    const last = list.pop()!;
-    if (last !== chunk) {
-      list[at] = last;
-      this.#pos[last] = at;
-    }
-    this.#where[chunk] = -1;
-  }
-
-  /** Chunks of `bucket`, the live array (do not modify). */
-  list(bucket: number): readonly number[] {
-    return this.#lists[bucket] ?? [];
-  }
-
-  get depth(): number {
-    return this.#lists.length;
-  }
 }
 
 /** Decides what one pull asks for next. */
@@ -229,6 +81,8 @@ export class ChunkScheduler {
   readonly #crossAt = new Map<number, number>();
   readonly #ownerAt = new Map<number, number>();
   readonly #hot: number[];
+  /** Which chunk next, from which source: reads the structures above. */
+  readonly #search: SourceSearch;
   #hotAt = 0;
   #nextId = 1;
   #done = 0;
@@ -244,6 +98,15 @@ export class ChunkScheduler {
     this.#queue = new Buckets(this.total);
     for (let c = 0; c < this.total; c++) this.#queue.add(c, 0);
     this.#hot = [...(options.hot ?? [])];
+    this.#search = new SourceSearch({
+      options,
+      sources: this.#sources,
+      missing: this.#missing,
+      avail: this.#avail,
+      queue: this.#queue,
+      crossAt: this.#crossAt,
+      ownerAt: this.#ownerAt,
+    });
   }
 
   /** Chunks not yet verified here. */
@@ -397,30 +260,32 @@ export class ChunkScheduler {
           continue;
         }
         const urgent = list === this.#urgent;
-        const source = this.#pick(chunk, now, { urgent, origin: true });
+        const source = this.#search.pick(chunk, now, { urgent, origin: true });
         if (source) return this.#assign(source, chunk, now, { urgent, duplicate: false });
       }
     }
     // A chunk with a local copy is copied, never fetched.
     const local = this.#sources.get("local");
     if (local && local.useful > 0 && local.inFlight < local.maxInFlight) {
-      const chunk = this.#firstMissingIn(local);
+      const chunk = this.#search.firstMissingIn(local);
       if (chunk >= 0) return this.#assign(local, chunk, now, { urgent: false, duplicate: false });
     }
     // Rarest first, among the missing chunks the sources free now hold.
     // When they hold few such chunks, one pass over their bitmaps finds the
     // rarest; when they hold many, a bounded scan of the rarest buckets (a
     // random start in each, so nodes diverge) finds one at once.
-    const free = this.#freePeers(now);
+    const free = this.#search.freePeers(now);
     if (free.length > 0) {
       const useful = free.reduce((n, s) => n + s.useful, 0);
-      const found = useful <= FEW_USEFUL ? this.#rarest(free, now) : this.#scan(free, now);
+      const found = useful <= FEW_USEFUL
+        ? this.#search.rarest(free, now)
+        : this.#search.scan(free, now);
       if (found) {
         return this.#assign(found.source, found.chunk, now, { urgent: false, duplicate: false });
       }
     }
     // Chunks no peer holds: the origin, when this node may read it.
-    const origin = this.#origin(now);
+    const origin = this.#search.origin(now);
     const unheld = this.#queue.list(0);
     if (origin && unheld.length > 0) {
       // Lowest first, so origin requests can cover adjacent chunks.
@@ -509,228 +374,6 @@ export class ChunkScheduler {
     if (this.#state[chunk] === MISSING) this.#queue.add(chunk, next);
   }
 
-  /** The origin source, when it can take a request now. */
-  #origin(now: number): SourceState | null {
-    for (const s of this.#sources.values()) {
-      if (s.kind === "origin" && s.inFlight < s.maxInFlight && s.chokedUntil <= now) return s;
-    }
-    return null;
-  }
-
-  /**
-   * The best holder of `chunk` able to take a request now: in this node's
-   * zone when any holder is, fastest first.
-   */
-  #pick(
-    chunk: number,
-    now: number,
-    how: { urgent: boolean; origin: boolean },
-  ): SourceState | null {
-    const { urgent } = how;
-    const zone = this.#o.zone ?? null;
-    let inZoneHolder = false;
-    let best: SourceState | null = null;
-    let bestScore = -Infinity;
-    let waiter: SourceState | null = null;
-    // A chunk with a local copy is copied, never fetched: wait for the
-    // local source rather than use the network.
-    const local = this.#sources.get("local");
-    if (local && holds(local, chunk)) {
-      return local.inFlight < local.maxInFlight ? local : null;
-    }
-    for (const s of this.#sources.values()) {
-      if (s.kind === "origin" || s.kind === "local") continue;
-      if (!holds(s, chunk)) {
-        if (urgent && s.waits && s.inFlight < s.maxInFlight) waiter = s;
-        continue;
-      }
-      const near = zone === null || s.zone === null || s.zone === zone;
-      if (near && !inZoneHolder) {
-        inZoneHolder = true;
-        best = null;
-        bestScore = -Infinity;
-      }
-      if (inZoneHolder && !near) continue;
-      if (s.inFlight >= s.maxInFlight || s.chokedUntil > now) continue;
-      if (s.declined.size > 0 && declinedNow(s, chunk, now)) continue;
-      if (!urgent && !this.#ownerTurn(s, chunk, now)) continue;
-      // Unmeasured peers are tried as if fast, so every holder gets measured.
-      const rate = s.rate ?? Number.MAX_SAFE_INTEGER;
-      const score = rate / (1 + s.inFlight) + this.#o.random.next() * 1e-9;
-      if (score > bestScore) {
-        best = s;
-        bestScore = score;
-      }
-    }
-    if (best && !inZoneHolder && zone !== null && !urgent && !this.#mayCross(chunk, now)) {
-      return null;
-    }
-    if (best) return best;
-    if (how.origin && this.#avail[chunk] === 0) return this.#origin(now) ?? waiter;
-    return null;
-  }
-
-  /** True once `chunk`, held only in other zones, has waited its turn to cross. */
-  #mayCross(chunk: number, now: number): boolean {
-    const wait = this.#o.crossZoneWaitMs ?? 500;
-    if (wait <= 0) return true;
-    let at = this.#crossAt.get(chunk);
-    if (at === undefined) {
-      at = now + this.#o.random.next() * wait;
-      this.#crossAt.set(chunk, at);
-    }
-    return now >= at;
-  }
-
-  /** True when `source` may be asked for `chunk` now: not the owner alone holding it before its turn. */
-  #ownerTurn(source: SourceState, chunk: number, now: number): boolean {
-    if (!source.waits || this.#avail[chunk]! > 1) return true;
-    const wait = this.#o.ownerWaitMs ?? 300;
-    if (wait <= 0) return true;
-    let at = this.#ownerAt.get(chunk);
-    if (at === undefined) {
-      at = now + this.#o.random.next() * wait;
-      this.#ownerAt.set(chunk, at);
-    }
-    return now >= at;
-  }
-
-  /** The peer sources that can take a request now and hold something missing here. */
-  #freePeers(now: number): SourceState[] {
-    const free: SourceState[] = [];
-    for (const s of this.#sources.values()) {
-      if (s.kind === "origin" || s.kind === "local" || s.useful <= 0) continue;
-      if (s.inFlight < s.maxInFlight && s.chokedUntil <= now) free.push(s);
-    }
-    return free;
-  }
-
-  /** The rarest-first bucket scan, bounded by {@linkcode SCAN_LIMIT} chunks. */
-  #scan(free: SourceState[], now: number): { source: SourceState; chunk: number } | null {
-    let budget = SCAN_LIMIT;
-    for (let bucket = 1; bucket < this.#queue.depth && budget > 0; bucket++) {
-      const list = this.#queue.list(bucket);
-      if (list.length === 0) continue;
-      const offset = this.#o.random.int(list.length);
-      for (let k = 0; k < list.length && budget > 0; k++, budget--) {
-        const chunk = list[(offset + k) % list.length]!;
-        const source = this.#pickFree(chunk, now, free);
-        if (source) return { source, chunk };
-      }
-    }
-    return null;
-  }
-
-  /**
-   * The best free source for `chunk` in the scan: the fastest free holder
-   * in this node's zone; a free holder in another zone only when no holder
-   * in the zone (free or not) has the chunk and the chunk has waited its
-   * turn to cross.
-   */
-  #pickFree(chunk: number, now: number, free: SourceState[]): SourceState | null {
-    const local = this.#sources.get("local");
-    if (local && holds(local, chunk)) {
-      return local.inFlight < local.maxInFlight ? local : null;
-    }
-    const zone = this.#o.zone ?? null;
-    let near: SourceState | null = null;
-    let nearScore = -Infinity;
-    let far: SourceState | null = null;
-    let farScore = -Infinity;
-    for (const s of free) {
-      if (s.inFlight >= s.maxInFlight || !holds(s, chunk)) continue;
-      if (s.declined.size > 0 && declinedNow(s, chunk, now)) continue;
-      if (!this.#ownerTurn(s, chunk, now)) continue;
-      // Unmeasured peers are tried as if fast, so every holder gets measured.
-      const score = (s.rate ?? Number.MAX_SAFE_INTEGER) / (1 + s.inFlight);
-      if (zone === null || s.zone === null || s.zone === zone) {
-        if (score > nearScore) [near, nearScore] = [s, score];
-      } else if (score > farScore) {
-        [far, farScore] = [s, score];
-      }
-    }
-    if (near) return near;
-    if (!far || this.#heldInZone(chunk, zone)) return null;
-    return this.#mayCross(chunk, now) ? far : null;
-  }
-
-  /**
-   * The rarest missing chunk a free source holds, and that source: one pass
-   * over each free source's bitmap against the missing bitmap (from a
-   * random word, so nodes diverge), fewest holders first. A holder in this
-   * node's zone wins; one in another zone only when no holder in the zone
-   * (free or not) has the chunk and the chunk has waited its turn to cross.
-   */
-  #rarest(free: SourceState[], now: number): { source: SourceState; chunk: number } | null {
-    const local = this.#sources.get("local");
-    const zone = this.#o.zone ?? null;
-    const words = this.#missing.length;
-    const start = this.#o.random.int(words);
-    let near: { source: SourceState; chunk: number; avail: number } | null = null;
-    const far: { source: SourceState; chunk: number; avail: number }[] = [];
-    for (const s of free) {
-      const isNear = zone === null || s.zone === null || s.zone === zone;
-      if (!isNear && near) continue;
-      let best = -1;
-      let bestAvail = Infinity;
-      let seen = 0;
-      for (let k = 0; k < words && seen < s.useful; k++) {
-        const w = (start + k) % words;
-        let bits = this.#missing[w]! & (s.have === null ? 0xff : s.have[w]!);
-        while (bits !== 0) {
-          const low = bits & -bits;
-          bits &= ~low;
-          const chunk = (w << 3) + (31 - Math.clz32(low));
-          seen++;
-          const avail = this.#avail[chunk]!;
-          if (avail >= bestAvail) continue;
-          // A chunk with a local copy is copied, never fetched.
-          if (local && holds(local, chunk)) continue;
-          if (s.declined.size > 0 && declinedNow(s, chunk, now)) continue;
-          if (!this.#ownerTurn(s, chunk, now)) continue;
-          best = chunk;
-          bestAvail = avail;
-        }
-        if (bestAvail <= 1) break;
-      }
-      if (best < 0) continue;
-      const rate = s.rate ?? Number.MAX_SAFE_INTEGER;
-      if (isNear) {
-        // Rarer wins; between equals, the faster source.
-        if (
-          !near || bestAvail < near.avail ||
-          (bestAvail === near.avail && rate > (near.source.rate ?? Number.MAX_SAFE_INTEGER))
-        ) near = { source: s, chunk: best, avail: bestAvail };
-      } else {
-        far.push({ source: s, chunk: best, avail: bestAvail });
-      }
-    }
-    if (near) return near;
-    far.sort((a, b) => a.avail - b.avail);
-    for (const candidate of far) {
-      if (this.#heldInZone(candidate.chunk, zone)) continue; // worth waiting for
-      if (this.#mayCross(candidate.chunk, now)) return candidate;
-    }
-    return null;
-  }
-
-  /** The lowest missing chunk `source` holds, or -1. */
-  #firstMissingIn(source: SourceState): number {
-    for (let w = 0; w < this.#missing.length; w++) {
-      const bits = this.#missing[w]! & (source.have === null ? 0xff : source.have[w]!);
-      if (bits !== 0) return (w << 3) + (31 - Math.clz32(bits & -bits));
-    }
-    return -1;
-  }
-
-  /** True when a peer source of `zone` (free or not) holds `chunk`. */
-  #heldInZone(chunk: number, zone: string | null): boolean {
-    for (const s of this.#sources.values()) {
-      if (s.kind === "peer" && s.zone !== null && s.zone === zone && holds(s, chunk)) return true;
-    }
-    return false;
-  }
-
   #assign(
     source: SourceState,
     chunk: number,
@@ -780,10 +423,6 @@ export class ChunkScheduler {
   }
 
   /**
-   * A second request for a chunk in flight: in the endgame (few chunks
-   * left, all in flight), or when its request is slow for its source.
-   */
-  /**
    * Chunks left when the endgame starts: twice the requests in flight, but
    * at most a sixteenth of the chunks, so a small pull is not duplicated
    * from its start.
@@ -794,6 +433,10 @@ export class ChunkScheduler {
     return Math.min(inFlight, Math.max(2, Math.ceil(this.total / 16)));
   }
 
+  /**
+   * A second request for a chunk in flight: in the endgame (few chunks
+   * left, all in flight), or when its request is slow for its source.
+   */
   #duplicate(now: number): Assignment | null {
     const endgame = this.remaining <= this.#endgameChunks;
     const slowFloor = this.#o.slowAfterMs ?? 2000;
@@ -822,27 +465,4 @@ export class ChunkScheduler {
     }
     return best;
   }
-}
-
-function holds(source: SourceState, chunk: number): boolean {
-  return source.have === null || bit(source.have, chunk);
-}
-
-function bit(bits: Uint8Array, index: number): boolean {
-  return ((bits[index >> 3] ?? 0) & (1 << (index & 7))) !== 0;
-}
-
-function copyBits(bits: Uint8Array, total: number): Uint8Array {
-  const out = new Uint8Array(Math.ceil(total / 8));
-  out.set(bits.subarray(0, out.length));
-  return out;
-}
-
-/** True while `source` declined `chunk` (forgotten once the time is past). */
-function declinedNow(source: SourceState, chunk: number, now: number): boolean {
-  const until = source.declined.get(chunk);
-  if (until === undefined) return false;
-  if (until > now) return true;
-  source.declined.delete(chunk);
-  return false;
 }
