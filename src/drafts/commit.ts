@@ -98,7 +98,7 @@ export class Committer {
 
   async #commit(name: string, request: CommitRequest): Promise<CommitResult> {
     const { store, catalog, budget, config, log } = this.#o;
-    const drafts = await store.readDraft(name);
+    const drafts = await store.drafts.read(name);
     if (drafts.length === 0) {
       throw new SnapmeshError(
         "draft_not_found",
@@ -141,7 +141,7 @@ export class Committer {
     const files: ManifestFile[] = [];
     const sources = new Map<string, string>();
     for (const draft of drafts) {
-      const path = store.blobPath(name, draft.blob!);
+      const path = store.drafts.blobPath(name, draft.blob!);
       sources.set(draft.file, path);
       if (remote) continue;
       const chunked = draft.chunkSize === chunkSize ? draft : await this.#rechunk(path, chunkSize);
@@ -206,7 +206,7 @@ export class Committer {
     }
     // The snapshot holds its own links to the bytes; the draft can go. A
     // crash before this line leaves a draft that recovery recognizes and drops.
-    await store.dropDraft(name).catch((err) => {
+    await store.drafts.drop(name).catch((err) => {
       log.warn("could not remove a committed draft", { name, error: err });
     });
     log.info("committed", { name, digest, files: manifest.files.length, bytes, push });

@@ -88,14 +88,14 @@ export class Drafts {
    * bytes of the others.
    */
   async recover(): Promise<void> {
-    for (const name of await this.#store.listDrafts()) {
-      const files = await this.#store.repairDraft(name);
+    for (const name of await this.#store.drafts.list()) {
+      const files = await this.#store.drafts.repair(name);
       if (files.length === 0) continue;
       const committed = this.#catalog.get(name);
       if (committed) {
         const manifest = await this.#catalog.manifestOf(committed);
         if (sameContent({ files: files.map(described) }, manifest)) {
-          await this.#store.dropDraft(name);
+          await this.#store.drafts.drop(name);
           continue;
         }
       }
@@ -196,7 +196,7 @@ export class Drafts {
   async drop(name: string): Promise<{ name: string; files: string[] }> {
     return await this.#locks.run(name, async () => {
       this.assertNoUpload(name);
-      const files = await this.#store.readDraft(name);
+      const files = await this.#store.drafts.read(name);
       if (files.length === 0) {
         throw new SnapmeshError("draft_not_found", `Snapshot "${name}" has no draft`);
       }
@@ -212,10 +212,10 @@ export class Drafts {
   async sweep(): Promise<string[]> {
     const dropped: string[] = [];
     const cutoff = this.#clock.now() - this.#config.draftTtlMs;
-    for (const name of await this.#store.listDrafts()) {
+    for (const name of await this.#store.drafts.list()) {
       if (this.#uploads.has(name)) continue;
       await this.#locks.run(name, async () => {
-        const touched = await this.#store.draftTouchedAt(name);
+        const touched = await this.#store.drafts.touchedAt(name);
         if (touched === null || touched > cutoff || this.#uploads.has(name)) return;
         await this.discardLocked(name);
         dropped.push(name);
@@ -247,7 +247,7 @@ export class Drafts {
 
   /** Removes the draft of `name` and gives its bytes back; under its lock. */
   async discardLocked(name: string): Promise<void> {
-    await this.#store.dropDraft(name);
+    await this.#store.drafts.drop(name);
     this.#budget.release(this.#bytes.get(name) ?? 0);
     this.#bytes.delete(name);
   }
@@ -291,7 +291,7 @@ export class Drafts {
     let blob: { id: string; path: string; handle: FileHandle } | null = null;
     let syncer: FileHandle | null = null;
     try {
-      blob = await this.#store.createBlob(name);
+      blob = await this.#store.drafts.createBlob(name);
       const flusher = syncer = await this.#fs.open(blob.path);
       const written = await writeChunked(source, blob.handle, {
         chunkSize: this.#config.chunkSize,
@@ -310,15 +310,15 @@ export class Drafts {
       }
       await blob.handle.sync();
       blob.handle.close();
-      await this.#store.syncBlobs(name); // the blob's name, before the meta that points at it
+      await this.#store.drafts.syncBlobs(name); // the blob's name, before the meta that points at it
       const draft: DraftFile = { ...written, file, blob: blob.id };
       await this.#locks.run(name, async () => {
         // The name may have been committed (or pulled) while the bytes streamed.
         if (this.#catalog.has(name) || this.#committing.has(name)) throw beingCommitted(name);
-        const previous = await this.#store.writeDraftFile(name, draft);
+        const previous = await this.#store.drafts.writeFile(name, draft);
         this.#bytes.set(name, (this.#bytes.get(name) ?? 0) + written.storedBytes);
         if (previous?.blob) {
-          await this.#store.removeBlob(name, previous.blob);
+          await this.#store.drafts.removeBlob(name, previous.blob);
           this.#bytes.set(name, this.#bytes.get(name)! - previous.storedBytes);
           this.#budget.release(previous.storedBytes);
         }
@@ -339,8 +339,8 @@ export class Drafts {
       syncer?.close();
       if (blob) {
         blob.handle.close();
-        await this.#store.removeBlob(name, blob.id).catch(() => {});
-        await this.#locks.run(name, () => this.#store.dropDraftIfEmpty(name)).catch(() => {});
+        await this.#store.drafts.removeBlob(name, blob.id).catch(() => {});
+        await this.#locks.run(name, () => this.#store.drafts.dropIfEmpty(name)).catch(() => {});
       }
       if (reserved > 0) this.#budget.release(reserved);
       const left = (uploads.get(file) ?? 1) - 1;
@@ -379,7 +379,7 @@ export class Drafts {
     });
     if (hashed.sha256 !== existing.sha256) throw conflict(`"${file}" differs`);
     await this.#locks.run(entry.name, async () => {
-      await this.#store.writeDraftFile(entry.name, { ...hashed, file, blob: null });
+      await this.#store.drafts.writeFile(entry.name, { ...hashed, file, blob: null });
     });
     return { file, size: hashed.size, sha256: hashed.sha256 };
   }

@@ -22,14 +22,13 @@
 import type { FileHandle, FileSystem } from "../fs/mod.ts";
 import type { Logger } from "../log/mod.ts";
 import {
-  decodeCheckpoint,
   encodeCheckpoint,
-  encodeJournalHeader,
   encodeRecord,
   JOURNAL_HEADER_BYTES,
   type JournalRecord,
 } from "./record.ts";
-import { scanJournal } from "./reader.ts";
+import { CHECKPOINT, recoverJournal, type RecoveryReport, WAL, writeFreshWal } from "./recover.ts";
+export { JournalCorruptError, type RecoveryReport } from "./recover.ts";
 
 /** What the journal drives: the agent's state, rebuilt by replaying records. */
 export interface JournalStateMachine {
@@ -53,34 +52,12 @@ export interface JournalOptions {
   compactAfterBytes?: number;
 }
 
-/** What recovery found and did. */
-export interface RecoveryReport {
-  checkpointSeq: number;
-  replayed: number;
-  lastSeq: number;
-  truncatedBytes: number;
-  /**
-   * True when the journal holds no state at all: no checkpoint and no
-   * record (a new data directory, or a journal that was deleted or emptied).
-   */
-  empty: boolean;
-  ms: number;
-}
-
 /** Counters for metrics. */
 export interface JournalStats {
   records: number;
   bytes: number;
   syncs: number;
   checkpoints: number;
-}
-
-/** The journal cannot be replayed safely; the agent must not start. */
-export class JournalCorruptError extends Error {
-  constructor(message: string) {
-    super(message);
-    this.name = "JournalCorruptError";
-  }
 }
 
 /** A write or fsync failed earlier; the journal takes no more writes until reopened. */
@@ -97,16 +74,6 @@ interface Pending {
   sync: boolean;
   resolve: (seq: number) => void;
   reject: (err: Error) => void;
-}
-
-const WAL = "wal";
-const CHECKPOINT = "checkpoint";
-
-function repairHint(dir: string): string {
-  return `Nothing was changed. To recover, stop here and either restore ${dir} from a backup, ` +
-    `or start once with --rebuild-index, which moves the journal aside and rebuilds the index ` +
-    `from a verified scan of the snapshot files (no snapshot is deleted; pins and access ` +
-    `times are kept where the old journal is still readable, and what is not is reported).`;
 }
 
 /** The write-ahead journal. Create with {@linkcode Journal.open}. */
@@ -155,111 +122,8 @@ export class Journal {
     sm: JournalStateMachine,
     options: JournalOptions,
   ): Promise<{ journal: Journal; recovery: RecoveryReport }> {
-    const started = performance.now();
-    const { fs, dir, log } = options;
-    await fs.mkdir(dir);
-    for (const name of await fs.readDir(dir)) {
-      if (name.endsWith(".tmp")) await fs.remove(`${dir}/${name}`);
-    }
-
-    let checkpointSeq = 0;
-    const checkpointPath = `${dir}/${CHECKPOINT}`;
-    const checkpointStat = await fs.statOrNull(checkpointPath);
-    if (checkpointStat !== null) {
-      const decoded = decodeCheckpoint(await fs.readFile(checkpointPath));
-      if (typeof decoded === "string") {
-        throw new JournalCorruptError(
-          `Checkpoint ${checkpointPath} is damaged (${decoded}); the journal cannot be replayed ` +
-            `without it. ${repairHint(dir)}`,
-        );
-      }
-      try {
-        sm.restore(decoded.payload);
-      } catch (err) {
-        throw new JournalCorruptError(
-          `Checkpoint ${checkpointPath} passed its checksum but could not be loaded ` +
-            `(${(err as Error).message}). ${repairHint(dir)}`,
-        );
-      }
-      checkpointSeq = decoded.seq;
-    } else {
-      sm.restore(null);
-    }
-
-    const walPath = `${dir}/${WAL}`;
-    let lastSeq = checkpointSeq;
-    let replayed = 0;
-    let truncatedBytes = 0;
-    let needsFreshWal = true;
-    let walSize = 0;
-    if (await fs.statOrNull(walPath) !== null) {
-      const bytes = await fs.readFile(walPath);
-      const scan = scanJournal(bytes, { isKnownType: (t) => sm.isKnownType(t) });
-      if (scan === null) {
-        throw new JournalCorruptError(
-          `Journal ${walPath} has a damaged header. ${repairHint(dir)}`,
-        );
-      }
-      if (scan.baseSeq > checkpointSeq + 1) {
-        throw new JournalCorruptError(
-          `Journal ${walPath} starts at record ${scan.baseSeq} but the checkpoint ends at ` +
-            `${checkpointSeq}: records in between are missing. ${repairHint(dir)}`,
-        );
-      }
-      if (scan.damage !== null && !scan.damage.tornTail) {
-        throw new JournalCorruptError(
-          `Journal ${walPath} is damaged in the middle at byte ${scan.damage.offset} ` +
-            `(${scan.damage.detail}); dropping it would lose acknowledged records. ` +
-            repairHint(dir),
-        );
-      }
-      for (const record of scan.records) {
-        if (record.seq <= checkpointSeq) continue;
-        sm.apply(record);
-        replayed++;
-        lastSeq = record.seq;
-      }
-      const walLast = scan.records.at(-1)?.seq ?? scan.baseSeq - 1;
-      if (scan.damage !== null) {
-        truncatedBytes = bytes.length - scan.damage.offset;
-        const file = await fs.open(walPath, { write: true });
-        try {
-          await file.truncate(scan.damage.offset);
-          await file.sync();
-        } finally {
-          file.close();
-        }
-        log.warn("journal: truncated a torn tail", {
-          path: walPath,
-          offset: scan.damage.offset,
-          bytes: truncatedBytes,
-          detail: scan.damage.detail,
-        });
-      }
-      // Keep appending to this file only when it continues exactly where the
-      // state stands; otherwise (a crash between checkpoint and compaction)
-      // start a fresh file after the checkpoint.
-      needsFreshWal = walLast !== lastSeq || scan.baseSeq <= checkpointSeq;
-      walSize = scan.validEnd;
-    }
-
-    let file: FileHandle;
-    if (needsFreshWal) {
-      await writeFreshWal(fs, dir, lastSeq + 1);
-      file = await fs.open(walPath, { write: true });
-      walSize = JOURNAL_HEADER_BYTES;
-    } else {
-      file = await fs.open(walPath, { write: true });
-    }
-    const journal = new Journal(sm, options, file, walSize, lastSeq);
-    const recovery: RecoveryReport = {
-      checkpointSeq,
-      replayed,
-      lastSeq,
-      truncatedBytes,
-      empty: checkpointStat === null && replayed === 0,
-      ms: Math.round(performance.now() - started),
-    };
+    const { file, walSize, recovery } = await recoverJournal(sm, options);
+    const journal = new Journal(sm, options, file, walSize, recovery.lastSeq);
     return { journal, recovery };
   }
 
@@ -492,17 +356,4 @@ export class Journal {
       error: err,
     });
   }
-}
-
-async function writeFreshWal(fs: FileSystem, dir: string, baseSeq: number): Promise<void> {
-  const tmp = `${dir}/${WAL}.tmp`;
-  const file = await fs.open(tmp, { write: true, create: true, truncate: true });
-  try {
-    await file.writeAt(encodeJournalHeader(baseSeq), 0);
-    await file.sync();
-  } finally {
-    file.close();
-  }
-  await fs.rename(tmp, `${dir}/${WAL}`);
-  await fs.syncDir(dir);
 }

@@ -20,6 +20,7 @@
 import type { Membership } from "../cluster/mod.ts";
 import { errorMessage, SnapmeshError } from "../errors.ts";
 import type { FileSystem } from "../fs/mod.ts";
+import { writeDurably } from "../fs/durable.ts";
 import type { Logger } from "../log/mod.ts";
 import type { ManifestWithDigest } from "../manifest/mod.ts";
 import type { Origin } from "../origin/mod.ts";
@@ -167,18 +168,8 @@ export class WorkingSets {
   async #store(set: WorkingSet): Promise<void> {
     const { fs } = this.#o;
     const path = this.#path(set.digest);
-    const tmp = `${path}.tmp-${crypto.randomUUID().slice(0, 8)}`;
     await fs.mkdir(this.#o.dir); // made on first use: a node that never restores has none
-    const bytes = new TextEncoder().encode(JSON.stringify(set));
-    const handle = await fs.open(tmp, { write: true, create: true, truncate: true });
-    try {
-      await handle.writeAt(bytes, 0);
-      await handle.sync();
-    } finally {
-      handle.close();
-    }
-    await fs.rename(tmp, path);
-    await fs.syncDir(this.#o.dir);
+    await writeDurably(fs, path, new TextEncoder().encode(JSON.stringify(set)));
     this.#known.set(set.digest, set);
     this.#missedAt.delete(set.digest);
   }

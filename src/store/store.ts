@@ -34,14 +34,10 @@ import {
   SIGNATURE_FILE,
   type SnapshotSignature,
 } from "../security/snapshot_signing.ts";
-import type { ChunkedFile } from "./chunk_writer.ts";
+import { DraftArea } from "./draft_area.ts";
+import { ensureDir, newestMtime, randomId, writeDurably } from "../fs/durable.ts";
 
-/** A staged file of a draft, as recorded in its meta file. */
-export interface DraftFile extends ChunkedFile {
-  file: string;
-  /** Blob id under `drafts/<name>/blobs/`, or null when the bytes equal the committed file. */
-  blob: string | null;
-}
+export type { DraftFile } from "./draft_area.ts";
 
 /** What a partial pull will produce, written before any chunk is fetched. */
 export interface PartialPlan {
@@ -65,18 +61,17 @@ export interface PreparedPublish {
 const encoder = new TextEncoder();
 const decoder = new TextDecoder();
 
-function randomId(): string {
-  return crypto.randomUUID().replaceAll("-", "").slice(0, 16);
-}
-
 /** Files and directories of one data directory. */
 export class SnapshotStore {
   readonly root: string;
+  /** Uploads staged into drafts: blobs and their meta files. */
+  readonly drafts: DraftArea;
   readonly #fs: FileSystem;
 
   constructor(fs: FileSystem, root: string) {
     this.#fs = fs;
     this.root = root;
+    this.drafts = new DraftArea({ fs, root, trash: (path) => this.moveToTrash(path) });
   }
 
   get fs(): FileSystem {
@@ -97,10 +92,6 @@ export class SnapshotStore {
 
   filePath(name: string, file: string): string {
     return `${this.root}/snapshots/${name}/files/${file}`;
-  }
-
-  draftDir(name: string): string {
-    return `${this.root}/drafts/${name}`;
   }
 
   /** A fresh unique path under `tmp/`. */
@@ -300,7 +291,7 @@ export class SnapshotStore {
         handle.close();
       }
     }
-    await this.#writeDurably(`${dir}/plan.json`, encoder.encode(JSON.stringify(plan)));
+    await writeDurably(fs, `${dir}/plan.json`, encoder.encode(JSON.stringify(plan)));
     await fs.syncDir(`${dir}/files`);
   }
 
@@ -326,17 +317,8 @@ export class SnapshotStore {
   }
 
   /** When a partial pull last made progress (ms), or null. */
-  async partialTouchedAt(key: string): Promise<number | null> {
-    const dir = `${this.partialDir(key)}/files`;
-    let latest: number | null = null;
-    if (await this.#fs.statOrNull(dir) === null) return null;
-    for (const entry of await this.#fs.readDir(dir)) {
-      const stat = await this.#fs.statOrNull(`${dir}/${entry}`);
-      if (stat?.mtimeMs != null && (latest === null || stat.mtimeMs > latest)) {
-        latest = stat.mtimeMs;
-      }
-    }
-    return latest;
+  partialTouchedAt(key: string): Promise<number | null> {
+    return newestMtime(this.#fs, `${this.partialDir(key)}/files`);
   }
 
   /**
@@ -402,159 +384,7 @@ export class SnapshotStore {
     await this.#fs.syncDir(`${this.root}/partial`);
   }
 
-  async #writeDurably(path: string, bytes: Uint8Array): Promise<void> {
-    const tmp = `${path}.${randomId()}.tmp`;
-    const handle = await this.#fs.open(tmp, { write: true, createNew: true });
-    try {
-      await handle.writeAt(bytes, 0);
-      await handle.sync();
-    } finally {
-      handle.close();
-    }
-    await this.#fs.rename(tmp, path);
-    await this.#fs.syncDir(path.slice(0, path.lastIndexOf("/")));
-  }
-
-  // --- drafts ----------------------------------------------------------------
-
-  /** Creates an empty blob for a new upload into the draft of `name`. */
-  async createBlob(name: string): Promise<{ id: string; path: string; handle: FileHandle }> {
-    const blobs = `${this.draftDir(name)}/blobs`;
-    await this.#ensureDir(blobs);
-    const id = randomId();
-    const path = `${blobs}/${id}`;
-    const handle = await this.#fs.open(path, { write: true, createNew: true, mode: 0o644 });
-    return { id, path, handle };
-  }
-
-  /** Makes the directory entries of new blobs of `name` durable. */
-  syncBlobs(name: string): Promise<void> {
-    return this.#fs.syncDir(`${this.draftDir(name)}/blobs`);
-  }
-
-  blobPath(name: string, id: string): string {
-    return `${this.draftDir(name)}/blobs/${id}`;
-  }
-
-  /** Deletes a blob (a failed or replaced upload). */
-  removeBlob(name: string, id: string): Promise<void> {
-    return this.#fs.remove(this.blobPath(name, id));
-  }
-
-  /**
-   * Records a staged file durably: meta written to a temp file, fsynced and
-   * renamed over the previous one. Returns the meta it replaced.
-   */
-  async writeDraftFile(name: string, draft: DraftFile): Promise<DraftFile | null> {
-    const fs = this.#fs;
-    const metaDir = `${this.draftDir(name)}/meta`;
-    await this.#ensureDir(metaDir);
-    const target = `${metaDir}/${draft.file}.json`;
-    const previous = await this.#readDraftMeta(target);
-    const tmp = `${target}.${randomId()}.tmp`;
-    const handle = await fs.open(tmp, { write: true, createNew: true });
-    try {
-      await handle.writeAt(encoder.encode(JSON.stringify(draft)), 0);
-      await handle.sync();
-    } finally {
-      handle.close();
-    }
-    await fs.rename(tmp, target);
-    await fs.syncDir(metaDir);
-    return previous;
-  }
-
-  /** The staged files of a draft, sorted by file name; empty when there is none. */
-  async readDraft(name: string): Promise<DraftFile[]> {
-    const metaDir = `${this.draftDir(name)}/meta`;
-    if (await this.#fs.statOrNull(metaDir) === null) return [];
-    const out: DraftFile[] = [];
-    for (const entry of await this.#fs.readDir(metaDir)) {
-      if (!entry.endsWith(".json")) continue;
-      const draft = await this.#readDraftMeta(`${metaDir}/${entry}`);
-      if (draft) out.push(draft);
-    }
-    return out.sort((a, b) => (a.file < b.file ? -1 : a.file > b.file ? 1 : 0));
-  }
-
-  /** Last time a file was staged into the draft of `name` (ms), or null. */
-  async draftTouchedAt(name: string): Promise<number | null> {
-    const metaDir = `${this.draftDir(name)}/meta`;
-    if (await this.#fs.statOrNull(metaDir) === null) return null;
-    let latest: number | null = null;
-    for (const entry of await this.#fs.readDir(metaDir)) {
-      const stat = await this.#fs.statOrNull(`${metaDir}/${entry}`);
-      if (stat?.mtimeMs != null && (latest === null || stat.mtimeMs > latest)) {
-        latest = stat.mtimeMs;
-      }
-    }
-    return latest;
-  }
-
-  /** Removes the draft directory of `name` when it holds no staged file. */
-  async dropDraftIfEmpty(name: string): Promise<void> {
-    if ((await this.readDraft(name)).length === 0) await this.dropDraft(name);
-  }
-
-  /** Names that have a draft directory. */
-  listDrafts(): Promise<string[]> {
-    return this.#fs.readDir(`${this.root}/drafts`);
-  }
-
-  /** Removes a whole draft durably. */
-  async dropDraft(name: string): Promise<void> {
-    const dir = this.draftDir(name);
-    if (await this.#fs.statOrNull(dir) === null) return;
-    await this.moveToTrash(dir);
-    await this.#fs.syncDir(`${this.root}/drafts`);
-  }
-
-  /**
-   * Removes what a crash can leave in a draft: temp meta files, and blobs no
-   * meta refers to. Returns the draft's files.
-   */
-  async repairDraft(name: string): Promise<DraftFile[]> {
-    const fs = this.#fs;
-    const dir = this.draftDir(name);
-    const metaDir = `${dir}/meta`;
-    if (await fs.statOrNull(metaDir) !== null) {
-      for (const entry of await fs.readDir(metaDir)) {
-        if (entry.endsWith(".tmp")) await fs.remove(`${metaDir}/${entry}`);
-      }
-    }
-    const files = await this.readDraft(name);
-    const referenced = new Set(files.map((f) => f.blob).filter((b) => b !== null));
-    const blobsDir = `${dir}/blobs`;
-    if (await fs.statOrNull(blobsDir) !== null) {
-      for (const blob of await fs.readDir(blobsDir)) {
-        if (!referenced.has(blob)) await fs.remove(`${blobsDir}/${blob}`);
-      }
-    }
-    if (files.length === 0) await this.dropDraft(name);
-    return files;
-  }
-
-  async #readDraftMeta(path: string): Promise<DraftFile | null> {
-    let bytes: Uint8Array;
-    try {
-      bytes = await this.#fs.readFile(path);
-    } catch (err) {
-      if (err instanceof Deno.errors.NotFound) return null;
-      throw err;
-    }
-    return JSON.parse(decoder.decode(bytes)) as DraftFile;
-  }
-
-  /** Creates a directory (and parents) and makes its creation durable. */
-  async #ensureDir(path: string): Promise<void> {
-    if (await this.#fs.statOrNull(path) !== null) return;
-    await this.#fs.mkdir(path);
-    // fsync each new directory's parent, up to the data directory.
-    let dir = path;
-    while (dir.length > this.root.length) {
-      const parent = dir.slice(0, dir.lastIndexOf("/"));
-      await this.#fs.syncDir(parent);
-      dir = parent;
-    }
+  #ensureDir(path: string): Promise<void> {
+    return ensureDir(this.#fs, this.root, path);
   }
 }

@@ -27,7 +27,7 @@ Deno.test("Drafts.stage() replacing a staged file gives the old file's bytes bac
   assertEquals(s.budget.reserved, CHUNK);
   assertEquals(s.drafts.totalBytes, CHUNK);
   assertEquals((await s.fs.readDir(`${s.dir}/drafts/a/blobs`)).length, 1, "the old blob is gone");
-  const [draft] = await s.store.readDraft("a");
+  const [draft] = await s.store.drafts.read("a");
   assertEquals(draft?.sha256, await sha256(second));
 });
 
