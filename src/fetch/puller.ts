@@ -276,6 +276,8 @@ export class Puller {
       clock,
       random: this.#deps.random.fork(`pull ${name}`),
       zone: config.zone,
+      // No chunk and nothing in flight for this long: the pull fails (502).
+      stallMs: Math.min(config.originStallTimeoutMs, 15_000),
       onBytes: (kind, bytes) => metrics.ingestedBytes.inc({ source: kind }, bytes),
       onVerifyFailure: (_, kind) => metrics.verifyFailures.inc({ source: kind }),
     });

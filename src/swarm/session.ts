@@ -250,7 +250,9 @@ export class SwarmSession {
     // gently; everyone else never.
     const mode = owner?.self ? "owner" : owner === null ? "fallback" : "none";
     this.#setOrigin(mode);
-    this.#o.job.setMoreMayCome(owner !== null);
+    // An owner brings chunks from the origin; a node that is its own owner
+    // with no origin configured can wait for nobody.
+    this.#o.job.setMoreMayCome(owner !== null && !(owner.self && !links.origin));
     if (answer) this.#connect(answer, owner);
   }
 

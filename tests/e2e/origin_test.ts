@@ -289,9 +289,12 @@ Deno.test("when the retry budget is spent: 502 upstream_failed, and nothing wron
     await t.step(label, async () => {
       o.proxy.clear();
       arm();
-      await using b = await agentWith(o, `${tmp.path}/x${n++}`);
+      // A short stall timeout: the pull gives up 3 s after the last attempt, not 15.
+      await using b = await agentWith(o, `${tmp.path}/x${n++}`, "--origin-stall-timeout", "3s");
+      const started = performance.now();
       const pull = await fetch(`${b.url}/v1/snapshots/fn-x/pull`, { method: "POST" });
       assertEquals(pull.status, 502);
+      assert(performance.now() - started < 14_000, "the pull gave up after the stall timeout");
       const error = (await pull.json()).error;
       assertEquals(error.code, "upstream_failed");
       assertMatch(error.message, /origin/);

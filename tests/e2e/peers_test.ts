@@ -121,13 +121,14 @@ Deno.test("(c) a serving peer killed mid-pull costs only its chunks in flight", 
   const first = await pull(c.get("c"), "fn-kill"); // now a and c both hold it
   assertEquals(first.status, 200);
   const started = pull(c.get("b"), "fn-kill");
-  // Mid-pull, about where 700 ms at full speed used to leave it: 40% from its peers.
+  // Mid-pull: 15% from its peers (early enough that a loaded machine's
+  // polling sees it before the pull ends, about 1.5 s later).
   let seen = "";
   await waitFor("b's pull to be under way", async () => {
     const pulls = await (await fetch(`${c.get("b").url}/v1/pulls`, { headers: auth })).json();
     seen = JSON.stringify(pulls);
     return pulls.some((p: PullReport) =>
-      p.name === "fn-kill" && p.state === "running" && p.bySource.peer >= 0.4 * p.bytesTotal
+      p.name === "fn-kill" && p.state === "running" && p.bySource.peer >= 0.15 * p.bytesTotal
     );
   }, {
     intervalMs: 20,
