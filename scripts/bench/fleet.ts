@@ -6,8 +6,13 @@
  * at the same moment. Against: the same N nodes each downloading the object
  * directly from the S3 server (today's vHive remote mode).
  *
+ * Rounds are interleaved (every size, snapmesh then direct, in each round)
+ * and each ratio is taken within its round, so a noisy moment of this shared
+ * machine moves one round, not the comparison.
+ *
  * Needs root (namespaces, veth, tc); prints a skip message otherwise.
- * Options: --sizes 1,2,4,8  --snapshot-mib 256  --rate 200mbit  --chunk-size 1MiB
+ * Options: --sizes 1,2,4,8  --rounds 3  --snapshot-mib 256  --rate 200mbit  --chunk-size 1MiB
+ * --no-direct (skip the S3 reference)  --trace (progress each second, bytes served, CPU)
  *
  * @module
  */
@@ -17,6 +22,7 @@ import { parseArgs } from "node:util";
 import {
   agentFlags,
   have,
+  median,
   MiB,
   ROOT,
   saveResult,
@@ -78,6 +84,8 @@ export async function main(args: string[]): Promise<number> {
     args,
     options: {
       sizes: { type: "string", default: "1,2,4,8" },
+      rounds: { type: "string", default: "3" },
+      "no-direct": { type: "boolean", default: false },
       "snapshot-mib": { type: "string", default: "256" },
       rate: { type: "string", default: "200mbit" },
       "chunk-size": { type: "string", default: "1MiB" },
@@ -92,6 +100,11 @@ export async function main(args: string[]): Promise<number> {
     return 0;
   }
   const sizes = values.sizes!.split(",").map(Number);
+  const rounds = Number(values.rounds);
+  if (!Number.isInteger(rounds) || rounds < 1) {
+    console.error(`--rounds: expected a positive integer, got "${values.rounds}"`);
+    return 2;
+  }
   const snapshotBytes = Number(values["snapshot-mib"]) * MiB;
   const rate = values.rate!;
   const work = values.work!;
@@ -187,196 +200,199 @@ export async function main(args: string[]): Promise<number> {
       await commit.body?.cancel();
     }
 
-    const rows: {
-      n: number;
-      snapmesh: number;
-      direct: number;
-      originBytes: number;
-      perNode: number[];
-      servedBytes: number[];
-    }[] = [];
-    for (const n of sizes) {
-      const fleet = nodes.slice(0, n);
-      // snapmesh: N agents that know each other, all pulling at once.
-      const peersFile = `${work}/peers-${n}.txt`;
-      await Deno.writeTextFile(
-        peersFile,
-        fleet.map((f) => `http://${f.ip}:7070`).join("\n") + "\n",
-      );
-      const agents = [];
-      for (const f of fleet) {
-        await Deno.remove(`${work}/data-${f.id}`, { recursive: true }).catch(() => {});
-        agents.push(
-          await startAgent(
-            [
-              "--listen",
-              `${f.ip}:7070`,
-              "--data-dir",
-              `${work}/data-${f.id}`,
-              "--node-id",
-              f.id,
-              "--peers-file",
-              peersFile,
-              ...common,
-            ],
-            f.ns,
-          ),
+    const rows: Sample[] = [];
+    for (let round = 1; round <= rounds; round++) {
+      for (const n of sizes) {
+        const fleet = nodes.slice(0, n);
+        // snapmesh: N agents that know each other, all pulling at once.
+        const peersFile = `${work}/peers-${n}.txt`;
+        await Deno.writeTextFile(
+          peersFile,
+          fleet.map((f) => `http://${f.ip}:7070`).join("\n") + "\n",
         );
-      }
-      try {
-        // Every node sees all the others before the pulls start.
-        for (const agent of agents) {
-          for (let i = 0; i < 100; i++) {
-            const status = await (await fetch(`${agent.url}/v1/status`, {
-              headers: { Authorization: `Bearer ${TOKEN}` },
-            })).json();
-            if (status.peers.filter((p: { healthy: boolean }) => p.healthy).length === n - 1) break;
-            await sleep(100);
-          }
+        const agents = [];
+        for (const f of fleet) {
+          await Deno.remove(`${work}/data-${f.id}`, { recursive: true }).catch(() => {});
+          agents.push(
+            await startAgent(
+              [
+                "--listen",
+                `${f.ip}:7070`,
+                "--data-dir",
+                `${work}/data-${f.id}`,
+                "--node-id",
+                f.id,
+                "--peers-file",
+                peersFile,
+                ...common,
+              ],
+              f.ns,
+            ),
+          );
         }
-        const cpuBefore = agents.map((a) => cpuSeconds(a.pid));
-        const s3Before = cpuSeconds(s3.pid);
-        const machineBefore = machineBusySeconds();
-        const started = performance.now();
-        let tracing = values.trace === true;
-        const tracer = (async () => {
-          while (tracing) {
-            await sleep(1000);
-            const line = await Promise.all(agents.map(async (agent, i) => {
+        try {
+          // Every node sees all the others before the pulls start.
+          for (const agent of agents) {
+            for (let i = 0; i < 100; i++) {
               const status = await (await fetch(`${agent.url}/v1/status`, {
                 headers: { Authorization: `Bearer ${TOKEN}` },
               })).json();
-              const p = status.pulls[0];
-              return p
-                ? `${fleet[i]!.id}:${(p.bytesDone / MiB).toFixed(0)}(o${
-                  (p.bySource.origin / MiB).toFixed(0)
-                }/p${(p.bySource.peer / MiB).toFixed(0)})`
-                : `${fleet[i]!.id}:done`;
-            }));
+              if (
+                status.peers.filter((p: { healthy: boolean }) => p.healthy).length === n - 1
+              ) break;
+              await sleep(100);
+            }
+          }
+          const cpuBefore = agents.map((a) => cpuSeconds(a.pid));
+          const s3Before = cpuSeconds(s3.pid);
+          const machineBefore = machineBusySeconds();
+          const started = performance.now();
+          let tracing = values.trace === true;
+          const tracer = (async () => {
+            while (tracing) {
+              await sleep(1000);
+              const line = await Promise.all(agents.map(async (agent, i) => {
+                const status = await (await fetch(`${agent.url}/v1/status`, {
+                  headers: { Authorization: `Bearer ${TOKEN}` },
+                })).json();
+                const p = status.pulls[0];
+                return p
+                  ? `${fleet[i]!.id}:${(p.bytesDone / MiB).toFixed(0)}(o${
+                    (p.bySource.origin / MiB).toFixed(0)
+                  }/p${(p.bySource.peer / MiB).toFixed(0)})`
+                  : `${fleet[i]!.id}:done`;
+              }));
+              console.error(
+                `  t=${((performance.now() - started) / 1000).toFixed(1)}s ${line.join(" ")}`,
+              );
+            }
+          })();
+          const results = await Promise.all(agents.map(async (agent) => {
+            const r = await fetch(`${agent.url}/v1/snapshots/fleet-fn/pull`, {
+              method: "POST",
+              headers: { Authorization: `Bearer ${TOKEN}` },
+            });
+            const body = await r.json();
+            if (r.status !== 200) {
+              throw new Error(`pull failed on ${agent.url}: ${JSON.stringify(body)}`);
+            }
+            return {
+              seconds: (performance.now() - started) / 1000,
+              origin: body.bytes.origin as number,
+            };
+          }));
+          tracing = false;
+          await tracer;
+          const served = await Promise.all(agents.map(async (agent) => {
+            const text = await (await fetch(`${agent.url}/metrics`)).text();
+            return Number(/^snapmesh_served_bytes_total (\d+)/m.exec(text)?.[1] ?? 0);
+          }));
+          if (values.trace) {
             console.error(
-              `  t=${((performance.now() - started) / 1000).toFixed(1)}s ${line.join(" ")}`,
+              `  served MiB: ${
+                served.map((s, i) => `${fleet[i]!.id}:${(s / MiB).toFixed(0)}`).join(" ")
+              }`,
+            );
+            console.error(
+              `  cpu s: ${
+                agents.map((a, i) =>
+                  `${fleet[i]!.id}:${(cpuSeconds(a.pid) - cpuBefore[i]!).toFixed(1)}`
+                ).join(" ")
+              } ` +
+                `s3rver:${(cpuSeconds(s3.pid) - s3Before).toFixed(1)} machine:${
+                  (machineBusySeconds() - machineBefore).toFixed(1)
+                }`,
             );
           }
-        })();
-        const results = await Promise.all(agents.map(async (agent) => {
-          const r = await fetch(`${agent.url}/v1/snapshots/fleet-fn/pull`, {
-            method: "POST",
-            headers: { Authorization: `Bearer ${TOKEN}` },
-          });
-          const body = await r.json();
-          if (r.status !== 200) {
-            throw new Error(`pull failed on ${agent.url}: ${JSON.stringify(body)}`);
-          }
-          return {
-            seconds: (performance.now() - started) / 1000,
-            origin: body.bytes.origin as number,
-          };
-        }));
-        tracing = false;
-        await tracer;
-        const served = await Promise.all(agents.map(async (agent) => {
-          const text = await (await fetch(`${agent.url}/metrics`)).text();
-          return Number(/^snapmesh_served_bytes_total (\d+)/m.exec(text)?.[1] ?? 0);
-        }));
-        if (values.trace) {
-          console.error(
-            `  served MiB: ${
-              served.map((s, i) => `${fleet[i]!.id}:${(s / MiB).toFixed(0)}`).join(" ")
-            }`,
-          );
-          console.error(
-            `  cpu s: ${
-              agents.map((a, i) =>
-                `${fleet[i]!.id}:${(cpuSeconds(a.pid) - cpuBefore[i]!).toFixed(1)}`
-              ).join(" ")
-            } ` +
-              `s3rver:${(cpuSeconds(s3.pid) - s3Before).toFixed(1)} machine:${
-                (machineBusySeconds() - machineBefore).toFixed(1)
-              }`,
-          );
-        }
-        const seconds = Math.max(...results.map((r) => r.seconds));
-        const originBytes = results.reduce((sum, r) => sum + r.origin, 0);
+          const seconds = Math.max(...results.map((r) => r.seconds));
+          const originBytes = results.reduce((sum, r) => sum + r.origin, 0);
 
-        // Direct: each node downloads the object from the S3 server itself.
-        const directStarted = performance.now();
-        await Promise.all(fleet.map(async (f) => {
-          const out = await new Deno.Command("ip", {
-            args: [
-              "netns",
-              "exec",
-              f.ns,
-              Deno.execPath(),
-              "run",
-              "-A",
-              `${ROOT}/scripts/bench/_s3get.ts`,
-              endpoint,
-              "fleet",
-              "fleet-fn/files/mem",
-              `${work}/direct-${f.id}`,
-            ],
-            stdout: "null",
-            stderr: "piped",
-          }).output();
-          if (!out.success) {
-            throw new Error(`direct download failed: ${new TextDecoder().decode(out.stderr)}`);
+          // Direct: each node downloads the object from the S3 server itself.
+          const directStarted = performance.now();
+          if (!values["no-direct"]) {
+            await Promise.all(fleet.map(async (f) => {
+              const out = await new Deno.Command("ip", {
+                args: [
+                  "netns",
+                  "exec",
+                  f.ns,
+                  Deno.execPath(),
+                  "run",
+                  "-A",
+                  `${ROOT}/scripts/bench/_s3get.ts`,
+                  endpoint,
+                  "fleet",
+                  "fleet-fn/files/mem",
+                  `${work}/direct-${f.id}`,
+                ],
+                stdout: "null",
+                stderr: "piped",
+              }).output();
+              if (!out.success) {
+                throw new Error(`direct download failed: ${new TextDecoder().decode(out.stderr)}`);
+              }
+              await Deno.remove(`${work}/direct-${f.id}`);
+            }));
           }
-          await Deno.remove(`${work}/direct-${f.id}`);
-        }));
-        const direct = (performance.now() - directStarted) / 1000;
-        rows.push({
-          n,
-          snapmesh: seconds,
-          direct,
-          originBytes,
-          perNode: results.map((r) => r.seconds),
-          servedBytes: served,
-        });
-        console.error(
-          `bench fleet: N=${n}: snapmesh ${seconds.toFixed(1)} s, direct ${
-            direct.toFixed(1)
-          } s, origin ${(originBytes / MiB).toFixed(0)} MiB`,
-        );
-      } finally {
-        for (const agent of agents) await agent[Symbol.asyncDispose]();
-        for (const f of fleet) {
-          await Deno.remove(`${work}/data-${f.id}`, { recursive: true }).catch(() => {});
+          const direct = values["no-direct"] ? null : (performance.now() - directStarted) / 1000;
+          rows.push({
+            round,
+            n,
+            snapmesh: seconds,
+            direct,
+            originBytes,
+            perNode: results.map((r) => r.seconds),
+            servedBytes: served,
+          });
+          console.error(
+            `bench fleet: round ${round}, N=${n}: snapmesh ${seconds.toFixed(1)} s, direct ${
+              direct?.toFixed(1) ?? "-"
+            } s, origin ${(originBytes / MiB).toFixed(0)} MiB`,
+          );
+        } finally {
+          for (const agent of agents) await agent[Symbol.asyncDispose]();
+          for (const f of fleet) {
+            await Deno.remove(`${work}/data-${f.id}`, { recursive: true }).catch(() => {});
+          }
         }
       }
     }
 
-    const base = rows.find((r) => r.n === 1)?.snapmesh ?? rows[0]!.snapmesh;
+    const summary = summarize(rows, sizes, nonZero);
     console.log(table([
       [
         "N",
-        "snapmesh: all hold it (s)",
-        "direct from S3 (s)",
-        "snapmesh vs N=1",
-        "origin bytes (MiB)",
-        "origin / non-zero",
+        "snapmesh: all hold it (s, median)",
+        "direct from S3 (s, median)",
+        "snapmesh vs N=1 (median, range)",
+        "direct / snapmesh (median, range)",
+        "origin / non-zero (max)",
       ],
-      ...rows.map((r) => [
+      ...summary.map((r) => [
         r.n,
         r.snapmesh.toFixed(1),
-        r.direct.toFixed(1),
-        `${(r.snapmesh / base).toFixed(2)}x`,
-        (r.originBytes / MiB).toFixed(0),
-        `${(r.originBytes / nonZero).toFixed(2)}x`,
+        r.direct?.toFixed(1) ?? "-",
+        spread(r.vsOne),
+        r.speedup.length > 0 ? spread(r.speedup) : "-",
+        `${r.originRatio.toFixed(2)}x`,
       ]),
     ]));
-    const svg = plot(rows);
+    console.log(`\n${rounds} interleaved round(s); ratios are taken within each round.`);
+    const svg = plot(summary);
     await Deno.mkdir(`${ROOT}/bench/results`, { recursive: true });
     const svgPath = `${ROOT}/bench/results/fleet.svg`;
     await Deno.writeTextFile(svgPath, svg);
     const path = await saveResult("fleet", {
       date: new Date().toISOString(),
+      rounds,
       rate,
       snapshotBytes,
       nonZeroBytes: nonZero,
       chunkSize: values["chunk-size"],
       agentFlags: agentFlags(),
+      summary,
       rows,
-    });
+    }, { latest: true });
     console.log(`\nresults: ${path}\nplot: ${svgPath}`);
     return 0;
   } finally {
@@ -391,7 +407,44 @@ export async function main(args: string[]): Promise<number> {
   }
 }
 
-/** A small line chart: seconds against N, snapmesh and direct. */
+/** One measurement: one fleet size in one round. */
+interface Sample {
+  round: number;
+  n: number;
+  snapmesh: number;
+  direct: number | null;
+  originBytes: number;
+  perNode: number[];
+  servedBytes: number[];
+}
+
+/** Per size: medians, and the ratios each round gives (against N=1 and against direct). */
+function summarize(rows: Sample[], sizes: number[], nonZero: number) {
+  return sizes.map((n) => {
+    const mine = rows.filter((r) => r.n === n);
+    const vsOne: number[] = [];
+    const speedup: number[] = [];
+    for (const r of mine) {
+      const one = rows.find((x) => x.round === r.round && x.n === Math.min(...sizes));
+      if (one) vsOne.push(r.snapmesh / one.snapmesh);
+      if (r.direct !== null) speedup.push(r.direct / r.snapmesh);
+    }
+    const directs = mine.flatMap((r) => (r.direct === null ? [] : [r.direct]));
+    return {
+      n,
+      snapmesh: median(mine.map((r) => r.snapmesh)),
+      direct: directs.length > 0 ? median(directs) : null,
+      vsOne,
+      speedup,
+      originRatio: Math.max(...mine.map((r) => r.originBytes / nonZero)),
+    };
+  });
+}
+
+function spread(xs: number[]): string {
+  return `${median(xs).toFixed(2)}x (${Math.min(...xs).toFixed(2)}-${Math.max(...xs).toFixed(2)})`;
+}
+
 /** CPU seconds (user + system) a process has used. */
 function cpuSeconds(pid: number): number {
   const fields = Deno.readTextFileSync(`/proc/${pid}/stat`).split(") ")[1]!.split(" ");
@@ -406,7 +459,9 @@ function machineBusySeconds(): number {
   return (fields.reduce((a, b) => a + b, 0) - idle) / 100;
 }
 
-function plot(rows: { n: number; snapmesh: number; direct: number }[]): string {
+/** A small line chart: seconds against N, snapmesh and direct (medians). */
+function plot(summary: { n: number; snapmesh: number; direct: number | null }[]): string {
+  const rows = summary.map((r) => ({ ...r, direct: r.direct ?? 0 }));
   const w = 560;
   const h = 340;
   const pad = { l: 60, r: 150, t: 30, b: 50 };

@@ -36,7 +36,7 @@ import type { SnapshotStore } from "../store/mod.ts";
 import type { Clock } from "../util/clock.ts";
 import type { Random } from "../util/random.ts";
 import { RateLimiter } from "../util/rate.ts";
-import { Tracker, UploadSlots } from "../swarm/mod.ts";
+import { FirstCopies, Tracker, UploadSlots } from "../swarm/mod.ts";
 import type { AgentOptions } from "./startup.ts";
 
 /** What {@linkcode wire} builds on: the agent's options over an opened store and journal. */
@@ -182,6 +182,7 @@ export function wire(options: WireOptions): Services {
     egress: new RateLimiter(config.maxEgress, { clock }),
     tracker,
     uploads,
+    firstCopies: new FirstCopies({ clock }),
     clock,
     log,
     metrics,

@@ -179,7 +179,34 @@ export class MemoryTransport implements PeerTransport {
     );
   }
 
-  async read(url: string, name: string, request: PeerReadRequest): Promise<Uint8Array> {
+  /**
+   * This transport as node `nodeId` uses it: its chunk reads name their
+   * asker, as the HTTP transport's `X-Snapmesh-Node` header does.
+   */
+  as(nodeId: string): PeerTransport {
+    return {
+      hello: (url) => this.hello(url),
+      manifest: (url, name, options) => this.manifest(url, name, options),
+      availability: (url, name, options) => this.availability(url, name, options),
+      read: (url, name, request) => this.#read(url, name, request, nodeId),
+      suspect: (url, name, report) => this.suspect(url, name, report),
+      probe: (url, target) => this.probe(url, target),
+      announce: (url, name, request) => this.announce(url, name, request),
+      subscribe: (url, name, options) => this.subscribe(url, name, options),
+      workingSet: (url, name, options) => this.workingSet(url, name, options),
+    };
+  }
+
+  read(url: string, name: string, request: PeerReadRequest): Promise<Uint8Array> {
+    return this.#read(url, name, request, null);
+  }
+
+  async #read(
+    url: string,
+    name: string,
+    request: PeerReadRequest,
+    from: string | null,
+  ): Promise<Uint8Array> {
     const endpoint = await this.#reach(url);
     request.signal.throwIfAborted();
     const answer = await this.#answer(url, () =>
@@ -188,6 +215,7 @@ export class MemoryTransport implements PeerTransport {
         file: request.file,
         range: `bytes=${request.start}-${request.end}`,
         wait: request.wait,
+        from,
       }));
     if (answer === null) throw new PeerError(404, `peer ${url} does not have "${name}"`);
     const out = new Uint8Array(request.end - request.start + 1);

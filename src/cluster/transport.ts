@@ -161,7 +161,14 @@ export interface PeerEndpoint {
   availability(name: string, digest: string): Availability | null;
   read(
     name: string,
-    request: { digest: string; file: string; range: string | undefined; wait: boolean },
+    request: {
+      digest: string;
+      file: string;
+      range: string | undefined;
+      wait: boolean;
+      /** The asking node's id, when it said. */
+      from?: string | null;
+    },
   ): Promise<{ size: number; start: number; end: number; stream: ReadableStream<Uint8Array> }>;
   suspect(name: string, report: SuspectReport): void;
   announce(name: string, request: AnnounceRequest): AnnounceAnswer;

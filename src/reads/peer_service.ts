@@ -34,6 +34,7 @@ import {
 import type { Clock } from "../util/clock.ts";
 import type { RateLimiter } from "../util/rate.ts";
 import {
+  type FirstCopies,
   serveComplete,
   serveHaves,
   type SwarmPeer,
@@ -71,6 +72,8 @@ export interface PeerServiceOptions {
   tracker: Tracker;
   /** Bounds the chunk reads this node serves at once. */
   uploads: UploadSlots;
+  /** While this node reads the origin for a pull, each new chunk goes to one peer first. */
+  firstCopies: FirstCopies;
   clock: Clock;
   log: Logger;
   metrics: Metrics;
@@ -237,7 +240,13 @@ export class PeerService implements Omit<PeerEndpoint, "workingSet" | "probe"> {
 
   async #read(
     name: string,
-    request: { digest: string; file: string; range: string | undefined; wait: boolean },
+    request: {
+      digest: string;
+      file: string;
+      range: string | undefined;
+      wait: boolean;
+      from?: string | null;
+    },
   ): Promise<PeerRead> {
     const { catalog, puller, metrics } = this.#o;
     const { digest, file, range, wait } = request;
@@ -276,8 +285,22 @@ export class PeerService implements Omit<PeerEndpoint, "workingSet" | "probe"> {
       if (index < 0) throw noFile(name, file);
       const info = ready.manifest.files[index]!;
       const { start, end } = chunkAlignedRange(range, info.size, job.chunkSize);
+      const first = Math.floor(start / job.chunkSize);
+      const last = Math.floor(end / job.chunkSize);
+      // The owner (reading the origin) sends each new chunk to one peer first.
+      const from = request.from ?? null;
+      const keys: string[] = [];
+      if (job.hasSource("origin")) {
+        for (let i = first; i <= last; i++) keys.push(`${digest}/${file}/${i}`);
+        if (!this.#o.firstCopies.admit(keys, from)) {
+          throw new SnapmeshError(
+            "chunk_unavailable",
+            `Chunk ${first} of "${file}" went to another peer just now; ask the peers that hold it`,
+          );
+        }
+      }
       if (!wait) {
-        for (let i = Math.floor(start / job.chunkSize); i <= Math.floor(end / job.chunkSize); i++) {
+        for (let i = first; i <= last; i++) {
           if (!job.isDone(index, i)) {
             throw new SnapmeshError("chunk_unavailable", `Chunk ${i} of "${file}" is not here yet`);
           }
@@ -295,7 +318,10 @@ export class PeerService implements Omit<PeerEndpoint, "workingSet" | "probe"> {
       }
       const stream = pullingFileStream(job, index, handle, start, end, {
         pace,
-        onClose: (bytes) => metrics.servedBytes.inc(bytes),
+        onClose: (bytes) => {
+          metrics.servedBytes.inc(bytes);
+          if (keys.length > 0) this.#o.firstCopies.arrived(keys, from);
+        },
       });
       return { size: info.size, start, end, stream };
     }

@@ -34,6 +34,7 @@ import {
 import type { Logger } from "../log/mod.ts";
 import { chunkLength } from "../manifest/mod.ts";
 import {
+  FirstCopies,
   type OwnerCandidate,
   serveComplete,
   serveHaves,
@@ -90,6 +91,7 @@ export class SimNode implements PeerEndpoint {
   readonly membership: Membership;
   readonly tracker: Tracker;
   readonly uploads: UploadSlots;
+  readonly firstCopies: FirstCopies;
   readonly corrupt: boolean;
   alive = true;
   job: PullJob | null = null;
@@ -112,6 +114,7 @@ export class SimNode implements PeerEndpoint {
     const { clock, transport, log } = options.world;
     this.tracker = new Tracker({ random: options.random.fork("tracker") });
     this.uploads = new UploadSlots({ clock });
+    this.firstCopies = new FirstCopies({ clock });
     this.membership = new Membership({
       nodeId: this.id,
       discovery: [new StaticDiscovery(options.view)],
@@ -299,9 +302,19 @@ export class SimNode implements PeerEndpoint {
     signal.addEventListener("abort", cut, { once: true });
     this.#serving.add(controller);
     let transfer: Transfer | null = null;
+    const keys: string[] = [];
     try {
       const job = this.job;
       const file = snapshot.files[request.file]!;
+      // As the peer service does: the owner sends each new chunk to one peer first.
+      if (job && job.progress.state !== "done" && job.hasSource("origin")) {
+        for (let i = request.index; i < request.index + request.count; i++) {
+          keys.push(`${request.file}/${i}`);
+        }
+        if (!this.firstCopies.admit(keys, to.id)) {
+          throw new PeerError(409, `peer ${this.url}: chunk ${request.index} went to another peer`);
+        }
+      }
       let bytes = 0;
       for (let i = request.index; i < request.index + request.count; i++) {
         if (!job || !(job.progress.state === "done" || job.isDone(request.file, i))) {
@@ -321,6 +334,7 @@ export class SimNode implements PeerEndpoint {
       transfer?.cancel(clock.monotonic());
       throw controller.signal.reason instanceof TypeError ? controller.signal.reason : err;
     } finally {
+      if (keys.length > 0) this.firstCopies.arrived(keys, to.id);
       signal.removeEventListener("abort", cut);
       this.#serving.delete(controller);
       release();

@@ -8,6 +8,7 @@
  */
 
 export * from "./scheduler.ts";
+export * from "./first_copies.ts";
 export * from "./have_stream.ts";
 export * from "./session.ts";
 export * from "./tracker.ts";

@@ -90,7 +90,7 @@ export async function startInProcessCluster(
       clock,
       random: random.fork(id),
       discovery: [new StaticDiscovery(urls)],
-      transport,
+      transport: transport.as(id),
       touchFlushMs: 100,
     });
     agent.setAdvertise(url);
