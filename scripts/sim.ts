@@ -11,7 +11,7 @@
  *   deno task sim --nodes 64 --seed 7 --no-write   # print only
  *
  * Options: --nodes N[,N…]  --scenario NAME[,NAME…]|all  --seed S  --json
- * --chunk-mib N  --cores N  --no-write. With the reference settings (seed
+ * --chunk-mib N  --cores N  --no-rack-labels (nodes are not told their rack)  --no-write. With the reference settings (seed
  * "snapmesh", 1 MiB chunks, measured cores) each run updates its rows in
  * bench/results/sim-latest.json (a scenario at a size replaces its earlier
  * row) and redraws bench/results/sim-latest.svg, unless --no-write.
@@ -39,6 +39,7 @@ export async function main(args: string[]): Promise<number> {
       "chunk-mib": { type: "string", default: "1" },
       cores: { type: "string" },
       "no-write": { type: "boolean", default: false },
+      "no-rack-labels": { type: "boolean", default: false },
       help: { type: "boolean", default: false },
     },
   });
@@ -46,7 +47,7 @@ export async function main(args: string[]): Promise<number> {
     console.log(
       "usage: deno task sim [--nodes 8,64,256,1000] [--scenario all|" +
         `${Object.keys(SCENARIOS).join("|")}] [--seed S] [--json] [--chunk-mib 1] ` +
-        "[--cores N] [--no-write]",
+        "[--cores N] [--no-rack-labels] [--no-write]",
     );
     return 0;
   }
@@ -70,6 +71,7 @@ export async function main(args: string[]): Promise<number> {
     return 2;
   }
   const snapshot = { ...REFERENCE_SNAPSHOT, chunkSize: chunkMib * 1024 * 1024 };
+  const rackLabels = !values["no-rack-labels"];
   const cpu = await measureCpu(values.cores ? { cores: Number(values.cores) } : {});
   const log = (text: string) => console.error(text);
   log(
@@ -78,7 +80,9 @@ export async function main(args: string[]): Promise<number> {
   );
   const seed = values.seed!;
   // One node alone: the same fleet's network, pulling from the origin only.
-  const alone = await runFleet(scenario("baseline", { nodes: 1, cpu, seed, snapshot }));
+  const alone = await runFleet(
+    scenario("baseline", { nodes: 1, cpu, seed, snapshot, rackLabels }),
+  );
   const aloneSeconds = alone.seconds.p50;
   log(`sim: one node alone holds the snapshot in ${aloneSeconds.toFixed(2)} s (virtual)`);
 
@@ -86,7 +90,9 @@ export async function main(args: string[]): Promise<number> {
   for (const n of sizes) {
     for (const name of names) {
       log(`sim: ${name} at ${n} nodes…`);
-      const result = await runFleet(scenario(name, { nodes: n, cpu, seed, snapshot }));
+      const result = await runFleet(
+        scenario(name, { nodes: n, cpu, seed, snapshot, rackLabels }),
+      );
       const row = toRow(result, aloneSeconds);
       rows.push(row);
       if (values.json) console.log(jsonLine(row));
@@ -98,7 +104,8 @@ export async function main(args: string[]): Promise<number> {
   // Runs of the reference configuration update their rows of the committed
   // results (a scenario at a size replaces its earlier row), so the sweep
   // can be built one size at a time; other configurations only print.
-  const reference = chunkMib === 1 && values.cores === undefined && seed === "snapmesh";
+  const reference = chunkMib === 1 && values.cores === undefined && seed === "snapmesh" &&
+    rackLabels;
   if (!values["no-write"] && reference) {
     const path = `${ROOT}/bench/results/sim-latest.json`;
     await Deno.mkdir(`${ROOT}/bench/results`, { recursive: true });

@@ -65,6 +65,8 @@ export interface SwarmMember {
   /** Where peers reach it. */
   url: string;
   zone: string | null;
+  /** Its rack, when it says (older nodes do not). */
+  rack?: string | null;
   /** It holds the whole snapshot. */
   complete: boolean;
 }
@@ -72,7 +74,14 @@ export interface SwarmMember {
 /** A node announcing itself to the tracker (the owner) of a snapshot's swarm. */
 export interface AnnounceRequest {
   digest: string;
-  peer: SwarmMember;
+  peer: SwarmMember & {
+    /**
+     * The chunks it holds, as a base64 bitmap over global chunk numbers
+     * (sent while it pulls): the tracker's union tells a new owner what the
+     * swarm holds already, beyond its own neighbors.
+     */
+    have?: string;
+  };
 }
 
 /** The tracker's answer: other participants to trade with. */

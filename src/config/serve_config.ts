@@ -68,7 +68,7 @@ export interface ServeConfig {
   scrubRate: number;
   /** This node's zone: peers of the same zone are preferred. */
   zone: string | null;
-  /** This node's rack (reported to peers; a finer locality than the zone). */
+  /** This node's rack: within its zone, peers of the same rack are preferred. */
   rack: string | null;
   /** A connection with no request in progress is closed after this long. */
   idleTimeoutMs: number;

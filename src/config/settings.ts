@@ -282,7 +282,7 @@ export const SETTINGS: readonly Setting[] = [
     key: "rack",
     flag: "rack",
     kind: "string",
-    help: "this node's rack (reported to peers)",
+    help: "this node's rack: within the zone, peers in the same rack are preferred",
     defaultText: "none",
   },
   {

@@ -58,6 +58,8 @@ export interface PullJobOptions {
   random?: Random;
   /** This node's zone (holders in it are preferred). @default null */
   zone?: string | null;
+  /** This node's rack (holders in it preferred within the zone). @default null */
+  rack?: string | null;
   /** Requests in flight at once. @default 16 */
   maxInFlight?: number;
   /** Called for every verified chunk, with its source kind and byte count. */

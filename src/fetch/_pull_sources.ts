@@ -68,7 +68,12 @@ export interface PullSessionOptions {
 export function createPullSession(options: PullSessionOptions): SwarmSession {
   const { name, digest, job, io, origin, config, membership, tracker, log, clock } = options;
   const transport = membership?.transport ?? noTransport;
-  const self = { id: config.nodeId, url: membership?.advertise ?? "", zone: config.zone };
+  const self = {
+    id: config.nodeId,
+    url: membership?.advertise ?? "",
+    zone: config.zone,
+    rack: config.rack,
+  };
   return new SwarmSession({
     name,
     digest,
@@ -100,6 +105,7 @@ export function createPullSession(options: PullSessionOptions): SwarmSession {
           now: clock.monotonic(),
         }),
       }),
+      swarmHeld: () => tracker.held(digest),
     },
     owners: () =>
       (membership?.rank(name) ?? [{ self: true as const, id: config.nodeId }]).map((m) =>

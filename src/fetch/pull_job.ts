@@ -95,6 +95,8 @@ export class PullJob {
   #hotReject!: (err: unknown) => void;
   /** True while the swarm may still bring sources (more peers, an owner fetching). */
   #moreMayCome = true;
+  /** When the job last had nothing in flight, since (0 while requests are out). */
+  #idleSince = 0;
 
   constructor(options: PullJobOptions) {
     this.#o = options;
@@ -114,6 +116,7 @@ export class PullJob {
       hot,
       random: options.random ?? systemRandom,
       zone: options.zone ?? null,
+      rack: options.rack ?? null,
       maxInFlight: options.maxInFlight ?? 16,
       // Origin requests cover up to 4 MiB of adjacent chunks (each still
       // verified on its own): fewer, larger ranged GETs.
@@ -256,6 +259,12 @@ export class PullJob {
    */
   setMoreMayCome(value: boolean): void {
     this.#moreMayCome = value;
+    this.nudge();
+  }
+
+  /** What other participants of the swarm hold: the origin waits a while for those. */
+  setHeldElsewhere(held: Uint8Array | "all"): void {
+    this.#scheduler.setHeldElsewhere(held);
     this.nudge();
   }
 
@@ -447,9 +456,13 @@ export class PullJob {
     } else {
       this.#hopelessSince = 0;
     }
+    // Stalled: idle and no chunk for the stall time, or no chunk for 4× that.
+    this.#idleSince = idle ? this.#idleSince || now : 0;
     const stallMs = this.#o.stallMs ?? 15_000;
-    if (idle && now - this.#lastProgress >= stallMs) {
-      this.#fail(this.#stuck(`no chunk arrived for ${Math.round(stallMs / 1000)} s`));
+    const quiet = now - this.#lastProgress;
+    const idleFor = now - Math.max(this.#lastProgress, this.#idleSince);
+    if ((idle && idleFor >= stallMs) || quiet >= 4 * stallMs) {
+      this.#fail(this.#stuck(`no chunk arrived for ${Math.round(quiet / 1000)} s`));
       return;
     }
     this.nudge();

@@ -276,8 +276,10 @@ export class Puller {
       clock,
       random: this.#deps.random.fork(`pull ${name}`),
       zone: config.zone,
+      rack: config.rack,
       // No chunk and nothing in flight for this long: the pull fails (502).
-      stallMs: Math.min(config.originStallTimeoutMs, 15_000),
+      // At least 5 s: an owner takeover or a ban waits through an announce.
+      stallMs: Math.min(Math.max(config.originStallTimeoutMs, 5_000), 15_000),
       onBytes: (kind, bytes) => metrics.ingestedBytes.inc({ source: kind }, bytes),
       onVerifyFailure: (_, kind) => metrics.verifyFailures.inc({ source: kind }),
     });

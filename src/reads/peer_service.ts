@@ -9,14 +9,15 @@
 
 import type { Catalog } from "../cache/mod.ts";
 import { notLocal } from "../cache/mod.ts";
-import type {
-  AnnounceAnswer,
-  AnnounceRequest,
-  Availability,
-  HaveHandler,
-  PeerEndpoint,
-  PeerManifest,
-  Subscription,
+import {
+  type AnnounceAnswer,
+  type AnnounceRequest,
+  type Availability,
+  decodeBitmap,
+  type HaveHandler,
+  type PeerEndpoint,
+  type PeerManifest,
+  type Subscription,
 } from "../cluster/mod.ts";
 import type { ServeConfig } from "../config/mod.ts";
 import { hasCode, SnapmeshError } from "../errors.ts";
@@ -167,10 +168,12 @@ export class PeerService implements Omit<PeerEndpoint, "workingSet" | "probe"> {
           id: peer.id,
           url: peer.url,
           zone: typeof peer.zone === "string" ? peer.zone : null,
+          rack: typeof peer.rack === "string" ? peer.rack : null,
           complete: peer.complete === true,
         },
         now: this.#o.clock.monotonic(),
         self: this.#participant(name, request.digest),
+        have: typeof peer.have === "string" ? decodeBitmap(peer.have) : null,
       }),
     };
   }
@@ -178,7 +181,8 @@ export class PeerService implements Omit<PeerEndpoint, "workingSet" | "probe"> {
   /** This node as a participant of the swarm of `name` at `digest`, or null when it is not one. */
   #participant(name: string, digest: string): SwarmPeer | null {
     if (this.#advertise === null) return null;
-    const self = { id: this.#o.config.nodeId, url: this.#advertise, zone: this.#o.config.zone };
+    const { nodeId, zone, rack } = this.#o.config;
+    const self = { id: nodeId, url: this.#advertise, zone, rack };
     if (this.#o.catalog.get(name)?.digest === digest) return { ...self, complete: true };
     const ready = this.#o.puller.readyNow(name);
     if (ready?.manifest?.digest === digest && ready.job.progress.state === "running") {

@@ -92,6 +92,8 @@ export interface TopologySpec {
   racksPerZone: number;
   /** Hosts a rack is built for (its uplink's size); nodes are spread over the racks in turn. */
   hostsPerRack: number;
+  /** Nodes are told their rack (`--rack`), so they prefer rack mates. @default true */
+  rackLabels?: boolean;
   /** Each node's NIC, each direction, in bits per second. */
   nicBitsPerSecond: number;
   /** Rack uplink (and downlink) = hosts per rack × NIC ÷ this. */

@@ -13,6 +13,7 @@
 import {
   type AnnounceAnswer,
   type AnnounceRequest,
+  decodeBitmap,
   type HaveHandler,
   type Hello,
   Membership,
@@ -87,6 +88,8 @@ export class SimNode implements PeerEndpoint {
   readonly id: string;
   readonly url: string;
   readonly zone: string;
+  /** Its rack label, or null when the fleet's nodes are not told theirs (`--rack`). */
+  readonly rack: string | null;
   readonly place: Place;
   readonly membership: Membership;
   readonly tracker: Tracker;
@@ -110,6 +113,9 @@ export class SimNode implements PeerEndpoint {
     this.url = options.url;
     this.place = options.place;
     this.zone = `zone-${options.place.zone}`;
+    this.rack = options.world.network.spec.rackLabels === false
+      ? null
+      : `rack-${options.place.rack}`;
     this.corrupt = options.corrupt ?? false;
     const { clock, transport, log } = options.world;
     this.tracker = new Tracker({ random: options.random.fork("tracker") });
@@ -152,12 +158,13 @@ export class SimNode implements PeerEndpoint {
       clock,
       random: this.#o.random.fork("pull"),
       zone: this.zone,
+      rack: this.rack,
     });
     this.job = job;
     const session = new SwarmSession({
       name: snapshot.name,
       digest: snapshot.digest,
-      self: { id: this.id, url: this.url, zone: this.zone },
+      self: { id: this.id, url: this.url, zone: this.zone, rack: this.rack },
       job,
       links: {
         transport: world.transport,
@@ -165,6 +172,7 @@ export class SimNode implements PeerEndpoint {
         removePeer: (id) => io.peers.delete(`peer:${id}`),
         origin: { add: () => io.peers.add("origin"), remove: () => io.peers.delete("origin") },
         track: (request) => this.announce(snapshot.name, request),
+        swarmHeld: () => this.tracker.held(snapshot.digest),
       },
       owners: () => this.owners(),
       unreachable: (peer, err) => {
@@ -228,15 +236,18 @@ export class SimNode implements PeerEndpoint {
         id: this.id,
         url: this.url,
         zone: this.zone,
+        rack: this.rack,
         complete: this.job.progress.state === "done",
       }
       : null;
+    const { have, ...peer } = request.peer;
     return {
       peers: this.tracker.announce({
         digest: request.digest,
-        peer: request.peer,
+        peer,
         now: clock.monotonic(),
         self,
+        have: have === undefined ? null : decodeBitmap(have),
       }),
     };
   }

@@ -9,13 +9,17 @@
 import type { FaultSpec, ScenarioSpec, SnapshotSpec } from "./fleet.ts";
 import type { CpuSpec, TopologySpec } from "./network.ts";
 
-/** The reference fleet for `nodes` nodes, with the CPU costs given. */
-export function referenceTopology(nodes: number, cpu: CpuSpec): TopologySpec {
+/**
+ * The reference fleet for `nodes` nodes, with the CPU costs given; its
+ * nodes are told their rack (`--rack`) unless `rackLabels` is false.
+ */
+export function referenceTopology(nodes: number, cpu: CpuSpec, rackLabels = true): TopologySpec {
   return {
     nodes,
     zones: 2,
     racksPerZone: 25,
     hostsPerRack: 20,
+    rackLabels,
     nicBitsPerSecond: 10e9,
     rackOversubscription: 4,
     crossZoneBitsPerSecond: 200e9,
@@ -61,7 +65,14 @@ export const SCENARIOS: Record<string, { faults: FaultSpec; about: string }> = {
 /** A scenario of the reference fleet. */
 export function scenario(
   name: string,
-  options: { nodes: number; cpu: CpuSpec; seed: string; snapshot?: SnapshotSpec },
+  options: {
+    nodes: number;
+    cpu: CpuSpec;
+    seed: string;
+    snapshot?: SnapshotSpec;
+    /** The nodes are told their rack. @default true */
+    rackLabels?: boolean;
+  },
 ): ScenarioSpec {
   const known = SCENARIOS[name];
   if (!known) {
@@ -71,7 +82,7 @@ export function scenario(
   }
   return {
     name,
-    topology: referenceTopology(options.nodes, options.cpu),
+    topology: referenceTopology(options.nodes, options.cpu, options.rackLabels ?? true),
     snapshot: options.snapshot ?? REFERENCE_SNAPSHOT,
     faults: known.faults,
     seed: options.seed,

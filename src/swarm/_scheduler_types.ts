@@ -17,6 +17,8 @@ export interface SourceSpec {
   kind: SourceKind;
   /** The source's zone (peers), or null when unknown. */
   zone?: string | null;
+  /** The source's rack (peers), or null when unknown. */
+  rack?: string | null;
   /** Requests it may have in flight at once. */
   maxInFlight: number;
   /**
@@ -74,6 +76,8 @@ export interface ChunkSchedulerOptions {
   random: Random;
   /** This node's zone. @default null */
   zone?: string | null;
+  /** This node's rack: among holders of its zone, those of its rack are preferred. @default null */
+  rack?: string | null;
   /** Requests in flight at once, over all sources. @default 16 */
   maxInFlight?: number;
   /** Adjacent chunks one origin request may cover. @default 4 */
@@ -104,4 +108,11 @@ export interface ChunkSchedulerOptions {
    * @default 300
    */
   ownerWaitMs?: number;
+  /**
+   * A chunk other participants of the swarm hold (the tracker's union),
+   * though no source of this node does yet, is read from the origin only
+   * after this long, in ms: a new owner lets the swarm bring what it has.
+   * @default 3000
+   */
+  heldElsewhereWaitMs?: number;
 }

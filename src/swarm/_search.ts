@@ -101,9 +101,7 @@ export class SourceSearch {
       if (s.inFlight >= s.maxInFlight || s.chokedUntil > now) continue;
       if (s.declined.size > 0 && declinedNow(s, chunk, now)) continue;
       if (!urgent && !this.#ownerTurn(s, chunk, now)) continue;
-      // Unmeasured peers are tried as if fast, so every holder gets measured.
-      const rate = s.rate ?? Number.MAX_SAFE_INTEGER;
-      const score = rate / (1 + s.inFlight) + this.#o.random.next() * 1e-9;
+      const score = this.#speed(s) / (1 + s.inFlight) + this.#o.random.next() * 1e-9;
       if (score > bestScore) {
         best = s;
         bestScore = score;
@@ -117,7 +115,17 @@ export class SourceSearch {
     return null;
   }
 
-  /** True once `chunk`, held only in other zones, has waited its turn to cross. */
+  /**
+   * How fast a source is taken to be: its measured rate (unmeasured peers
+   * as if fast, so every holder gets measured), doubled for a holder in
+   * this node's rack (its link is the cheap one).
+   */
+  #speed(source: SourceState): number {
+    const rate = source.rate ?? Number.MAX_SAFE_INTEGER;
+    const rack = this.#o.rack ?? null;
+    return rack !== null && source.rack === rack ? 2 * rate : rate;
+  }
+
   /** True when `source` may be asked for `chunk` now: not the owner alone holding it before its turn. */
   #ownerTurn(source: SourceState, chunk: number, now: number): boolean {
     if (!source.waits || this.#avail[chunk]! > 1) return true;
@@ -131,6 +139,7 @@ export class SourceSearch {
     return now >= at;
   }
 
+  /** True once `chunk`, held only in other zones, has waited its turn to cross. */
   #mayCross(chunk: number, now: number): boolean {
     const wait = this.#o.crossZoneWaitMs ?? 500;
     if (wait <= 0) return true;
@@ -188,8 +197,7 @@ export class SourceSearch {
       if (s.inFlight >= s.maxInFlight || !holds(s, chunk)) continue;
       if (s.declined.size > 0 && declinedNow(s, chunk, now)) continue;
       if (!this.#ownerTurn(s, chunk, now)) continue;
-      // Unmeasured peers are tried as if fast, so every holder gets measured.
-      const score = (s.rate ?? Number.MAX_SAFE_INTEGER) / (1 + s.inFlight);
+      const score = this.#speed(s) / (1 + s.inFlight);
       if (zone === null || s.zone === null || s.zone === zone) {
         if (score > nearScore) [near, nearScore] = [s, score];
       } else if (score > farScore) {
@@ -241,12 +249,11 @@ export class SourceSearch {
         if (bestAvail <= 1) break;
       }
       if (best < 0) continue;
-      const rate = s.rate ?? Number.MAX_SAFE_INTEGER;
       if (isNear) {
         // Rarer wins; between equals, the faster source.
         if (
           !near || bestAvail < near.avail ||
-          (bestAvail === near.avail && rate > (near.source.rate ?? Number.MAX_SAFE_INTEGER))
+          (bestAvail === near.avail && this.#speed(s) > this.#speed(near.source))
         ) near = { source: s, chunk: best, avail: bestAvail };
       } else {
         far.push({ source: s, chunk: best, avail: bestAvail });

@@ -6,6 +6,7 @@ import type { SourceSpec } from "./_scheduler_types.ts";
 /** What the scheduler knows of a source, and how it has done so far. */
 export interface SourceState extends Omit<SourceSpec, "strikes"> {
   zone: string | null;
+  rack: string | null;
   /** Bad answers tolerated (from the spec). */
   maxStrikes: number | undefined;
   /** Held chunks, or null when it holds everything. */

@@ -80,6 +80,10 @@ export class ChunkScheduler {
   /** When a chunk only other zones hold may be fetched across zones. */
   readonly #crossAt = new Map<number, number>();
   readonly #ownerAt = new Map<number, number>();
+  /** What other participants hold (the tracker's union), or null when unknown. */
+  #elsewhere: Uint8Array | "all" | null = null;
+  /** When each chunk held elsewhere may be read from the origin after all. */
+  readonly #elsewhereAt = new Map<number, number>();
   readonly #hot: number[];
   /** Which chunk next, from which source: reads the structures above. */
   readonly #search: SourceSearch;
@@ -142,6 +146,7 @@ export class ChunkScheduler {
       ...spec,
       maxStrikes: spec.strikes,
       zone: spec.zone ?? null,
+      rack: spec.rack ?? null,
       have: have === "all" ? null : new Uint8Array(Math.ceil(this.total / 8)),
       inFlight: 0,
       chokedUntil: 0,
@@ -242,6 +247,23 @@ export class ChunkScheduler {
     return this.#queue.list(0).length > 0 && this.remaining > 0;
   }
 
+  /** What other participants of the swarm hold (see `heldElsewhereWaitMs`). */
+  setHeldElsewhere(held: Uint8Array | "all"): void {
+    this.#elsewhere = held;
+  }
+
+  /** True when `chunk` may be read from the origin now: nobody else holds it, or it waited. */
+  #originMay(chunk: number, now: number): boolean {
+    const held = this.#elsewhere;
+    if (held === null || (held !== "all" && !bit(held, chunk))) return true;
+    let at = this.#elsewhereAt.get(chunk);
+    if (at === undefined) {
+      at = now + (this.#o.heldElsewhereWaitMs ?? 3000);
+      this.#elsewhereAt.set(chunk, at);
+    }
+    return now >= at;
+  }
+
   /**
    * The next request to send at `now`, or null when nothing can be sent
    * until something changes (a request ends, a have arrives, a choke ends).
@@ -289,9 +311,9 @@ export class ChunkScheduler {
     const unheld = this.#queue.list(0);
     if (origin && unheld.length > 0) {
       // Lowest first, so origin requests can cover adjacent chunks.
-      let chunk = unheld[0]!;
-      for (const c of unheld) if (c < chunk) chunk = c;
-      return this.#assign(origin, chunk, now, { urgent: false, duplicate: false });
+      let chunk = -1;
+      for (const c of unheld) if ((chunk < 0 || c < chunk) && this.#originMay(c, now)) chunk = c;
+      if (chunk >= 0) return this.#assign(origin, chunk, now, { urgent: false, duplicate: false });
     }
     return this.#duplicate(now);
   }
@@ -385,7 +407,8 @@ export class ChunkScheduler {
       const run = this.#o.originRun ?? 4;
       while (
         count < run && chunk + count < this.total && this.#state[chunk + count] === MISSING &&
-        this.#avail[chunk + count] === 0 && this.#sameFile(chunk, chunk + count)
+        this.#avail[chunk + count] === 0 && this.#sameFile(chunk, chunk + count) &&
+        this.#originMay(chunk + count, now)
       ) count++;
     }
     const request: Request = {

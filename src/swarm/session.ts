@@ -22,7 +22,13 @@
  * @module
  */
 
-import type { AnnounceAnswer, HaveHandler, PeerTransport, Subscription } from "../cluster/mod.ts";
+import {
+  type AnnounceAnswer,
+  encodeBytes,
+  type HaveHandler,
+  type PeerTransport,
+  type Subscription,
+} from "../cluster/mod.ts";
 import type { Logger } from "../log/mod.ts";
 import type { Clock, Timer } from "../util/clock.ts";
 import type { SourceKind, SourceSpec } from "./scheduler.ts";
@@ -32,6 +38,8 @@ export interface SelfInfo {
   id: string;
   url: string;
   zone: string | null;
+  /** Its rack, when known. */
+  rack?: string | null;
 }
 
 /** A ranked owner candidate: this node, or a peer. */
@@ -46,6 +54,13 @@ export interface SwarmJob {
   /** A source holds a chunk now (global numbering). */
   sourceHasChunk(id: string, chunk: number): void;
   setMoreMayCome(value: boolean): void;
+  /** Verified chunks, as one bitmap over global chunk numbers. */
+  bitmap(): Uint8Array;
+  /**
+   * What other participants of the swarm hold (the tracker's union): an
+   * origin reader waits a while before reading those chunks itself.
+   */
+  setHeldElsewhere(held: Uint8Array | "all"): void;
   /** Listens to sources the pull gave up on. */
   onSourceDropped(listener: (id: string) => void): void;
 }
@@ -60,6 +75,8 @@ export interface SwarmLinks {
   origin: { add(): void; remove(): void } | null;
   /** Answers announces when this node is the owner (its own tracker). */
   track(request: { digest: string; peer: SelfInfo & { complete: boolean } }): AnnounceAnswer;
+  /** What the participants told this node, as their tracker, that they hold (or null). */
+  swarmHeld(): Uint8Array | "all" | null;
 }
 
 /** Options for {@linkcode SwarmSession}. */
@@ -218,7 +235,10 @@ export class SwarmSession {
   async #announceOnce(): Promise<void> {
     if (this.#stopped) return;
     const { self, digest, name, links } = this.#o;
-    const request = { digest, peer: { ...self, complete: this.#complete } };
+    // While pulling, say what this node holds: the tracker's union of these
+    // tells a new owner which chunks the swarm has already.
+    const have = this.#complete ? undefined : encodeBytes(this.#o.job.bitmap());
+    const request = { digest, peer: { ...self, complete: this.#complete, have } };
     const candidates = this.#o.owners().slice(0, this.#o.ownerCandidates ?? 3);
     let answer: AnnounceAnswer | null = null;
     let owner: OwnerCandidate | null = null;
@@ -229,6 +249,8 @@ export class SwarmSession {
       if (candidate.self) {
         answer = links.track(request);
         owner = candidate;
+        const held = links.swarmHeld();
+        if (held !== null) this.#o.job.setHeldElsewhere(held);
         break;
       }
       try {
@@ -324,7 +346,7 @@ export class SwarmSession {
   }
 
   #follow(
-    peer: { id: string; url: string; zone: string | null },
+    peer: { id: string; url: string; zone: string | null; rack?: string | null },
     owner: OwnerCandidate | null,
   ): void {
     const { job, links, name, digest } = this.#o;
@@ -336,6 +358,7 @@ export class SwarmSession {
       id,
       kind: "peer",
       zone: peer.zone,
+      rack: peer.rack ?? null,
       maxInFlight: this.#o.perPeer ?? 3,
       waits: peer.id === owner?.id,
     };

@@ -235,6 +235,34 @@ Deno.test("PullJob waits while the swarm may bring sources, then gives up after 
   assertEquals(s.pull.progress.chunksDone, 4);
 });
 
+Deno.test("PullJob: the stall time counts from when nothing was in flight, not from the last chunk", async () => {
+  const { bytes, digests } = makeFile(8, 6, () => false);
+  const s = await setup(digests, { stallMs: 800 });
+  add(s, new FakeSource({ id: "peer:a", bytes }, s.clock), bits(8, (i) => i < 4));
+  // b answers after 700 ms with bad bytes (and is dropped): waiting on it was not a stall.
+  add(
+    s,
+    new FakeSource({ id: "peer:b", bytes, delayMs: 700, lies: true }, s.clock),
+    bits(8, (i) => i >= 4),
+  );
+  const started = s.clock.now();
+  const err = await assertRejects(() => run(s));
+  assert(/no chunk arrived/.test((err as Error).message), (err as Error).message);
+  assert(s.clock.now() - started >= 700 + 800, `failed after ${s.clock.now() - started} ms`);
+});
+
+Deno.test("PullJob: no chunk for four times the stall time fails the pull, even with a request out", async () => {
+  const { bytes, digests } = makeFile(8, 6, () => false);
+  const s = await setup(digests, { stallMs: 800 });
+  add(s, new FakeSource({ id: "peer:a", bytes }, s.clock), bits(8, (i) => i < 4));
+  add(s, new FakeSource({ id: "peer:b", bytes, hangs: true }, s.clock), bits(8, (i) => i >= 4));
+  const started = s.clock.now();
+  const err = await assertRejects(() => run(s));
+  assert(/no chunk arrived for 3 s/.test((err as Error).message), (err as Error).message);
+  const took = s.clock.now() - started;
+  assert(took >= 3200 && took < 4000, `failed after ${took} ms`);
+});
+
 Deno.test("PullJob: a slow holder loses its chunks to a faster one, and the losers are cancelled", async () => {
   const { bytes, digests } = makeFile(12, 7, () => false);
   const s = await setup(digests);

@@ -141,3 +141,45 @@ Deno.test("scheduler: a chunk only the owner holds waits its turn (random per ch
   const later = s.next(1000)!;
   assertEquals([later.source, later.chunk], ["peer:owner", 0]);
 });
+
+Deno.test("scheduler: a holder in this node's rack is preferred over an equally fast one elsewhere in the zone", () => {
+  const s = new ChunkScheduler({
+    counts: [40],
+    chunkBytes: () => CHUNK,
+    random: seededRandom("scheduler-rack"),
+    zone: "z1",
+    rack: "r1",
+  });
+  s.addSource({ id: "peer:far", kind: "peer", zone: "z1", rack: "r2", maxInFlight: 1 }, "all");
+  s.addSource({ id: "peer:mate", kind: "peer", zone: "z1", rack: "r1", maxInFlight: 1 }, "all");
+  // One request each (one in flight per source), both measured at the same rate.
+  const first = [s.next(0)!, s.next(0)!];
+  assertEquals(first.map((a) => a.source).sort(), ["peer:far", "peer:mate"]);
+  for (const a of first) s.finished(a.id, 10, { good: [a.chunk], bytes: CHUNK * 10 });
+  const counts = new Map<string, number>();
+  for (let t = 20; t < 60; t++) {
+    const a = s.next(t);
+    if (!a) break;
+    counts.set(a.source, (counts.get(a.source) ?? 0) + 1);
+    s.finished(a.id, t + 1, { good: [a.chunk], bytes: CHUNK * 10 });
+  }
+  assert(
+    (counts.get("peer:mate") ?? 0) > (counts.get("peer:far") ?? 0),
+    JSON.stringify([...counts]),
+  );
+  assertEquals(counts.get("peer:far") ?? 0, 0, "the rack mate takes every request it can");
+});
+
+Deno.test("scheduler: a chunk other participants hold waits before the origin reads it; one nobody holds does not", () => {
+  const s = scheduler(4);
+  s.addSource({ id: "origin", kind: "origin", zone: null, maxInFlight: 4 }, "all");
+  s.setHeldElsewhere(bits(4, [0, 1]));
+  const early: number[] = [];
+  for (let a = s.next(0); a !== null; a = s.next(0)) {
+    for (let c = a.chunk; c < a.chunk + a.count; c++) early.push(c);
+  }
+  assertEquals(early.sort(), [2, 3], "only what nobody else holds, at once");
+  assertEquals(s.next(2999), null, "the others wait");
+  const late = s.next(3000)!;
+  assertEquals([late.source, late.chunk], ["origin", 0], "then the origin reads them after all");
+});

@@ -49,3 +49,38 @@ Deno.test("tracker: a participant that stops announcing is forgotten after the T
   t.sweep(10_000);
   assertEquals(t.participants(D), []);
 });
+
+Deno.test("tracker: rack mates fill part of an answer, the rest comes from the zone's other racks and one other zone", () => {
+  const t = new Tracker({
+    random: seededRandom("tracker-rack"),
+    handout: 16,
+    crossZone: 2,
+    sameRack: 8,
+  });
+  const at = (i: number): SwarmPeer => ({
+    ...node(i, i % 2 ? "b" : "a"),
+    rack: `r${i % 10}`,
+  });
+  for (let i = 0; i < 400; i++) t.announce({ digest: D, peer: at(i), now: 0 });
+  const asker = at(0); // zone a, rack r0
+  const answer = t.announce({ digest: D, peer: asker, now: 1 });
+  assertEquals(answer.length, 16);
+  assertEquals(answer.filter((p) => p.rack === "r0").length, 8, "eight rack mates");
+  assertEquals(answer.filter((p) => p.zone === "a" && p.rack !== "r0").length, 6);
+  assertEquals(answer.filter((p) => p.zone === "b").length, 2);
+  // Without a rack, the answer is as before: the zone, two from the other zone.
+  const plain = t.announce({ digest: D, peer: node(1000, "a"), now: 1 });
+  assertEquals(plain.filter((p) => p.zone === "b").length, 2);
+});
+
+Deno.test("tracker: the union of what participants announce they hold, and 'all' once one holds everything", () => {
+  const t = new Tracker({ random: seededRandom("tracker-held") });
+  assertEquals(t.held(D), null);
+  t.announce({ digest: D, peer: node(1), now: 0, have: Uint8Array.of(0b0000_0101) });
+  t.announce({ digest: D, peer: node(2), now: 0, have: Uint8Array.of(0b0000_0010, 0b1) });
+  assertEquals(t.held(D), Uint8Array.of(0b0000_0111, 0b1));
+  t.announce({ digest: D, peer: { ...node(3), complete: true }, now: 0 });
+  assertEquals(t.held(D), "all");
+  t.sweep(1_000_000);
+  assertEquals(t.held(D), null, "forgotten with the swarm");
+});
