@@ -11,6 +11,7 @@ const BENCHES: Record<string, string> = {
   restart: "./bench/restart.ts",
   origin: "./bench/origin.ts",
   fleet: "./bench/fleet.ts",
+  relay: "./bench/relay.ts",
   upload: "./bench/upload.ts",
   restore: "./bench/restore.ts",
   security: "./bench/security.ts",

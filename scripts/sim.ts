@@ -9,6 +9,7 @@
  *   deno task sim                                  # every scenario at 8, 64, 256, 1000 nodes
  *   deno task sim --nodes 1000 --scenario owner-killed --json
  *   deno task sim --nodes 64 --seed 7 --no-write   # print only
+ *   deno task sim --calibrate                      # against bench fleet (N = 1, 2, 4, 8)
  *
  * Options: --nodes N[,N…]  --scenario NAME[,NAME…]|all  --seed S  --json
  * --chunk-mib N  --cores N  --no-rack-labels (nodes are not told their rack)  --no-write. With the reference settings (seed
@@ -23,7 +24,12 @@ import { parseArgs } from "node:util";
 import { measureCpu } from "../src/sim/cpu.ts";
 import { runFleet } from "../src/sim/fleet.ts";
 import { jsonLine, plot, type Row, table, toRow } from "../src/sim/report.ts";
-import { REFERENCE_SNAPSHOT, scenario, SCENARIOS } from "../src/sim/scenarios.ts";
+import {
+  BENCH_FLEET_SNAPSHOT,
+  REFERENCE_SNAPSHOT,
+  scenario,
+  SCENARIOS,
+} from "../src/sim/scenarios.ts";
 
 const ROOT = new URL("..", import.meta.url).pathname.replace(/\/$/, "");
 const DEFAULT_NODES = "8,64,256,1000";
@@ -40,6 +46,7 @@ export async function main(args: string[]): Promise<number> {
       cores: { type: "string" },
       "no-write": { type: "boolean", default: false },
       "no-rack-labels": { type: "boolean", default: false },
+      calibrate: { type: "boolean", default: false },
       help: { type: "boolean", default: false },
     },
   });
@@ -47,10 +54,11 @@ export async function main(args: string[]): Promise<number> {
     console.log(
       "usage: deno task sim [--nodes 8,64,256,1000] [--scenario all|" +
         `${Object.keys(SCENARIOS).join("|")}] [--seed S] [--json] [--chunk-mib 1] ` +
-        "[--cores N] [--no-rack-labels] [--no-write]",
+        "[--cores N] [--no-rack-labels] [--no-write] | --calibrate",
     );
     return 0;
   }
+  if (values.calibrate) return await calibrate(values.seed!);
   const sizes = values.nodes!.split(",").map((s) => Number(s.trim()));
   if (sizes.some((n) => !Number.isInteger(n) || n < 1)) {
     console.error(`--nodes: expected positive integers, got "${values.nodes}"`);
@@ -139,6 +147,80 @@ export async function main(args: string[]): Promise<number> {
     log("sim: updated bench/results/sim-latest.json and bench/results/sim-latest.svg");
   }
   return rows.some((r) => r.failed > 0) ? 1 : 0;
+}
+
+/**
+ * The simulation of this machine's shaped fleet (`benchFleetTopology`)
+ * beside the last `deno task bench fleet` run, N = 1, 2, 4, 8: how close
+ * the model comes to what real agents do. Writes
+ * bench/results/sim-calibration-latest.json.
+ */
+async function calibrate(seed: string): Promise<number> {
+  let bench: { n: number; snapmesh: number }[] = [];
+  try {
+    const fleet = JSON.parse(await Deno.readTextFile(`${ROOT}/bench/results/fleet-latest.json`));
+    bench = fleet.summary ?? [];
+  } catch (err) {
+    if (!(err instanceof Deno.errors.NotFound)) throw err;
+    console.error("sim: no bench/results/fleet-latest.json; run deno task bench fleet first");
+  }
+  const rows: { nodes: number; sim: number; simOwnCpu: number; bench: number | undefined }[] = [];
+  for (const nodes of [1, 2, 4, 8]) {
+    const spec = scenario("baseline", {
+      nodes,
+      cpu: { receiveMsPerMiB: 0, sendMsPerMiB: 0, cores: 1 }, // the topology brings its own
+      seed,
+      snapshot: BENCH_FLEET_SNAPSHOT,
+      topology: "bench-fleet",
+    });
+    const result = await runFleet(spec);
+    // The same fleet with a machine (two cores) per node, as it would run in production.
+    const own = await runFleet({
+      ...spec,
+      topology: { ...spec.topology, cpu: { ...spec.topology.cpu, shared: false } },
+    });
+    rows.push({
+      nodes,
+      sim: result.seconds.max,
+      simOwnCpu: own.seconds.max,
+      bench: bench.find((b) => b.n === nodes)?.snapmesh,
+    });
+  }
+  const sim1 = rows[0]!.sim;
+  const bench1 = rows[0]!.bench;
+  const fmt = (x: number | undefined, d = 1) => (x === undefined ? "-" : x.toFixed(d));
+  console.log(
+    "| N | simulated (s) | sim vs N=1 | bench fleet (s, median) | bench vs N=1 | sim / bench | " +
+      "simulated, a machine per node (vs N=1) |\n" +
+      "|---|---|---|---|---|---|---|\n" +
+      rows.map((r) =>
+        `| ${r.nodes} | ${fmt(r.sim)} | ${fmt(r.sim / sim1, 2)}x | ${fmt(r.bench)} | ${
+          r.bench && bench1 ? `${(r.bench / bench1).toFixed(2)}x` : "-"
+        } | ${r.bench ? `${(r.sim / r.bench).toFixed(2)}x` : "-"} | ${fmt(r.simOwnCpu)} (${
+          fmt(r.simOwnCpu / rows[0]!.simOwnCpu, 2)
+        }x) |`
+      ).join("\n"),
+  );
+  await Deno.writeTextFile(
+    `${ROOT}/bench/results/sim-calibration-latest.json`,
+    JSON.stringify(
+      {
+        bench: "sim --calibrate",
+        date: new Date().toISOString(),
+        topology: scenario("baseline", {
+          nodes: 8,
+          cpu: { receiveMsPerMiB: 0, sendMsPerMiB: 0, cores: 1 },
+          seed,
+          topology: "bench-fleet",
+        }).topology,
+        snapshot: BENCH_FLEET_SNAPSHOT,
+        rows,
+      },
+      null,
+      2,
+    ) + "\n",
+  );
+  return 0;
 }
 
 if (import.meta.main) Deno.exit(await main(Deno.args));

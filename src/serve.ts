@@ -9,7 +9,7 @@
  */
 
 import { Agent } from "./agent/mod.ts";
-import { createApp } from "./api/mod.ts";
+import { type AppDeps, createApp, fastReads } from "./api/mod.ts";
 import { formatListen, type ServeConfig } from "./config/mod.ts";
 import { errorMessage, SnapmeshError } from "./errors.ts";
 import { DenoFileSystem, type FileSystem } from "./fs/mod.ts";
@@ -117,7 +117,7 @@ export async function runServe(
   // The app awaits this promise; keep a failed recovery from being "unhandled".
   opening.catch(() => {});
   const stop = new AbortController();
-  const app = createApp({
+  const appDeps: AppDeps = {
     agent: opening,
     shutdown: stop.signal,
     isReady: () => agent !== null,
@@ -133,7 +133,8 @@ export async function runServe(
     log,
     nodeId: config.nodeId,
     version: VERSION,
-  });
+  };
+  const app = createApp(appDeps);
 
   const onSignal = () => {
     if (stop.signal.aborted && options.hardExitMs !== undefined) {
@@ -177,6 +178,8 @@ export async function runServe(
       });
     }
     server = serveHttp(listener, (request, info) => app.fetch(request, info), {
+      // Small range reads of cached files skip Request/Hono/Response (same answers).
+      fast: fastReads(appDeps),
       log,
       idleTimeoutMs: config.idleTimeoutMs,
       headerTimeoutMs: config.headerTimeoutMs,

@@ -21,6 +21,7 @@ import { CreateBucketCommand, S3Client } from "@aws-sdk/client-s3";
 import { parseArgs } from "node:util";
 import {
   agentFlags,
+  cpuSeconds,
   have,
   median,
   MiB,
@@ -243,8 +244,8 @@ export async function main(args: string[]): Promise<number> {
               await sleep(100);
             }
           }
-          const cpuBefore = agents.map((a) => cpuSeconds(a.pid));
-          const s3Before = cpuSeconds(s3.pid);
+          const cpuBefore = agents.map((a) => cpuSeconds([a.pid]));
+          const s3Before = cpuSeconds([s3.pid]);
           const machineBefore = machineBusySeconds();
           const started = performance.now();
           let tracing = values.trace === true;
@@ -296,10 +297,10 @@ export async function main(args: string[]): Promise<number> {
             console.error(
               `  cpu s: ${
                 agents.map((a, i) =>
-                  `${fleet[i]!.id}:${(cpuSeconds(a.pid) - cpuBefore[i]!).toFixed(1)}`
+                  `${fleet[i]!.id}:${(cpuSeconds([a.pid]) - cpuBefore[i]!).toFixed(1)}`
                 ).join(" ")
               } ` +
-                `s3rver:${(cpuSeconds(s3.pid) - s3Before).toFixed(1)} machine:${
+                `s3rver:${(cpuSeconds([s3.pid]) - s3Before).toFixed(1)} machine:${
                   (machineBusySeconds() - machineBefore).toFixed(1)
                 }`,
             );
@@ -443,12 +444,6 @@ function summarize(rows: Sample[], sizes: number[], nonZero: number) {
 
 function spread(xs: number[]): string {
   return `${median(xs).toFixed(2)}x (${Math.min(...xs).toFixed(2)}-${Math.max(...xs).toFixed(2)})`;
-}
-
-/** CPU seconds (user + system) a process has used. */
-function cpuSeconds(pid: number): number {
-  const fields = Deno.readTextFileSync(`/proc/${pid}/stat`).split(") ")[1]!.split(" ");
-  return (Number(fields[11]) + Number(fields[12])) / 100;
 }
 
 /** CPU seconds of the whole machine (all cores), busy time only. */

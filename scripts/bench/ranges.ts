@@ -14,7 +14,16 @@
  */
 
 import { parseArgs } from "node:util";
-import { ensureRandomFile, have, median, MiB, saveResult, startAgent, table } from "./_harness.ts";
+import {
+  cpuSeconds,
+  ensureRandomFile,
+  have,
+  median,
+  MiB,
+  saveResult,
+  startAgent,
+  table,
+} from "./_harness.ts";
 import { startNginx } from "./_nginx.ts";
 
 /** One `wrk` round against one server. */
@@ -208,24 +217,6 @@ async function wrk(
     cpuUsPerRequest: ((after - before) * 1e6) / requests,
     non2xx: Number(line[5]),
   };
-}
-
-const TICKS_PER_SECOND = 100; // USER_HZ on Linux
-
-/** User + system CPU seconds of processes (all their threads). */
-export function cpuSeconds(pids: number[]): number {
-  let ticks = 0;
-  for (const pid of pids) {
-    try {
-      const stat = Deno.readTextFileSync(`/proc/${pid}/stat`);
-      // Fields after the command name, which may hold spaces: state is field 3.
-      const fields = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
-      ticks += Number(fields[11]) + Number(fields[12]); // utime, stime (fields 14, 15)
-    } catch {
-      // exited
-    }
-  }
-  return ticks / TICKS_PER_SECOND;
 }
 
 async function run(cmd: string, args: string[]): Promise<void> {

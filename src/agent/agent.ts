@@ -231,6 +231,12 @@ export class Agent {
     return await this.#s.reads.openFile(name, file);
   }
 
+  /** Opens a file of a snapshot cached here (a use), or null: never starts a pull. */
+  async openCachedFile(name: string, file: string): Promise<OpenedFile | null> {
+    this.#check(name, file);
+    return await this.#s.reads.openCached(name, file);
+  }
+
   /** Makes a snapshot local and verified, and answers its paths. */
   async pull(name: string, options: PullOptions = {}): Promise<PullResult | PullAccepted> {
     this.#check(name);

@@ -61,20 +61,29 @@ function bearer(header: string | undefined): string | null {
   return match ? match[1]! : null;
 }
 
-/** Authorizes every `/v1` request; the role lands in `c.var.role`. */
-export function authorize(
-  options: AuthOptions,
-): MiddlewareHandler<{ Bindings: Partial<HttpRequestInfo>; Variables: { role: Role } }> {
+/**
+ * Which client token an Authorization header carries ("full", "read" or
+ * null), compared in constant time against each.
+ */
+export function clientTokens(
+  options: Pick<AuthOptions, "token" | "readToken">,
+): (header: string | undefined) => "full" | "read" | null {
   const full = options.token === null ? null : digest(options.token);
   const read = options.readToken === null ? null : digest(options.readToken);
-
-  /** Which token a header carries, compared in constant time against each. */
-  const tokenRole = (header: string | undefined): "full" | "read" | null => {
+  return (header) => {
     const given = digest(bearer(header) ?? `\0invalid\0${crypto.randomUUID()}`);
     const isFull = full !== null && timingSafeEqual(given, full);
     const isRead = read !== null && timingSafeEqual(given, read);
     return isFull ? "full" : isRead ? "read" : null;
   };
+}
+
+/** Authorizes every `/v1` request; the role lands in `c.var.role`. */
+export function authorize(
+  options: AuthOptions,
+): MiddlewareHandler<{ Bindings: Partial<HttpRequestInfo>; Variables: { role: Role } }> {
+  const full = options.token;
+  const tokenRole = clientTokens(options);
 
   return async function authorizeRequest(c, next) {
     const path = c.req.path;

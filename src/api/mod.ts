@@ -6,3 +6,4 @@
 
 export * from "./app.ts";
 export * from "./errors.ts";
+export { fastReads } from "./fast_reads.ts";

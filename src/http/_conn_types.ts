@@ -46,12 +46,40 @@ export type HttpHandler = (
   info: HttpRequestInfo,
 ) => Response | Promise<Response>;
 
+/** What a fast handler sees of a request: its head, as parsed (no `Request` is built). */
+export interface FastRequest {
+  method: string;
+  /** The request target as sent (origin-form). */
+  target: string;
+  /** Field names lowercased, values trimmed, in the order sent. */
+  headers: readonly (readonly [string, string])[];
+}
+
+/** A response a fast handler answers: written as it is, with `date` and framing added. */
+export interface RawResponse {
+  status: number;
+  /** Header lines, each `name: value\r\n` (no framing or connection fields). */
+  headers: string;
+  body: Uint8Array;
+}
+
+/**
+ * Answers some bodiless requests before any `Request` or `Response` object
+ * is made (a hot path, such as small range reads), or null to let the
+ * handler answer. It must answer exactly what the handler would.
+ */
+export type FastHandler = (
+  request: FastRequest,
+  info: HttpRequestInfo,
+) => RawResponse | null | Promise<RawResponse | null>;
+
 /** Why a connection was closed by a deadline. */
 export type TimeoutKind = "idle" | "header" | "body" | "send";
 
 /** What a connection needs from its server. */
 export interface ConnectionHost {
   readonly handler: HttpHandler;
+  readonly fast: FastHandler | null;
   readonly onError: (err: unknown) => Response | Promise<Response>;
   readonly log: Logger;
   readonly idleTimeoutMs: number;

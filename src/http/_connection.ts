@@ -7,10 +7,16 @@
  * @module
  */
 
-import type { ConnectionHost, HttpConn, TimeoutKind } from "./_conn_types.ts";
+import type { ConnectionHost, HttpConn, RawResponse, TimeoutKind } from "./_conn_types.ts";
 import { findHeadEnd, HttpParseError, parseHead, type RequestHead } from "./_head.ts";
 import { ReadBuffer } from "./_read_buffer.ts";
-import { jsonError, type ResponseSink, type WriteOutcome, writeResponse } from "./_response.ts";
+import {
+  jsonError,
+  type ResponseSink,
+  type WriteOutcome,
+  writeRaw,
+  writeResponse,
+} from "./_response.ts";
 import { BodyAbortedError, type BodyInput, RequestBody } from "./body.ts";
 
 /** Responses up to this size (head and body) are assembled in a reused buffer. */
@@ -200,6 +206,13 @@ export class Connection implements BodyInput, ResponseSink {
       return "close";
     }
     const hasBody = head.chunked || (head.contentLength ?? 0) > 0;
+    if (!hasBody && head.method === "GET" && this.#host.fast) {
+      const outcome = await this.#fast(head);
+      if (outcome !== null) {
+        this.inRequest = false;
+        return outcome;
+      }
+    }
     const body = hasBody
       ? new RequestBody(this, {
         contentLength: head.chunked ? null : head.contentLength,
@@ -251,6 +264,27 @@ export class Connection implements BodyInput, ResponseSink {
       if (upload) this.#host.releaseUpload();
       this.inRequest = false;
     }
+  }
+
+  /** The fast handler's answer, written; null when it leaves the request to the handler. */
+  async #fast(head: RequestHead): Promise<WriteOutcome | null> {
+    let raw: RawResponse | null;
+    try {
+      raw = await this.#host.fast!(head, {
+        remoteAddr: this.#conn.remoteAddr,
+        clientCertificate: this.#conn.clientCertificate ?? null,
+      });
+    } catch {
+      raw = null; // the handler answers, errors included
+    }
+    if (raw === null) return null;
+    if (this.#closed) return "abort";
+    this.#responseStarted = true;
+    return await writeRaw(this, raw, {
+      method: head.method,
+      minor: head.minor,
+      keepAlive: head.keepAlive && !this.#host.closing,
+    });
   }
 
   #request(head: RequestHead, body: RequestBody | null): Request {

@@ -112,6 +112,23 @@ function httpDate(): string {
   return dateText;
 }
 
+/** Writes a fast handler's answer to `sink` (a GET's: it has a body); never throws. */
+export async function writeRaw(
+  sink: ResponseSink,
+  raw: { status: number; headers: string; body: Uint8Array },
+  context: ResponseContext,
+): Promise<WriteOutcome> {
+  const connection = !context.keepAlive
+    ? "connection: close\r\n"
+    : context.minor === 0
+    ? "connection: keep-alive\r\n"
+    : "";
+  const head = `HTTP/1.1 ${raw.status} ${REASONS[raw.status] ?? "Unknown"}\r\n${raw.headers}` +
+    `date: ${httpDate()}\r\ncontent-length: ${raw.body.length}\r\n${connection}\r\n`;
+  if (!await send(sink, [head, raw.body])) return "abort";
+  return context.keepAlive ? "keep" : "close";
+}
+
 /** Writes `response` to `sink`; never throws. */
 export async function writeResponse(
   sink: ResponseSink,

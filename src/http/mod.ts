@@ -28,9 +28,12 @@ export {
 } from "./server.ts";
 export type {
   ClientCertificate,
+  FastHandler,
+  FastRequest,
   HttpConn,
   HttpHandler,
   HttpRequestInfo,
+  RawResponse,
   TimeoutKind,
 } from "./_conn_types.ts";
 export { BodyAbortedError } from "./body.ts";

@@ -7,7 +7,13 @@
  */
 
 import { type Logger, silentLogger } from "../log/mod.ts";
-import type { ConnectionHost, HttpConn, HttpHandler, TimeoutKind } from "./_conn_types.ts";
+import type {
+  ConnectionHost,
+  FastHandler,
+  HttpConn,
+  HttpHandler,
+  TimeoutKind,
+} from "./_conn_types.ts";
 import { Connection } from "./_connection.ts";
 import { jsonError } from "./_response.ts";
 
@@ -50,6 +56,8 @@ export interface HttpServerOptions {
   onReject?: (reason: RejectReason) => void;
   /** Counts a connection closed by a timeout (for metrics). */
   onTimeout?: (kind: TimeoutKind) => void;
+  /** Answers hot bodiless requests without `Request`/`Response` objects (see {@linkcode FastHandler}). */
+  fast?: FastHandler;
 }
 
 /** Connections over the cap being answered 503 at once, at most; more are just closed. */
@@ -97,6 +105,7 @@ export class HttpServer {
     const isClosing = () => this.#closing;
     this.#host = {
       handler,
+      fast: options.fast ?? null,
       onError: options.onError ?? defaultOnError(log),
       log,
       idleTimeoutMs: options.idleTimeoutMs ?? 60_000,

@@ -199,6 +199,12 @@ export class Reads {
    * Opens a file for streaming; counts as a use. A snapshot that is not
    * local is pulled, and the file streams while the pull runs.
    */
+  /** Opens a file of a cached snapshot; null when the snapshot is not cached here. */
+  async openCached(name: string, file: string): Promise<OpenedFile | null> {
+    if (!this.#o.catalog.has(name)) return null;
+    return await this.#openLocal(name, file);
+  }
+
   async openFile(name: string, file: string): Promise<OpenedFile> {
     if (this.#o.catalog.has(name)) return await this.#openLocal(name, file);
     this.#miss();

@@ -126,6 +126,8 @@ export interface CpuSpec {
   sendMsPerMiB: number;
   /** Cores the work spreads over. */
   cores: number;
+  /** One processor shared by every node (a fleet on one machine, as `bench fleet` runs). */
+  shared?: boolean;
 }
 
 /** Where a node sits, and its own resources. */
@@ -174,6 +176,7 @@ export class Network {
     this.#originRequests = new Resource("origin-requests", spec.origin.requestsPerSecond / 1000);
     this.#originBytes = new Resource("origin-bytes", spec.origin.aggregateBytesPerSecond / 1000);
     // A chunk-cost unit per MiB: the CPU resource's rate is cores per ms.
+    const sharedCpu = spec.cpu.shared ? new Resource("cpu", spec.cpu.cores) : null;
     this.places = Array.from({ length: spec.nodes }, (_, index) => {
       // Racks in turn, alternating zones: any fleet size spans every zone.
       const rack = index % racks;
@@ -183,7 +186,7 @@ export class Network {
         zone: rack % spec.zones,
         nicUp: new Resource(`node-${index}-up`, nicPerMs),
         nicDown: new Resource(`node-${index}-down`, nicPerMs),
-        cpu: new Resource(`node-${index}-cpu`, spec.cpu.cores),
+        cpu: sharedCpu ?? new Resource(`node-${index}-cpu`, spec.cpu.cores),
       };
     });
   }

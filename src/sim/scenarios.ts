@@ -34,6 +34,43 @@ export function referenceTopology(nodes: number, cpu: CpuSpec, rackLabels = true
   };
 }
 
+/**
+ * The fleet `deno task bench fleet` builds on this machine, for calibration:
+ * one bridge (no racks, no zones), 200 Mbit/s links each way, s3rver behind
+ * a link of its own, and every agent sharing the machine's two cores. The
+ * CPU per MiB is what the agents spend there in all (HTTP, hashing, writes,
+ * have streams), measured from that bench's CPU accounting, not the bare
+ * hashing and writing the reference fleet charges.
+ */
+export function benchFleetTopology(nodes: number): TopologySpec {
+  const link = 200e6;
+  return {
+    nodes,
+    zones: 1,
+    racksPerZone: 1,
+    hostsPerRack: Math.max(1, nodes),
+    rackLabels: false,
+    nicBitsPerSecond: link,
+    rackOversubscription: 1e-6, // a software bridge: never the bottleneck
+    crossZoneBitsPerSecond: link,
+    latencyMs: { rack: 0.05, zone: 0.05, crossZone: 0.05 },
+    origin: {
+      firstByteMs: 3,
+      connectionBytesPerSecond: link / 8,
+      requestsPerSecond: 500,
+      aggregateBytesPerSecond: link / 8,
+    },
+    cpu: { receiveMsPerMiB: 10, sendMsPerMiB: 4, cores: 2, shared: true },
+  };
+}
+
+/** The snapshot of `bench fleet`: 256 MiB, 1 MiB chunks, 30% zero. */
+export const BENCH_FLEET_SNAPSHOT: SnapshotSpec = {
+  bytes: 256 * 1024 ** 2,
+  chunkSize: 1024 ** 2,
+  zeroFraction: 0.3,
+};
+
 /** The reference snapshot: 2 GiB, 1 MiB chunks (the agent's default), 30% zero. */
 export const REFERENCE_SNAPSHOT: SnapshotSpec = {
   bytes: 2 * 1024 ** 3,
@@ -72,6 +109,8 @@ export function scenario(
     snapshot?: SnapshotSpec;
     /** The nodes are told their rack. @default true */
     rackLabels?: boolean;
+    /** `reference` (the issue's fleet) or `bench-fleet` (this machine's shaped fleet). */
+    topology?: "reference" | "bench-fleet";
   },
 ): ScenarioSpec {
   const known = SCENARIOS[name];
@@ -82,7 +121,9 @@ export function scenario(
   }
   return {
     name,
-    topology: referenceTopology(options.nodes, options.cpu, options.rackLabels ?? true),
+    topology: options.topology === "bench-fleet"
+      ? benchFleetTopology(options.nodes)
+      : referenceTopology(options.nodes, options.cpu, options.rackLabels ?? true),
     snapshot: options.snapshot ?? REFERENCE_SNAPSHOT,
     faults: known.faults,
     seed: options.seed,

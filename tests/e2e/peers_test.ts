@@ -118,17 +118,21 @@ Deno.test("(c) a serving peer killed mid-pull costs only its chunks in flight", 
   await using c = await cluster(tmp.path, ["a", "b", "c"], ["--max-egress", "4MB"]);
   const mem = memFile(80, 3);
   await publish(c.get("a"), "fn-kill", { mem });
-  const first = await pull(c.get("c"), "fn-kill"); // now a and c both hold it
+  // The owner of the name starts its own pull when the first node asks it:
+  // it pulls first, so the node that pulls mid-way is never the owner.
+  const owner = rank(["a", "b", "c"], "fn-kill", (id) => c.get(id).url)[0]!;
+  const [early, late] = owner === "b" ? ["b", "c"] : ["c", "b"];
+  const first = await pull(c.get(early), "fn-kill"); // now a and `early` both hold it
   assertEquals(first.status, 200);
-  const started = pull(c.get("b"), "fn-kill");
+  const started = pull(c.get(late), "fn-kill");
   let settled = false;
   started.finally(() => (settled = true));
   // Mid-pull: 15% from its peers. On a starved machine the whole pull can
   // slip between two polls; then there is nothing left to kill mid-way.
   let seen = "";
   let midway = false;
-  await waitFor("b's pull to be under way", async () => {
-    const pulls = await (await fetch(`${c.get("b").url}/v1/pulls`, { headers: auth })).json();
+  await waitFor(`${late}'s pull to be under way`, async () => {
+    const pulls = await (await fetch(`${c.get(late).url}/v1/pulls`, { headers: auth })).json();
     seen = JSON.stringify(pulls);
     midway = pulls.some((p: PullReport) =>
       p.name === "fn-kill" && p.state === "running" && p.bySource.peer >= 0.15 * p.bytesTotal
@@ -137,7 +141,7 @@ Deno.test("(c) a serving peer killed mid-pull costs only its chunks in flight", 
   }, {
     intervalMs: 20,
     context: () => {
-      const events = c.get("b").logs().split("\n").filter((l) => !l.includes('"msg":"http"'));
+      const events = c.get(late).logs().split("\n").filter((l) => !l.includes('"msg":"http"'));
       return `last /v1/pulls: ${seen}\n${events.join("\n").slice(-4000)}`;
     },
   });
@@ -148,8 +152,8 @@ Deno.test("(c) a serving peer killed mid-pull costs only its chunks in flight", 
   assertEquals(result.body.bytes.peer, nonZeroBytes(mem));
   if (midway) {
     await waitFor(
-      "b to notice a is gone",
-      () => /source failed; avoiding it for this pull|peer marked down/.test(c.get("b").logs()),
+      `${late} to notice a is gone`,
+      () => /source failed; avoiding it for this pull|peer marked down/.test(c.get(late).logs()),
     );
   } else {
     console.warn("(c): the pull ended before a poll saw it mid-way; the kill came after it");

@@ -115,3 +115,20 @@ Deno.test("Network: the CPU cost per MiB is charged to sender and receiver", () 
   // Receive: 4 ms of CPU over 2 cores = 2 ms, the slowest part; + 1 ms latency.
   assert(Math.abs(t.end - 3) < 0.01, `ended at ${t.end}`);
 });
+
+Deno.test("Network: with a shared processor, every node's work queues on the same cores", () => {
+  const cpu = { receiveMsPerMiB: 4, sendMsPerMiB: 0, cores: 2 };
+  const own = new Network(tiny({ nicBitsPerSecond: 8e12, crossZoneBitsPerSecond: 8e12, cpu }));
+  const shared = new Network(
+    tiny({ nicBitsPerSecond: 8e12, crossZoneBitsPerSecond: 8e12, cpu: { ...cpu, shared: true } }),
+  );
+  for (const net of [own, shared]) {
+    // Two transfers inside two racks (nodes 0 and 2 share a rack, 1 and 3 the other).
+    const [a, b, c, d] = net.places;
+    net.peerTransfer(a!, c!, MIB, 0);
+    const second = net.peerTransfer(b!, d!, MIB, 0);
+    // Own processors: both receive at once (2 ms + 1 ms latency); shared: the second waits.
+    const expected = net === own ? 3 : 5;
+    assert(Math.abs(second.end - expected) < 0.01, `ended at ${second.end}, expected ${expected}`);
+  }
+});
