@@ -22,11 +22,7 @@
 import { errorMessage, type SnapmeshError } from "../errors.ts";
 import { isNoSpace } from "../fs/mod.ts";
 import { chunkCount, chunkLength } from "../manifest/mod.ts";
-import {
-  type ChunkScheduler,
-  ChunkScheduler as Scheduler,
-  type SourceSpec,
-} from "../swarm/scheduler.ts";
+import { ChunkScheduler, type SourceSpec } from "../swarm/scheduler.ts";
 import { encodeBitmap } from "../cluster/mod.ts";
 import { type Clock, systemClock, type Timer } from "../util/clock.ts";
 import { systemRandom } from "../util/random.ts";
@@ -110,7 +106,7 @@ export class PullJob {
     const layout = layoutOf(options.files, options.chunkSize);
     const { counts, hot } = layout;
     this.#base = layout.base;
-    this.#scheduler = new Scheduler({
+    this.#scheduler = new ChunkScheduler({
       counts,
       chunkBytes: (chunk) => this.#bytesOf(chunk),
       hot,
@@ -263,7 +259,7 @@ export class PullJob {
   }
 
   /** What other participants of the swarm hold: the origin waits a while for those. */
-  setHeldElsewhere(held: Uint8Array | "all"): void {
+  setHeldElsewhere(held: () => Uint8Array | "all" | null): void {
     this.#scheduler.setHeldElsewhere(held);
     this.nudge();
   }
@@ -319,8 +315,11 @@ export class PullJob {
         const assignment = this.#scheduler.next(now);
         if (assignment === null) {
           // Nothing to send now: wait for a request to end, a have, a new
-          // source, or the ticker.
+          // source, a held-back chunk's turn, or the ticker.
+          const at = this.#scheduler.wakeAt();
+          const turn = at === null ? null : this.#clock.setTimeout(() => this.nudge(), at - now);
           await new Promise<void>((resolve) => (this.#wake = resolve));
+          turn?.cancel();
           continue;
         }
         const { file, index } = this.locate(assignment.chunk);

@@ -45,6 +45,8 @@ export class SourceSearch {
   readonly #queue: Buckets;
   readonly #crossAt: Map<number, number>;
   readonly #ownerAt: Map<number, number>;
+  /** The soonest time a choice held back in this decision becomes possible (Infinity: none). */
+  soonest = Infinity;
 
   constructor(state: SearchState) {
     this.#o = state.options;
@@ -136,7 +138,9 @@ export class SourceSearch {
       at = now + this.#o.random.next() * wait;
       this.#ownerAt.set(chunk, at);
     }
-    return now >= at;
+    if (now >= at) return true;
+    if (at < this.soonest) this.soonest = at;
+    return false;
   }
 
   /** True once `chunk`, held only in other zones, has waited its turn to cross. */
@@ -148,7 +152,9 @@ export class SourceSearch {
       at = now + this.#o.random.next() * wait;
       this.#crossAt.set(chunk, at);
     }
-    return now >= at;
+    if (now >= at) return true;
+    if (at < this.soonest) this.soonest = at;
+    return false;
   }
 
   /** The peer sources that can take a request now and hold something missing here. */

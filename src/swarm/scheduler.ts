@@ -80,9 +80,8 @@ export class ChunkScheduler {
   /** When a chunk only other zones hold may be fetched across zones. */
   readonly #crossAt = new Map<number, number>();
   readonly #ownerAt = new Map<number, number>();
-  /** What other participants hold (the tracker's union), or null when unknown. */
-  #elsewhere: Uint8Array | "all" | null = null;
-  /** When each chunk held elsewhere may be read from the origin after all. */
+  /** What other participants hold (the tracker's union), and when each such chunk may go to the origin. */
+  #elsewhere: (() => Uint8Array | "all" | null) | null = null;
   readonly #elsewhereAt = new Map<number, number>();
   readonly #hot: number[];
   /** Which chunk next, from which source: reads the structures above. */
@@ -247,21 +246,27 @@ export class ChunkScheduler {
     return this.#queue.list(0).length > 0 && this.remaining > 0;
   }
 
-  /** What other participants of the swarm hold (see `heldElsewhereWaitMs`). */
-  setHeldElsewhere(held: Uint8Array | "all"): void {
+  /** What other participants hold, looked up when needed (see `heldElsewhereWaitMs`). */
+  setHeldElsewhere(held: () => Uint8Array | "all" | null): void {
     this.#elsewhere = held;
   }
 
   /** True when `chunk` may be read from the origin now: nobody else holds it, or it waited. */
-  #originMay(chunk: number, now: number): boolean {
-    const held = this.#elsewhere;
+  #originMay(chunk: number, now: number, held: Uint8Array | "all" | null): boolean {
     if (held === null || (held !== "all" && !bit(held, chunk))) return true;
     let at = this.#elsewhereAt.get(chunk);
     if (at === undefined) {
       at = now + (this.#o.heldElsewhereWaitMs ?? 3000);
       this.#elsewhereAt.set(chunk, at);
     }
-    return now >= at;
+    if (now >= at) return true;
+    if (at < this.#search.soonest) this.#search.soonest = at;
+    return false;
+  }
+
+  /** After `next()` answered null: when a choice it held back (a turn) becomes possible, or null. */
+  wakeAt(): number | null {
+    return Number.isFinite(this.#search.soonest) ? this.#search.soonest : null;
   }
 
   /**
@@ -269,6 +274,7 @@ export class ChunkScheduler {
    * until something changes (a request ends, a have arrives, a choke ends).
    */
   next(now: number): Assignment | null {
+    this.#search.soonest = Infinity;
     const cap = this.#o.maxInFlight ?? 16;
     if (this.#inFlight >= cap || this.remaining === 0) return null;
     // Urgent chunks, then the hot list, in order.
@@ -295,13 +301,13 @@ export class ChunkScheduler {
     // Rarest first, among the missing chunks the sources free now hold.
     // When they hold few such chunks, one pass over their bitmaps finds the
     // rarest; when they hold many, a bounded scan of the rarest buckets (a
-    // random start in each, so nodes diverge) finds one at once.
+    // random start in each, so nodes diverge) finds one at once, and the pass
+    // runs when the scan's budget went on chunks no free source may serve.
     const free = this.#search.freePeers(now);
     if (free.length > 0) {
       const useful = free.reduce((n, s) => n + s.useful, 0);
-      const found = useful <= FEW_USEFUL
-        ? this.#search.rarest(free, now)
-        : this.#search.scan(free, now);
+      const found = (useful > FEW_USEFUL ? this.#search.scan(free, now) : null) ??
+        this.#search.rarest(free, now);
       if (found) {
         return this.#assign(found.source, found.chunk, now, { urgent: false, duplicate: false });
       }
@@ -312,7 +318,10 @@ export class ChunkScheduler {
     if (origin && unheld.length > 0) {
       // Lowest first, so origin requests can cover adjacent chunks.
       let chunk = -1;
-      for (const c of unheld) if ((chunk < 0 || c < chunk) && this.#originMay(c, now)) chunk = c;
+      const held = this.#elsewhere?.() ?? null;
+      for (const c of unheld) {
+        if ((chunk < 0 || c < chunk) && this.#originMay(c, now, held)) chunk = c;
+      }
       if (chunk >= 0) return this.#assign(origin, chunk, now, { urgent: false, duplicate: false });
     }
     return this.#duplicate(now);
@@ -408,7 +417,7 @@ export class ChunkScheduler {
       while (
         count < run && chunk + count < this.total && this.#state[chunk + count] === MISSING &&
         this.#avail[chunk + count] === 0 && this.#sameFile(chunk, chunk + count) &&
-        this.#originMay(chunk + count, now)
+        this.#originMay(chunk + count, now, this.#elsewhere?.() ?? null)
       ) count++;
     }
     const request: Request = {

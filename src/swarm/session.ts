@@ -57,10 +57,11 @@ export interface SwarmJob {
   /** Verified chunks, as one bitmap over global chunk numbers. */
   bitmap(): Uint8Array;
   /**
-   * What other participants of the swarm hold (the tracker's union): an
-   * origin reader waits a while before reading those chunks itself.
+   * What other participants of the swarm hold (the tracker's union, looked
+   * up when needed): an origin reader waits a while before reading those
+   * chunks itself.
    */
-  setHeldElsewhere(held: Uint8Array | "all"): void;
+  setHeldElsewhere(held: () => Uint8Array | "all" | null): void;
   /** Listens to sources the pull gave up on. */
   onSourceDropped(listener: (id: string) => void): void;
 }
@@ -108,6 +109,8 @@ export interface SwarmSessionOptions {
   banMs?: number;
   /** How long origin reads wait for the first bitmaps of the neighbors, in ms. @default 1000 */
   originDelayMs?: number;
+  /** After taking ownership over, how long origin reads wait for the others' announces, in ms. @default 300 */
+  takeoverDelayMs?: number;
 }
 
 interface Neighbor {
@@ -249,8 +252,10 @@ export class SwarmSession {
       if (candidate.self) {
         answer = links.track(request);
         owner = candidate;
-        const held = links.swarmHeld();
-        if (held !== null) this.#o.job.setHeldElsewhere(held);
+        this.#o.job.setHeldElsewhere(() => links.swarmHeld());
+        // Taking over from another owner: the others re-announce (with what
+        // they hold) before this node reads the origin.
+        if (this.#owner !== null && this.#owner !== candidate.id) this.#takeoverAt = now;
         break;
       }
       try {
@@ -283,6 +288,8 @@ export class SwarmSession {
   #started = 0;
   #originTimer: Timer | null = null;
   #wantedOrigin: "none" | "owner" | "fallback" = "none";
+  /** When this node last took ownership over from another node. */
+  #takeoverAt = -Infinity;
 
   /**
    * Turns origin reads on or off. On waits until the neighbors followed so
@@ -291,15 +298,19 @@ export class SwarmSession {
    */
   #setOrigin(mode: "none" | "owner" | "fallback"): void {
     this.#wantedOrigin = mode;
-    const waited = this.#o.clock.monotonic() - this.#started;
+    const now = this.#o.clock.monotonic();
     const delay = this.#o.originDelayMs ?? 1000;
-    if (mode !== "none" && this.#awaitingFirst.size > 0 && waited < delay) {
+    const wait = Math.max(
+      this.#awaitingFirst.size > 0 ? delay - (now - this.#started) : 0,
+      mode === "owner" ? (this.#o.takeoverDelayMs ?? 300) - (now - this.#takeoverAt) : 0,
+    );
+    if (mode !== "none" && wait > 0) {
       this.#originTimer ??= this.#o.clock.setTimeout(
         () => {
           this.#originTimer = null;
           if (!this.#stopped) this.#applyOrigin(this.#wantedOrigin);
         },
-        delay - waited,
+        wait,
         { ref: false },
       );
       return;

@@ -173,7 +173,8 @@ Deno.test("scheduler: a holder in this node's rack is preferred over an equally 
 Deno.test("scheduler: a chunk other participants hold waits before the origin reads it; one nobody holds does not", () => {
   const s = scheduler(4);
   s.addSource({ id: "origin", kind: "origin", zone: null, maxInFlight: 4 }, "all");
-  s.setHeldElsewhere(bits(4, [0, 1]));
+  const held = bits(4, [0, 1]);
+  s.setHeldElsewhere(() => held);
   const early: number[] = [];
   for (let a = s.next(0); a !== null; a = s.next(0)) {
     for (let c = a.chunk; c < a.chunk + a.count; c++) early.push(c);
@@ -182,4 +183,32 @@ Deno.test("scheduler: a chunk other participants hold waits before the origin re
   assertEquals(s.next(2999), null, "the others wait");
   const late = s.next(3000)!;
   assertEquals([late.source, late.chunk], ["origin", 0], "then the origin reads them after all");
+});
+
+Deno.test("scheduler: when the bucket scan spends its budget on chunks nobody free may serve, the bitmap pass still finds work", () => {
+  const s = new ChunkScheduler({
+    counts: [600],
+    chunkBytes: () => CHUNK,
+    random: seededRandom("scheduler-scan"),
+    zone: "z1",
+    crossZoneWaitMs: 60_000, // chunks only the other zone holds wait long
+  });
+  const range = (from: number, to: number) => Array.from({ length: to - from }, (_, i) => from + i);
+  // 300 rare chunks only another zone holds (more than one scan's budget)...
+  s.addSource(
+    { id: "peer:far", kind: "peer", zone: "z2", maxInFlight: 4 },
+    bits(600, range(0, 300)),
+  );
+  // ...and 300 others that two holders of this zone can serve now.
+  s.addSource(
+    { id: "peer:a", kind: "peer", zone: "z1", maxInFlight: 4 },
+    bits(600, range(300, 600)),
+  );
+  s.addSource(
+    { id: "peer:b", kind: "peer", zone: "z1", maxInFlight: 4 },
+    bits(600, range(300, 600)),
+  );
+  const a = s.next(0);
+  assert(a !== null, "a free holder of this zone gets a request");
+  assert(a.chunk >= 300 && a.source !== "peer:far", JSON.stringify(a));
 });
