@@ -50,8 +50,6 @@ export interface ScenarioSpec {
   startSpreadMs?: number;
   /** Give up after this much virtual time, in ms. @default 600000 */
   limitMs?: number;
-  /** Called as each node starts its pull, and with every node at the end (diagnostics). */
-  inspect?: { started?(node: SimNode): void; ended?(nodes: readonly SimNode[]): void };
 }
 
 /** What a run measured. Times are seconds of virtual time from each node's start. */
@@ -204,7 +202,6 @@ export async function runFleet(spec: ScenarioSpec): Promise<FleetResult> {
         return;
       }
       node.pull().finally(() => ended++);
-      spec.inspect?.started?.(node);
       const job = node.job!;
       const threshold = node === owner ? faults.killOwnerAt! : dieAt.get(node);
       if (threshold !== undefined) {
@@ -218,7 +215,6 @@ export async function runFleet(spec: ScenarioSpec): Promise<FleetResult> {
     }, delay);
   }
   await clock.runUntil(() => ended === n, { maxMs: spec.limitMs ?? 600_000 });
-  spec.inspect?.ended?.(nodes);
   for (const node of nodes) node.membership.stop();
 
   const times: number[] = [];

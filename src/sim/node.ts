@@ -134,16 +134,6 @@ export class SimNode implements PeerEndpoint {
   }
 
   /** Bytes this node sent to peers. */
-  /** The world's virtual time, in ms. */
-  get now(): number {
-    return this.#o.world.clock.monotonic();
-  }
-
-  /** The world's clock (diagnostics). */
-  get clock(): VirtualClock {
-    return this.#o.world.clock;
-  }
-
   get uploaded(): number {
     return this.#o.world.network.uploaded(this.place);
   }
